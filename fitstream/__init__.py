@@ -1,0 +1,50 @@
+"""FitStream: a PyTorch training loop as an ordinary iterable of per-epoch events.
+
+Sources (:func:`epoch_stream`, and ``fitstream_lightning.fit_stream``) yield one event dict per
+epoch; stages (:func:`augment`, :func:`early_stop`, :func:`tap`, ...) transform the stream and are
+composed with :func:`pipe`; sinks (:func:`collect`, :func:`collect_jsonl`, ...) consume it.
+"""
+
+from .batching import iter_batches
+from .evaluation import evaluate, validation_loss
+from .events import Event, EventStream, Stage
+from .pipeline import pipe
+from .plotting import live_plot, plot_history
+from .progress import progress
+from .selection import early_stop, take
+from .side_effects import print_keys, tap, tick
+from .sinks import collect, collect_jsonl, collect_pd
+from .sources import epoch_stream
+from .tensorboard_sink import collect_tensorboard, log_tensorboard
+from .tracking import BestModel, best_model
+from .transforms import augment, ema
+
+__version__ = "0.5.0"
+
+__all__ = [
+    "BestModel",
+    "Event",
+    "EventStream",
+    "Stage",
+    "augment",
+    "best_model",
+    "collect",
+    "collect_jsonl",
+    "collect_pd",
+    "collect_tensorboard",
+    "early_stop",
+    "ema",
+    "epoch_stream",
+    "evaluate",
+    "iter_batches",
+    "live_plot",
+    "log_tensorboard",
+    "pipe",
+    "plot_history",
+    "print_keys",
+    "progress",
+    "take",
+    "tap",
+    "tick",
+    "validation_loss",
+]

@@ -1,0 +1,145 @@
+"""Composing stages: :func:`pipe`, and the two call forms every stage factory supports.
+
+A stage factory such as ``take(3)`` returns a *stage*, a function from a stream of events to
+a stream of events. Every factory in FitStream also accepts the stream as an optional first
+positional argument, in which case it applies the stage at once::
+
+    take(events, 3)          # a stream, like pipe(events, take(3))
+    early_stop(events, key="val_loss", patience=10)
+
+:func:`stage_factory` gives a factory that second form; :func:`upstream` lets a stage close
+the stream it consumes on every exit path, so closing a pipeline closes its source.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
+
+from .events import Stage
+
+__all__ = ["StageFactory", "is_stream", "pipe", "stage_factory", "upstream"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def is_stream(obj: object) -> bool:
+    """Tell whether ``obj`` looks like a stream of events rather than a stage argument.
+
+    Strings, bytes and mappings are iterable but are never streams (``early_stop("val_loss",
+    ...)`` takes a key, not a stream of characters).
+
+    Example:
+        >>> is_stream([{"step": 1}]), is_stream("val_loss"), is_stream({"step": 1})
+        (True, False, False)
+    """
+    return isinstance(obj, Iterable) and not isinstance(obj, str | bytes | bytearray | Mapping)
+
+
+class StageFactory(Protocol, Generic[P]):
+    """A stage factory that can also be called with the stream as its first argument."""
+
+    @overload
+    def __call__(
+        self, events: Iterable[dict[str, Any]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Iterator[dict[str, Any]]: ...
+
+    @overload
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Stage: ...
+
+
+def stage_factory(factory: Callable[P, Stage]) -> StageFactory[P]:
+    """Let ``factory(stream, *args, **kwargs)`` mean ``factory(*args, **kwargs)(stream)``.
+
+    The factory's own argument checks still run before anything is pulled from the stream.
+
+    Example:
+        >>> @stage_factory
+        ... def double(key: str) -> Stage:
+        ...     def stage(events):
+        ...         for ev in events:
+        ...             yield {**ev, key: 2 * ev[key]}
+        ...     return stage
+        >>> [ev["x"] for ev in double([{"x": 1}, {"x": 2}], "x")]
+        [2, 4]
+        >>> [ev["x"] for ev in pipe([{"x": 3}], double("x"))]
+        [6]
+    """
+
+    @functools.wraps(factory)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if args and is_stream(args[0]):
+            events, *rest = args
+            return factory(*rest, **kwargs)(events)
+        return factory(*args, **kwargs)
+
+    return wrapper
+
+
+def pipe(stream: Iterable[dict[str, Any]], *stages: Stage) -> Iterator[dict[str, Any]]:
+    """Apply ``stages`` to ``stream`` from left to right and return the resulting stream.
+
+    ``pipe(s, f, g)`` is ``g(f(s))``. Nothing is pulled from ``stream`` until the result is
+    iterated. Each stage must be callable; this is checked at once.
+
+    Args:
+        stream: The source of events, e.g. :func:`fitstream.epoch_stream`'s result.
+        *stages: Functions from a stream of events to a stream of events.
+
+    Returns:
+        An iterator over the events of the last stage.
+
+    Raises:
+        TypeError: If ``stream`` is not iterable or a stage is not callable.
+
+    Example:
+        >>> from fitstream import take
+        >>> events = ({"step": i} for i in range(1, 100))
+        >>> [ev["step"] for ev in pipe(events, take(3))]
+        [1, 2, 3]
+    """
+    if not is_stream(stream):
+        raise TypeError(
+            f"pipe: 'stream' must be an iterable of event dicts, got {type(stream).__name__}: "
+            f"{stream!r:.80}"
+        )
+    for position, stage in enumerate(stages, start=1):
+        if not callable(stage):
+            raise TypeError(
+                f"pipe: stage {position} must be callable (a stage such as take(3)), "
+                f"got {type(stage).__name__}: {stage!r:.80}"
+            )
+    result: Iterable[dict[str, Any]] = stream
+    for stage in stages:
+        result = stage(result)
+    return iter(result)
+
+
+@contextmanager
+def upstream(events: Iterable[T]) -> Iterator[Iterator[T]]:
+    """Iterate ``events`` and close it when the block exits, however it exits.
+
+    Stages use it so that closing (or abandoning) the end of a pipeline closes the source,
+    which for a Lightning stream ends training at once.
+
+    Example:
+        >>> def numbers():
+        ...     try:
+        ...         yield from range(10)
+        ...     finally:
+        ...         print("source closed")
+        >>> with upstream(numbers()) as it:
+        ...     next(it)
+        0
+        source closed
+    """
+    iterator = iter(events)
+    try:
+        yield iterator
+    finally:
+        close = getattr(iterator, "close", None)
+        if callable(close):
+            close()
