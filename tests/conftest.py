@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -54,3 +55,57 @@ def counting_source() -> type[CountingSource]:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+def markdown_python_blocks(path: str | Path) -> list[tuple[int, str]]:
+    """Return ``(line_number, code)`` for each fenced block of a Markdown file that runs.
+
+    Blocks fenced as ```` ```python ```` (or MyST's ```` ```{code-block} python ````) run;
+    any other fence (``text``, ``console``, ``shell``...) is shown, not run. A block preceded
+    by the line ``<!-- no-run -->`` is skipped too.
+    """
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    blocks: list[tuple[int, str]] = []
+    i = 0
+    while i < len(lines):
+        fence = lines[i].strip()
+        if fence.startswith("```"):
+            info = fence[3:].strip()
+            skip = i > 0 and lines[i - 1].strip() == "<!-- no-run -->"
+            start = i + 1
+            i += 1
+            while i < len(lines) and not lines[i].strip().startswith("```"):
+                i += 1
+            runs = info in ("python", "py", "{code-block} python", "{code-cell} python")
+            if runs and not skip:
+                blocks.append((start + 1, "\n".join(lines[start:i])))
+        i += 1
+    return blocks
+
+
+def run_markdown(path: str | Path, workdir: Path) -> dict[str, Any]:
+    """Run every Python block of a Markdown file, in order, in one namespace, inside ``workdir``.
+
+    A failing block raises with the file and line number of the block in the message.
+    Returns the namespace so a test can check what the page computed.
+    """
+    import os
+
+    namespace: dict[str, Any] = {"__name__": "__markdown__"}
+    previous = Path.cwd()
+    os.chdir(workdir)
+    try:
+        for line, code in markdown_python_blocks(path):
+            try:
+                exec(compile(code, f"{path}:{line}", "exec"), namespace)
+            except Exception as exc:
+                raise AssertionError(f"code block at {path}:{line} failed: {exc!r}") from exc
+    finally:
+        os.chdir(previous)
+    return namespace
+
+
+@pytest.fixture
+def markdown_runner() -> Callable[[str | Path, Path], dict[str, Any]]:
+    """:func:`run_markdown`, for tests that execute the README's and the docs' code blocks."""
+    return run_markdown
