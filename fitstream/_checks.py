@@ -1,0 +1,140 @@
+"""Argument checks shared by the sources and the augmenters, with errors that say what came."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["check_callable", "check_positive_int", "check_same_device", "check_tensor_data"]
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"Tensor(shape={tuple(value.shape)}, dtype={value.dtype}, device={value.device})"
+    return f"{type(value).__name__}: {value!r:.60}"
+
+
+def check_tensor_data(
+    data: object, *, func: str, arg: str, last_label: bool
+) -> tuple[torch.Tensor, ...]:
+    """Check that ``data`` is a non-empty sequence of tensors with one shared first dimension.
+
+    Args:
+        data: What the user passed, e.g. ``(X, y)``.
+        func: The public function's name, for the message.
+        arg: The argument's name, for the message.
+        last_label: Whether the last tensor is the label (then two tensors are needed).
+
+    Returns:
+        The tensors as a tuple.
+
+    Raises:
+        TypeError: ``data`` is not a sequence of tensors.
+        ValueError: No tensors, no samples, first dimensions that differ, or a single tensor
+            with ``last_label=True``.
+
+    Example:
+        >>> X, y = torch.zeros(4, 2), torch.zeros(4)
+        >>> len(check_tensor_data((X, y), func="f", arg="data", last_label=True))
+        2
+        >>> check_tensor_data((X, y[:3]), func="f", arg="data", last_label=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: f: all tensors in 'data' must have the same first dimension ...
+    """
+    if isinstance(data, torch.Tensor):
+        raise TypeError(
+            f"{func}: '{arg}' must be a tuple or list of tensors such as (X, y), got a single "
+            f"{_describe(data)}; wrap it: ({arg},) with last_label=False, or pass (X, y)"
+        )
+    if not isinstance(data, Sequence) or isinstance(data, str | bytes):
+        raise TypeError(
+            f"{func}: '{arg}' must be a tuple or list of tensors such as (X, y), "
+            f"got {_describe(data)}"
+        )
+    tensors = tuple(data)
+    if not tensors:
+        raise ValueError(f"{func}: '{arg}' must hold at least one tensor, got an empty sequence")
+    for position, tensor in enumerate(tensors):
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(
+                f"{func}: '{arg}[{position}]' must be a torch.Tensor, got {_describe(tensor)}"
+            )
+        if tensor.ndim == 0:
+            raise ValueError(
+                f"{func}: '{arg}[{position}]' must have a sample dimension, got a 0-d tensor"
+            )
+    sizes = [t.shape[0] for t in tensors]
+    if len(set(sizes)) > 1:
+        raise ValueError(
+            f"{func}: all tensors in '{arg}' must have the same first dimension (one row per "
+            f"sample), got first dimensions {sizes}"
+        )
+    if sizes[0] == 0:
+        raise ValueError(f"{func}: '{arg}' holds no samples (first dimension 0)")
+    if last_label and len(tensors) < 2:
+        raise ValueError(
+            f"{func}: last_label=True needs at least two tensors in '{arg}' (inputs..., labels), "
+            f"got {len(tensors)}; pass last_label=False to feed every tensor to the model"
+        )
+    return tensors
+
+
+def check_positive_int(value: Any, *, func: str, arg: str, allow_none: bool = False) -> None:
+    """Refuse anything but an ``int`` >= 1 (``bool`` is refused; ``None`` only if allowed).
+
+    Example:
+        >>> check_positive_int(0, func="f", arg="batch_size")
+        Traceback (most recent call last):
+        ...
+        ValueError: f: 'batch_size' must be a positive int, got 0
+    """
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{func}: '{arg}' must be a positive int, got {_describe(value)}")
+    if value < 1:
+        raise ValueError(f"{func}: '{arg}' must be a positive int, got {value!r}")
+
+
+def check_callable(value: Any, *, func: str, arg: str) -> None:
+    """Refuse a value that cannot be called.
+
+    Example:
+        >>> check_callable(3, func="tap", arg="fn")
+        Traceback (most recent call last):
+        ...
+        TypeError: tap: 'fn' must be callable, got int: 3
+    """
+    if not callable(value):
+        raise TypeError(f"{func}: '{arg}' must be callable, got {_describe(value)}")
+
+
+def check_same_device(
+    tensors: Sequence[torch.Tensor], model: nn.Module, *, func: str, arg: str
+) -> None:
+    """Refuse data that lives on another device than the model's parameters.
+
+    A model without parameters or buffers is accepted with any data.
+
+    Example:
+        >>> model = nn.Linear(2, 1).to("meta")
+        >>> check_same_device([torch.zeros(3, 2)], model, func="f", arg="data")
+        Traceback (most recent call last):
+        ...
+        ValueError: f: 'data[0]' is on device cpu but the model is on meta; ...
+    """
+    first = next(model.parameters(), None)
+    if first is None:
+        first = next(model.buffers(), None)
+    if first is None:
+        return
+    for position, tensor in enumerate(tensors):
+        if tensor.device != first.device:
+            raise ValueError(
+                f"{func}: '{arg}[{position}]' is on device {tensor.device} but the model is on "
+                f"{first.device}; move them together first, e.g. tensor.to({str(first.device)!r})"
+            )
