@@ -127,7 +127,7 @@ def check_same_device(
         ...
         ValueError: f: 'data[0]' is on device cpu but the model is on meta; ...
     """
-    first = next(model.parameters(), None)
+    first: torch.Tensor | None = next(model.parameters(), None)
     if first is None:
         first = next(model.buffers(), None)
     if first is None:
