@@ -1,13 +1,176 @@
-"""Placeholder while this module is being written (replaced before merge)."""
+"""Stages that add keys to each event: :func:`augment` and :func:`ema`.
 
-from typing import Any
+Both emit a new event of the same type as the one they received (an :class:`~fitstream.Event`
+stays an ``Event``) and leave the incoming event untouched, so an event kept by an earlier
+consumer never changes behind its back.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
+
+from ._checks import check_callable
+from ._lookup import metric_value
+from .events import Stage
+from .pipeline import stage_factory, upstream
+
+__all__ = ["augment", "ema"]
+
+E = TypeVar("E", bound=dict[str, Any])
 
 
-def augment(*args: Any, **kwargs: Any) -> Any:
-    """Placeholder."""
-    raise NotImplementedError
+def _extended(event: E, extra: Mapping[str, Any]) -> E:
+    """Return a shallow copy of ``event`` (same type) with ``extra`` merged in."""
+    if type(event) is dict:
+        return {**event, **extra}  # type: ignore[return-value]
+    new = copy.copy(event)
+    new.update(extra)
+    return new
 
 
-def ema(*args: Any, **kwargs: Any) -> Any:
-    """Placeholder."""
-    raise NotImplementedError
+def _describe(value: object) -> str:
+    return f"{type(value).__name__}: {value!r:.80}"
+
+
+@stage_factory
+def augment(fn: Callable[[dict[str, Any]], Mapping[str, Any] | None]) -> Stage:
+    """Add the keys that ``fn`` computes from each event (an "augmenter") to that event.
+
+    ``fn`` receives the event and returns a mapping of extra keys, or ``None`` to add nothing.
+    The extra keys are merged into a shallow copy of the event; where a key already exists,
+    the augmenter's value wins. The incoming event is never modified.
+
+    Args:
+        fn: The augmenter, e.g. :func:`fitstream.validation_loss`'s result.
+
+    Returns:
+        A stage for :func:`fitstream.pipe`. Called as ``augment(events, fn)`` it returns the
+        augmented stream directly.
+
+    Raises:
+        TypeError: At the call, if ``fn`` is not callable; while iterating, if ``fn`` returns
+            something other than a mapping or ``None`` (the message quotes what came).
+
+    Example:
+        >>> from fitstream import pipe
+        >>> events = [{"step": 1, "train_loss": 0.5}, {"step": 2, "train_loss": 0.25}]
+        >>> def doubled(ev):
+        ...     return {"double_loss": 2 * ev["train_loss"]}
+        >>> [ev["double_loss"] for ev in pipe(events, augment(doubled))]
+        [1.0, 0.5]
+        >>> "double_loss" in events[0]  # the source's events are left as they were
+        False
+        >>> [ev["double_loss"] for ev in augment(events, doubled)]  # stream-first form
+        [1.0, 0.5]
+    """
+    check_callable(fn, func="augment", arg="fn")
+    name = getattr(fn, "__qualname__", None) or type(fn).__name__
+
+    def stage(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        with upstream(events) as it:
+            for event in it:
+                extra = fn(event)
+                if extra is None:
+                    extra = {}
+                elif not isinstance(extra, Mapping):
+                    raise TypeError(
+                        f"augment: the augmenter {name} must return a mapping of extra keys "
+                        f"(or None), got {_describe(extra)} for the event with keys "
+                        f"{list(event)}"
+                    )
+                yield _extended(event, extra)
+
+    return stage
+
+
+def _decay_from(decay: float | None, half_life: float | None) -> float:
+    """Check ema's smoothing arguments and return the per-event decay factor."""
+    if (decay is None) == (half_life is None):
+        raise ValueError(
+            "ema: pass exactly one of 'decay' or 'half_life', "
+            f"got decay={decay!r} and half_life={half_life!r}"
+        )
+    if half_life is not None:
+        if isinstance(half_life, bool) or not isinstance(half_life, int | float):
+            raise TypeError(f"ema: 'half_life' must be a number, got {_describe(half_life)}")
+        if not (half_life > 0 and math.isfinite(half_life)):
+            raise ValueError(
+                f"ema: 'half_life' must be a positive finite number of events, got {half_life!r}"
+            )
+        return float(2.0 ** (-1.0 / half_life))
+    if isinstance(decay, bool) or not isinstance(decay, int | float):
+        raise TypeError(f"ema: 'decay' must be a number, got {_describe(decay)}")
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"ema: 'decay' must be strictly between 0 and 1, got {decay!r}")
+    return float(decay)
+
+
+@stage_factory
+def ema(
+    key: str,
+    *,
+    decay: float | None = None,
+    half_life: float | None = None,
+    out_key: str | None = None,
+    bias_correction: bool = True,
+) -> Stage:
+    """Add an exponential moving average of the metric ``key`` to each event.
+
+    With ``m`` starting at 0, each event updates ``m = decay * m + (1 - decay) * x`` where ``x``
+    is the event's ``key``. With ``bias_correction`` the value written is
+    ``m / (1 - decay**t)`` after ``t`` events, so the first value equals the first ``x``
+    instead of being pulled towards 0. ``half_life=h`` means ``decay = 2 ** (-1 / h)``: an
+    event's weight halves every ``h`` events.
+
+    Values may be Python numbers, 0-d tensors or NumPy scalars. A NaN or infinite value is
+    averaged in as it is, so the average shows it from then on (it is never hidden).
+
+    Args:
+        key: The metric to smooth, e.g. ``"val_loss"``.
+        decay: Weight of the past, strictly between 0 and 1 (e.g. 0.9).
+        half_life: Alternative to ``decay``: number of events after which a value's weight
+            has halved; positive.
+        out_key: Key to write the average to; ``f"{key}_ema"`` by default.
+        bias_correction: Whether to correct the start-up bias towards 0.
+
+    Returns:
+        A stage for :func:`fitstream.pipe`; ``ema(events, key, ...)`` returns the stream.
+
+    Raises:
+        ValueError: At the call, for both or neither of ``decay`` and ``half_life``, or a value
+            outside its range.
+        TypeError: At the call, for a ``key`` or ``out_key`` that is not a string.
+        KeyError: While iterating, for an event without ``key`` (the message lists its keys).
+
+    Example:
+        >>> from fitstream import pipe
+        >>> events = [{"loss": 10.0}, {"loss": 20.0}, {"loss": 30.0}]
+        >>> [round(ev["loss_ema"], 3) for ev in pipe(events, ema("loss", decay=0.5))]
+        [10.0, 16.667, 24.286]
+        >>> smooth = ema(events, "loss", half_life=1, out_key="smooth", bias_correction=False)
+        >>> [ev["smooth"] for ev in smooth]
+        [5.0, 12.5, 21.25]
+    """
+    if not isinstance(key, str):
+        raise TypeError(f"ema: 'key' must be a string such as 'val_loss', got {_describe(key)}")
+    if out_key is not None and not isinstance(out_key, str):
+        raise TypeError(f"ema: 'out_key' must be a string or None, got {_describe(out_key)}")
+    factor = _decay_from(decay, half_life)
+    target = f"{key}_ema" if out_key is None else out_key
+    correct = bool(bias_correction)
+
+    def stage(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        average = 0.0
+        weight = 1.0  # decay ** t, the share of the initial 0 still in the average
+        with upstream(events) as it:
+            for event in it:
+                value = metric_value(event, key, func="ema")
+                average = factor * average + (1.0 - factor) * value
+                weight *= factor
+                smoothed = average / (1.0 - weight) if correct else average
+                yield _extended(event, {target: smoothed})
+
+    return stage

@@ -1,0 +1,50 @@
+"""Reading a monitored metric out of an event, with errors that show what the event holds."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ._values import scalar_value
+
+__all__ = ["metric_value", "missing_key_error"]
+
+
+def missing_key_error(event: Mapping[str, Any], key: str, *, func: str) -> KeyError:
+    """Build the ``KeyError`` for a key the event lacks, listing the keys it has.
+
+    Example:
+        >>> missing_key_error({"step": 1, "train_loss": 0.5}, "val_loss", func="early_stop")
+        KeyError("early_stop: the event has no key 'val_loss'; its keys are 'step', 'train_loss'")
+    """
+    present = ", ".join(repr(k) for k in event) or "(none)"
+    return KeyError(f"{func}: the event has no key {key!r}; its keys are {present}")
+
+
+def metric_value(event: Mapping[str, Any], key: str, *, func: str) -> float:
+    """Return ``event[key]`` as a ``float`` (numbers, 0-d tensors and NumPy scalars).
+
+    Raises:
+        KeyError: The event has no ``key``; the message lists the keys it has.
+        TypeError: The value is not a single number; the message quotes it.
+
+    Example:
+        >>> import torch
+        >>> metric_value({"val_loss": torch.tensor(0.25)}, "val_loss", func="ema")
+        0.25
+        >>> metric_value({"val_loss": "low"}, "val_loss", func="ema")
+        Traceback (most recent call last):
+        ...
+        TypeError: ema: the value of 'val_loss' must be a number or a 0-d tensor, got str: 'low'
+    """
+    try:
+        raw = event[key]
+    except KeyError:
+        raise missing_key_error(event, key, func=func) from None
+    number = scalar_value(raw)
+    if number is None:
+        raise TypeError(
+            f"{func}: the value of {key!r} must be a number or a 0-d tensor, "
+            f"got {type(raw).__name__}: {raw!r:.60}"
+        )
+    return float(number)
