@@ -1,0 +1,247 @@
+"""Tests of the progress bar stage."""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import Iterator
+from itertools import islice
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import tqdm
+
+from fitstream import pipe, progress, take
+
+
+class Terminal(io.StringIO):
+    """A text stream that claims to be a terminal, so tqdm draws with ``disable=None``."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def open_bars() -> int:
+    return len(getattr(tqdm.tqdm, "_instances", ()))
+
+
+def final_line(out: io.StringIO) -> str:
+    """The last state the bar drew (tqdm redraws in place with carriage returns)."""
+    text = out.getvalue()
+    return text.rstrip("\n").split("\r")[-1]
+
+
+def closed_cleanly(out: io.StringIO) -> bool:
+    """A closed bar (leave=True) ends its output with a newline; an open one does not."""
+    return out.getvalue().endswith("\n") and open_bars() == 0
+
+
+def test_passes_events_through_unchanged(counting_source: Any) -> None:
+    src = counting_source(5)
+    out = Terminal()
+    events = list(pipe(src, progress("val_loss", file=out)))
+    assert events == [{"step": i, "val_loss": 1.0 / i} for i in range(1, 6)]
+
+
+def test_bar_shows_count_rate_total_and_latest_values() -> None:
+    events = [
+        {"step": 1, "train_loss": torch.tensor(0.5), "acc": np.float32(0.25)},
+        {"step": 2, "train_loss": torch.tensor(0.123456), "acc": np.float32(0.75)},
+        {"step": 3, "train_loss": 7, "acc": 0.875},
+    ]
+    out = Terminal()
+    list(progress(events, "train_loss", "acc", total=3, file=out))
+    line = final_line(out)
+    assert "3/3" in line
+    assert "epoch/s" in line
+    assert "train_loss=7" in line
+    assert "acc=0.875" in line
+    assert line.index("train_loss=") < line.index("acc=")
+
+
+def test_values_are_compact_and_tensors_are_converted() -> None:
+    events = [{"step": 1, "loss": torch.tensor(0.123456789)}]
+    out = Terminal()
+    list(progress(events, "loss", file=out))
+    assert "loss=0.1235" in final_line(out)
+    assert "tensor" not in out.getvalue()
+
+
+def test_a_missing_key_keeps_its_last_value_or_is_left_out() -> None:
+    events = [
+        {"step": 1, "train_loss": 0.5},
+        {"step": 2, "train_loss": 0.4, "val_loss": 0.9},
+        {"step": 3, "train_loss": 0.3},
+    ]
+    out = Terminal()
+    list(progress(events, "val_loss", "train_loss", "never_there", file=out))
+    line = final_line(out)
+    assert "val_loss=0.9" in line  # kept from step 2
+    assert "train_loss=0.3" in line
+    assert "never_there" not in out.getvalue()
+    # Before val_loss first appears, the bar shows only train_loss.
+    before = Terminal()
+    list(progress(events[:1], "val_loss", "train_loss", file=before))
+    assert "train_loss=0.5" in final_line(before)
+    assert "val_loss" not in before.getvalue()
+
+
+def test_non_numeric_values_are_not_shown() -> None:
+    events = [{"step": 1, "phase": "warmup", "weights": torch.ones(3)}]
+    out = Terminal()
+    assert list(progress(events, "phase", "weights", file=out)) == events
+    assert "phase" not in out.getvalue()
+    assert "weights" not in out.getvalue()
+
+
+def test_writes_nothing_when_the_output_is_not_a_terminal() -> None:
+    out = io.StringIO()
+    events = [{"step": i, "loss": 1.0} for i in range(1, 4)]
+    assert list(progress(events, "loss", file=out)) == events
+    assert out.getvalue() == ""
+
+
+def test_disable_true_and_false_override_the_terminal_check() -> None:
+    events = [{"step": 1, "loss": 1.0}]
+    hidden = Terminal()
+    list(progress(events, "loss", disable=True, file=hidden))
+    assert hidden.getvalue() == ""
+    shown = io.StringIO()
+    list(progress(events, "loss", disable=False, file=shown))
+    assert "loss=1" in shown.getvalue()
+
+
+def test_desc_is_written_before_the_bar() -> None:
+    out = Terminal()
+    list(progress([{"step": 1}], desc="fold 2", file=out))
+    assert final_line(out).startswith("fold 2")
+
+
+def test_defaults_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    assert list(progress([{"step": 1}], disable=False)) == [{"step": 1}]
+    captured = capsys.readouterr()
+    assert "epoch" in captured.err
+    assert captured.out == ""
+
+
+def test_is_lazy_and_pulls_no_extra_event(counting_source: Any) -> None:
+    src = counting_source(100)
+    out = Terminal()
+    stream = pipe(src, progress("val_loss", file=out))
+    assert src.pulled == 0
+    assert out.getvalue() == ""  # no bar before the first event is requested
+    first = list(islice(stream, 3))
+    assert [ev["step"] for ev in first] == [1, 2, 3]
+    assert src.pulled == 3
+
+
+def test_closes_bar_and_source_when_exhausted(counting_source: Any) -> None:
+    src = counting_source(3)
+    out = Terminal()
+    list(pipe(src, progress(file=out)))
+    assert closed_cleanly(out)
+    assert "3epoch" in final_line(out).replace(" ", "")
+
+
+def test_closes_bar_and_source_when_consumer_stops_early(counting_source: Any) -> None:
+    src = counting_source(100)
+    out = Terminal()
+    stream = pipe(src, progress("val_loss", file=out))
+    for ev in stream:
+        if ev["step"] == 2:
+            break
+    assert not src.closed  # the for loop does not close the generator by itself...
+    stream.close()  # type: ignore[attr-defined]
+    assert src.closed
+    assert closed_cleanly(out)
+    assert src.pulled == 2
+
+
+def test_closes_bar_and_source_under_take(counting_source: Any) -> None:
+    src = counting_source()
+    out = Terminal()
+    assert len(list(pipe(src, progress(file=out), take(4)))) == 4
+    assert src.pulled == 4
+    assert src.closed
+    assert closed_cleanly(out)
+
+
+def test_closes_bar_and_source_when_the_source_raises(counting_source: Any) -> None:
+    src = counting_source(10, fail_at=3)
+    out = Terminal()
+    with pytest.raises(RuntimeError, match="source failed at event 3"):
+        list(pipe(src, progress(file=out)))
+    assert src.closed
+    assert closed_cleanly(out)
+    assert "2epoch" in final_line(out).replace(" ", "")
+
+
+def test_closes_bar_and_source_on_keyboard_interrupt() -> None:
+    closed = []
+
+    def source() -> Iterator[dict[str, Any]]:
+        try:
+            yield {"step": 1}
+            raise KeyboardInterrupt
+        finally:
+            closed.append(True)
+
+    out = Terminal()
+    with pytest.raises(KeyboardInterrupt):
+        list(progress(source(), file=out))
+    assert closed == [True]
+    assert closed_cleanly(out)
+
+
+def test_closes_bar_when_an_error_is_thrown_in_at_the_yield(counting_source: Any) -> None:
+    src = counting_source(10)
+    out = Terminal()
+    stream = pipe(src, progress(file=out))
+    next(stream)
+    with pytest.raises(ValueError, match="consumer failed"):
+        stream.throw(ValueError("consumer failed"))  # type: ignore[attr-defined]
+    assert src.closed
+    assert src.pulled == 1
+    assert closed_cleanly(out)
+
+
+def test_both_call_forms_give_the_same_stream() -> None:
+    events = [{"step": i, "loss": float(i)} for i in range(1, 4)]
+    out = io.StringIO()
+    assert list(progress(events, "loss", file=out)) == list(
+        pipe(events, progress("loss", file=out))
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"total": 0}, ValueError, r"progress: total must be a positive int or None, got 0"),
+        ({"total": 2.5}, TypeError, r"progress: total must be .* got float: 2\.5"),
+        ({"total": True}, TypeError, r"progress: total must be .* got bool: True"),
+        ({"disable": "yes"}, TypeError, r"progress: disable must be True, False or None"),
+        ({"desc": 3}, TypeError, r"progress: desc must be a string or None, got int: 3"),
+        ({"file": "out.txt"}, TypeError, r"progress: file must be a writable text stream"),
+    ],
+)
+def test_refuses_bad_options_at_call(
+    kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        progress("loss", **kwargs)
+
+
+def test_refuses_non_string_keys_at_call() -> None:
+    with pytest.raises(TypeError, match=r"progress: keys must be strings .* got int at position 1"):
+        progress("loss", 3)
+
+
+def test_missing_tqdm_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    with pytest.raises(ImportError, match=r"progress needs .*'tqdm'.*fitstream\[progress\]"):
+        progress("loss")
+    with pytest.raises(ImportError, match=r"fitstream\[progress\]"):
+        progress("loss", file=io.StringIO())
