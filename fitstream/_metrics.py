@@ -1,0 +1,152 @@
+"""The metric machinery behind :func:`fitstream.evaluate` and :func:`fitstream.validation_loss`.
+
+Two kinds of metric are supported:
+
+* a plain callable ``fn(pred, labels)`` (or ``fn(pred)``) returning a number or a one-element
+  tensor; with chunked evaluation its per-chunk values are averaged weighted by chunk size;
+* a *stateful* metric: any object with callable ``update``, ``compute`` and ``reset`` (the
+  protocol of torchmetrics' ``Metric`` and ``MetricCollection``). It is recognised by those
+  methods alone, so torchmetrics is never imported here; ``compute()`` may return one value or
+  a mapping of names to values (a collection).
+
+Values stay tensors until :func:`to_floats`, which reads them all back in one transfer per
+device, so an evaluation costs the host one synchronisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._values import scalar_value
+
+__all__ = ["MetricSpec", "Value", "add_weighted", "is_stateful_metric", "scalar", "to_floats"]
+
+Value = torch.Tensor | float
+"""A metric value before conversion: a 0-d tensor (not yet read back) or a Python float."""
+
+
+def is_stateful_metric(obj: object) -> bool:
+    """Tell whether ``obj`` follows the torchmetrics protocol (``update``/``compute``/``reset``).
+
+    Example:
+        >>> is_stateful_metric(len)
+        False
+        >>> class Mean:
+        ...     def update(self, pred, labels): ...
+        ...     def compute(self): ...
+        ...     def reset(self): ...
+        >>> is_stateful_metric(Mean())
+        True
+    """
+    return all(callable(getattr(obj, name, None)) for name in ("update", "compute", "reset"))
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric to evaluate: its name, the object, whether it has state, its name in errors."""
+
+    name: str
+    fn: Any
+    stateful: bool
+    label: str
+
+    def prepare(self, device: torch.device) -> None:
+        """Reset a stateful metric and move it (if it is a module) to ``device``."""
+        if not self.stateful:
+            return
+        if isinstance(self.fn, nn.Module) and getattr(self.fn, "device", None) != device:
+            self.fn.to(device)
+        self.fn.reset()
+
+    def results(self, computed: object, *, func: str) -> list[tuple[str, Value]]:
+        """The event keys and values of a stateful metric's ``compute()`` result.
+
+        A single value is named by the mapping key. A mapping (a collection) expands to one
+        key per entry: a collection that names itself (its ``prefix`` or ``postfix`` is set)
+        keeps its names; otherwise the mapping key and ``_`` are put in front.
+        """
+        if not isinstance(computed, Mapping):
+            return [(self.name, scalar(computed, func=func, label=self.label))]
+        names_itself = any(getattr(self.fn, a, None) is not None for a in ("prefix", "postfix"))
+        return [
+            (
+                str(sub) if names_itself else f"{self.name}_{sub}",
+                scalar(value, func=func, label=f"{self.label} (entry {sub!r})"),
+            )
+            for sub, value in computed.items()
+        ]
+
+
+def scalar(value: object, *, func: str, label: str) -> Value:
+    """Check that a metric produced one number; keep a tensor as a detached 0-d tensor.
+
+    Example:
+        >>> scalar(torch.tensor([0.5]), func="evaluate", label="metric 'acc'")
+        tensor(0.5000)
+        >>> scalar(torch.ones(3), func="evaluate", label="metric 'acc'")
+        Traceback (most recent call last):
+        ...
+        TypeError: evaluate: metric 'acc' must give a number or a 0-d tensor, got a tensor ...
+    """
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise TypeError(
+                f"{func}: {label} must give a number or a 0-d tensor, got a tensor of shape "
+                f"{tuple(value.shape)}"
+            )
+        return value.detach().reshape(())
+    number = scalar_value(value)
+    if number is None:
+        raise TypeError(
+            f"{func}: {label} must give a number or a 0-d tensor, got "
+            f"{type(value).__name__}: {value!r:.60}"
+        )
+    return float(number)
+
+
+def _accumulator_dtype(device: torch.device) -> torch.dtype:
+    # float64 keeps chunked sums as exact as one pass; Apple's MPS has no float64.
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def add_weighted(total: Value | None, value: Value, weight: int) -> Value:
+    """Return ``total + value * weight`` without reading a tensor back to the host.
+
+    Example:
+        >>> add_weighted(None, torch.tensor(0.5), 4)
+        tensor(2., dtype=torch.float64)
+        >>> add_weighted(2.0, 0.25, 4)
+        3.0
+    """
+    if isinstance(value, torch.Tensor):
+        value = value.to(_accumulator_dtype(value.device)) * weight
+    else:
+        value = value * weight
+    return value if total is None else total + value
+
+
+def to_floats(values: Mapping[str, Value]) -> dict[str, float]:
+    """Turn metric values into Python floats with one host transfer per device.
+
+    Example:
+        >>> to_floats({"a": torch.tensor(0.5), "b": 2.0, "c": torch.tensor(3)})
+        {'a': 0.5, 'b': 2.0, 'c': 3.0}
+    """
+    by_device: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
+    for name, value in values.items():
+        if isinstance(value, torch.Tensor):
+            by_device.setdefault(value.device, []).append((name, value))
+    read: dict[str, float] = {}
+    for device, entries in by_device.items():
+        dtype = _accumulator_dtype(device)
+        stacked = torch.stack([tensor.to(dtype).reshape(()) for _, tensor in entries])
+        read.update(zip([name for name, _ in entries], stacked.tolist(), strict=True))
+    return {
+        name: read[name] if isinstance(value, torch.Tensor) else float(value)
+        for name, value in values.items()
+    }
