@@ -1,18 +1,210 @@
-"""Placeholder while this module is being written (replaced before merge)."""
+"""Sinks: consume a stream of events into a list, a JSON Lines file, or a DataFrame.
 
-from typing import Any
+Every sink keeps one record per event. By default a record is the event without its live
+objects (the ``model``, an optimizer, a Lightning ``Trainer``: anything
+:func:`fitstream._values.is_live_object` recognises); ``exclude`` drops more keys, or
+``include`` names exactly the keys to keep. 0-d tensors and NumPy scalars become Python numbers.
+Arguments are checked before the first event is pulled, and the stream is closed when the sink
+returns or fails.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from ._json import json_line
+from ._optional import require
+from ._records import check_selection, select
+from .pipeline import is_stream, upstream
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["collect", "collect_jsonl", "collect_pd"]
 
 
-def collect(*args: Any, **kwargs: Any) -> Any:
-    """Placeholder."""
-    raise NotImplementedError
+def _check_events(events: object, caller: str) -> None:
+    if not is_stream(events):
+        raise TypeError(
+            f"{caller}: 'events' must be an iterable of event dicts, got "
+            f"{type(events).__name__}: {events!r:.80}"
+        )
 
 
-def collect_jsonl(*args: Any, **kwargs: Any) -> Any:
-    """Placeholder."""
-    raise NotImplementedError
+def collect(
+    events: Iterable[dict[str, Any]],
+    *,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Consume ``events`` and return one record (a new dict) per event.
+
+    Values are kept as they are, except that 0-d tensors and NumPy scalars become Python
+    numbers (so a history holds no tensors and no autograd graphs) and live objects are left
+    out.
+
+    Args:
+        events: The stream to consume, e.g. ``islice(epoch_stream(...), 100)``.
+        include: The keys to keep, in this order. Every event must have them: a missing key
+            raises KeyError listing the keys the event has. A live object named here is kept.
+        exclude: Keys to leave out besides the live objects (absent keys are ignored).
+
+    Returns:
+        The records, in stream order.
+
+    Raises:
+        ValueError: If both ``include`` and ``exclude`` are given, or ``include`` is empty.
+        TypeError: If ``events`` is not a stream or ``include``/``exclude`` is not a list of
+            key names.
+        KeyError: If an event lacks a key named in ``include``.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Linear(1, 1)
+        >>> events = [
+        ...     {"step": 1, "model": model, "train_loss": torch.tensor(0.5), "lr": 0.1},
+        ...     {"step": 2, "model": model, "train_loss": torch.tensor(0.25), "lr": 0.1},
+        ... ]
+        >>> collect(events)
+        [{'step': 1, 'train_loss': 0.5, 'lr': 0.1}, {'step': 2, 'train_loss': 0.25, 'lr': 0.1}]
+        >>> collect(events, include=["step", "train_loss"])
+        [{'step': 1, 'train_loss': 0.5}, {'step': 2, 'train_loss': 0.25}]
+        >>> collect(events, exclude=["lr"])
+        [{'step': 1, 'train_loss': 0.5}, {'step': 2, 'train_loss': 0.25}]
+    """
+    _check_events(events, "collect")
+    selection = check_selection(include, exclude, caller="collect")
+    with upstream(events) as it:
+        return [select(event, selection, caller="collect") for event in it]
 
 
-def collect_pd(*args: Any, **kwargs: Any) -> Any:
-    """Placeholder."""
-    raise NotImplementedError
+def _open_target(dest: object) -> tuple[IO[str], bool]:
+    """Return ``(file, opened_here)`` for a path or an open text file; check it is writable."""
+    if isinstance(dest, str | os.PathLike):
+        path = Path(dest)
+        if path.is_dir():
+            raise IsADirectoryError(
+                f"collect_jsonl: dest must be a file path, got the directory {str(path)!r}"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.open("w", encoding="utf-8"), True
+    if not callable(getattr(dest, "write", None)):
+        raise TypeError(
+            "collect_jsonl: dest must be a path (str or os.PathLike) or a file opened for "
+            f"writing text, got {type(dest).__name__}: {dest!r:.80}"
+        )
+    binary = isinstance(dest, io.BufferedIOBase | io.RawIOBase) or "b" in str(
+        getattr(dest, "mode", "")
+    )
+    if binary:
+        raise TypeError(
+            f"collect_jsonl: dest must be opened in text mode ('w' or 'a'), got the binary "
+            f"file {dest!r:.80}"
+        )
+    return dest, False  # type: ignore[return-value]
+
+
+def collect_jsonl(
+    events: Iterable[dict[str, Any]],
+    dest: str | os.PathLike[str] | IO[str],
+    *,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+) -> None:
+    """Consume ``events``, writing each record as one line of JSON as soon as it arrives.
+
+    Each line is written and flushed before the next event is pulled, so a run that crashes
+    loses at most the event being written, and the file can be followed while training runs.
+    Values become JSON data: 0-d tensors and NumPy scalars are written as numbers, larger
+    tensors and arrays as lists; NaN and infinities are written as ``NaN``, ``Infinity`` and
+    ``-Infinity`` (Python's :mod:`json` default, read back by :func:`json.loads` and
+    :func:`pandas.read_json`). A value that is none of these raises a TypeError naming its key
+    and type; the lines already written stay.
+
+    Args:
+        events: The stream to consume.
+        dest: A path (missing parent folders are created, an existing file is overwritten) or
+            a file opened for writing text. A file opened here is closed on every exit path; a
+            file passed in is flushed and left open.
+        include: The keys to keep, in this order (see :func:`collect`).
+        exclude: Keys to leave out besides the live objects.
+
+    Raises:
+        ValueError: If both ``include`` and ``exclude`` are given, or ``include`` is empty.
+        TypeError: If ``dest`` is neither a path nor a text file, or a value cannot be written.
+        KeyError: If an event lacks a key named in ``include``.
+
+    Example:
+        >>> import io, torch
+        >>> buffer = io.StringIO()
+        >>> events = [{"step": 1, "train_loss": torch.tensor(0.5)}, {"step": 2, "train_loss": 0.25}]
+        >>> collect_jsonl(events, buffer)
+        >>> print(buffer.getvalue(), end="")
+        {"step": 1, "train_loss": 0.5}
+        {"step": 2, "train_loss": 0.25}
+    """
+    _check_events(events, "collect_jsonl")
+    selection = check_selection(include, exclude, caller="collect_jsonl")
+    handle, opened_here = _open_target(dest)
+    try:
+        with upstream(events) as it:
+            for event in it:
+                record = select(event, selection, caller="collect_jsonl")
+                handle.write(json_line(record, caller="collect_jsonl"))
+                handle.flush()
+    finally:
+        if opened_here:
+            handle.close()
+        else:
+            handle.flush()
+
+
+def collect_pd(
+    events: Iterable[dict[str, Any]],
+    *,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Consume ``events`` into a pandas DataFrame with one row per event.
+
+    The rows are the records :func:`collect` would return, so tensors of one element arrive
+    as numbers and columns get numeric dtypes. Keys missing from some events give missing
+    values (NaN) in those rows. Needs the optional dependency pandas (``fitstream[pandas]``),
+    imported only when this function is called.
+
+    Args:
+        events: The stream to consume.
+        include: The columns to keep, in this order (see :func:`collect`).
+        exclude: Keys to leave out besides the live objects.
+
+    Returns:
+        The DataFrame; with ``include``, its columns are exactly ``include`` even for an
+        empty stream.
+
+    Raises:
+        ImportError: If pandas is not installed (checked before any event is pulled).
+        ValueError: If both ``include`` and ``exclude`` are given, or ``include`` is empty.
+        KeyError: If an event lacks a key named in ``include``.
+
+    Example:
+        >>> df = collect_pd([{"step": 1, "train_loss": 0.5}, {"step": 2, "train_loss": 0.25}])
+        >>> df
+           step  train_loss
+        0     1        0.50
+        1     2        0.25
+        >>> list(collect_pd([], include=["step", "val_loss"]).columns)
+        ['step', 'val_loss']
+    """
+    _check_events(events, "collect_pd")
+    selection = check_selection(include, exclude, caller="collect_pd")
+    pandas = require("pandas", "pandas", feature="collect_pd")
+    with upstream(events) as it:
+        records = [select(event, selection, caller="collect_pd") for event in it]
+    columns = list(selection[0]) if selection[0] is not None else None
+    frame: pd.DataFrame = pandas.DataFrame(records, columns=columns)
+    return frame

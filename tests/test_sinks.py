@@ -1,0 +1,395 @@
+"""Tests of the sinks: collect, collect_jsonl, collect_pd."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import pathlib
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fitstream import collect, collect_jsonl, collect_pd
+
+
+class FakeTrainer:
+    """Looks like a Lightning Trainer to is_live_object."""
+
+    callback_metrics: dict[str, float] = {}  # noqa: RUF012
+
+    def fit(self) -> None:
+        pass
+
+
+def live_events() -> list[dict[str, Any]]:
+    model = nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    return [
+        {
+            "step": step,
+            "model": model,
+            "optimizer": optimizer,
+            "trainer": FakeTrainer(),
+            "train_loss": torch.tensor(1.0 / step),
+            "val_acc": np.float32(0.5),
+            "lr": 0.1,
+            "tag": "run-a",
+        }
+        for step in (1, 2)
+    ]
+
+
+def failing_after(n: int, exc: BaseException) -> Iterator[dict[str, Any]]:
+    for step in range(1, n + 1):
+        yield {"step": step, "train_loss": 1.0 / step}
+    raise exc
+
+
+@pytest.fixture
+def opened_files(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Record every file that pathlib.Path.open hands out, to check it gets closed."""
+    handles: list[Any] = []
+    real_open = pathlib.Path.open
+
+    def spy_open(self: pathlib.Path, *args: Any, **kwargs: Any) -> Any:
+        handle = real_open(self, *args, **kwargs)
+        handles.append(handle)
+        return handle
+
+    monkeypatch.setattr(pathlib.Path, "open", spy_open)
+    return handles
+
+
+# --- collect ---------------------------------------------------------------------------------
+
+
+def test_collect_drops_live_objects_and_converts_scalars() -> None:
+    records = collect(live_events())
+    assert records == [
+        {"step": 1, "train_loss": 1.0, "val_acc": 0.5, "lr": 0.1, "tag": "run-a"},
+        {"step": 2, "train_loss": 0.5, "val_acc": 0.5, "lr": 0.1, "tag": "run-a"},
+    ]
+    assert type(records[0]["train_loss"]) is float
+    assert type(records[0]["val_acc"]) is float
+
+
+def test_collect_keeps_other_values_as_they_are() -> None:
+    vector = torch.tensor([1.0, 2.0])
+    records = collect([{"step": 1, "per_class": vector, "names": ["a", "b"]}])
+    assert records[0]["per_class"] is vector
+    assert records[0]["names"] == ["a", "b"]
+
+
+def test_collect_returns_new_dicts() -> None:
+    event = {"step": 1, "train_loss": 0.5}
+    records = collect([event])
+    records[0]["extra"] = 1
+    assert event == {"step": 1, "train_loss": 0.5}
+
+
+def test_collect_include_keeps_exactly_those_keys_in_order() -> None:
+    records = collect(live_events(), include=["train_loss", "step"])
+    assert [list(r) for r in records] == [["train_loss", "step"], ["train_loss", "step"]]
+    assert records[1] == {"train_loss": 0.5, "step": 2}
+
+
+def test_collect_include_keeps_a_live_object_named_explicitly() -> None:
+    events = live_events()
+    records = collect(events, include=["step", "model"])
+    assert records[0]["model"] is events[0]["model"]
+
+
+def test_collect_include_missing_key_lists_the_event_keys(counting_source: Any) -> None:
+    source = counting_source()
+    with pytest.raises(KeyError, match=r"include names 'val_acc'.*step 1.*'step', 'val_loss'"):
+        collect(source, include=["step", "val_acc"])
+    assert source.pulled == 1
+    assert source.closed
+
+
+def test_collect_exclude_drops_more_keys() -> None:
+    records = collect(live_events(), exclude=["lr", "tag", "not_there"])
+    assert records[0] == {"step": 1, "train_loss": 1.0, "val_acc": 0.5}
+
+
+def test_collect_include_and_exclude_together_refused_before_pulling(
+    counting_source: Any,
+) -> None:
+    source = counting_source(n=3)
+    with pytest.raises(ValueError, match="collect: pass include or exclude, not both"):
+        collect(source, include=["step"], exclude=["val_loss"])
+    assert source.pulled == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"include": "step"}, TypeError, r"include must be a list of key names, got str: 'step'"),
+        ({"exclude": 3}, TypeError, r"exclude must be a list of key names, got int: 3"),
+        ({"include": ["step", 1]}, TypeError, r"include must hold key names \(str\), got int"),
+        ({"include": []}, ValueError, r"include must name at least one key"),
+    ],
+)
+def test_collect_bad_key_lists_refused_before_pulling(
+    counting_source: Any, kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    source = counting_source(n=3)
+    with pytest.raises(error, match=message):
+        collect(source, **kwargs)
+    assert source.pulled == 0
+
+
+@pytest.mark.parametrize("sink", [collect, collect_pd])
+def test_sinks_refuse_a_non_stream(sink: Any) -> None:
+    with pytest.raises(TypeError, match=r"'events' must be an iterable of event dicts, got dict"):
+        sink({"step": 1})
+
+
+def test_collect_consumes_and_closes_the_source(counting_source: Any) -> None:
+    source = counting_source(n=4)
+    assert [r["step"] for r in collect(source)] == [1, 2, 3, 4]
+    assert source.closed
+
+
+def test_collect_closes_the_source_when_it_raises(counting_source: Any) -> None:
+    source = counting_source(fail_at=3)
+    with pytest.raises(RuntimeError, match="source failed at event 3"):
+        collect(source)
+    assert source.pulled == 2
+    assert source.closed
+
+
+# --- collect_jsonl ---------------------------------------------------------------------------
+
+
+def read_lines(path: pathlib.Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_collect_jsonl_writes_records_to_a_new_nested_path(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "runs" / "deep" / "history.jsonl"
+    assert collect_jsonl(live_events(), path) is None
+    assert read_lines(path) == [
+        {"step": 1, "train_loss": 1.0, "val_acc": 0.5, "lr": 0.1, "tag": "run-a"},
+        {"step": 2, "train_loss": 0.5, "val_acc": 0.5, "lr": 0.1, "tag": "run-a"},
+    ]
+
+
+def test_collect_jsonl_accepts_a_str_path_and_overwrites(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "history.jsonl"
+    path.write_text("old content\n", encoding="utf-8")
+    collect_jsonl([{"step": 1}], str(path))
+    assert path.read_text(encoding="utf-8") == '{"step": 1}\n'
+
+
+def test_collect_jsonl_include_and_exclude(tmp_path: pathlib.Path) -> None:
+    collect_jsonl(live_events(), tmp_path / "a.jsonl", include=["step", "val_acc"])
+    collect_jsonl(live_events(), tmp_path / "b.jsonl", exclude=["tag", "lr", "val_acc"])
+    assert read_lines(tmp_path / "a.jsonl") == [
+        {"step": 1, "val_acc": 0.5},
+        {"step": 2, "val_acc": 0.5},
+    ]
+    assert read_lines(tmp_path / "b.jsonl") == [
+        {"step": 1, "train_loss": 1.0},
+        {"step": 2, "train_loss": 0.5},
+    ]
+
+
+def test_collect_jsonl_leaves_a_file_passed_in_open_and_flushed(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "history.jsonl"
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write("# header\n")
+        collect_jsonl([{"step": 1, "train_loss": 0.5}], handle)
+        assert not handle.closed
+        assert path.read_text(encoding="utf-8") == '# header\n{"step": 1, "train_loss": 0.5}\n'
+
+
+def test_collect_jsonl_writes_to_a_string_buffer() -> None:
+    buffer = io.StringIO()
+    collect_jsonl([{"step": 1}, {"step": 2}], buffer)
+    assert buffer.getvalue() == '{"step": 1}\n{"step": 2}\n'
+
+
+def test_collect_jsonl_flushes_each_event_before_pulling_the_next(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "history.jsonl"
+    lines_seen: list[int] = []
+
+    def source() -> Iterator[dict[str, Any]]:
+        for step in range(1, 5):
+            lines_seen.append(len(path.read_text(encoding="utf-8").splitlines()))
+            yield {"step": step}
+
+    collect_jsonl(source(), path)
+    assert lines_seen == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_collect_jsonl_keeps_complete_lines_and_closes_when_the_source_fails(
+    tmp_path: pathlib.Path, opened_files: list[Any], exc: BaseException
+) -> None:
+    path = tmp_path / "history.jsonl"
+    with pytest.raises(type(exc)):
+        collect_jsonl(failing_after(3, exc), path)
+    assert len(opened_files) == 1
+    assert opened_files[0].closed
+    assert [r["step"] for r in read_lines(path)] == [1, 2, 3]
+    assert path.read_text(encoding="utf-8").endswith("\n")
+
+
+def test_collect_jsonl_closes_its_file_on_exhaustion(
+    tmp_path: pathlib.Path, opened_files: list[Any], counting_source: Any
+) -> None:
+    source = counting_source(n=2)
+    collect_jsonl(source, tmp_path / "h.jsonl")
+    assert opened_files[0].closed
+    assert source.closed
+
+
+def test_collect_jsonl_converts_numbers_and_writes_non_finite_floats(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "h.jsonl"
+    event = {
+        "step": np.int64(3),
+        "loss": torch.tensor(float("nan")),
+        "grad_norm": float("inf"),
+        "low": -math.inf,
+        "acc": np.float64(0.75),
+        "per_class": torch.tensor([0.5, 1.0]),
+        "confusion": np.array([[1, 0], [0, 1]]),
+        "nested": {"a": (1, torch.tensor(2))},
+        "flag": True,
+        "note": None,
+    }
+    collect_jsonl([event], path)
+    text = path.read_text(encoding="utf-8")
+    assert '"loss": NaN' in text
+    assert '"grad_norm": Infinity' in text
+    assert '"low": -Infinity' in text
+    record = json.loads(text)
+    assert math.isnan(record.pop("loss"))
+    assert record == {
+        "step": 3,
+        "grad_norm": math.inf,
+        "low": -math.inf,
+        "acc": 0.75,
+        "per_class": [0.5, 1.0],
+        "confusion": [[1, 0], [0, 1]],
+        "nested": {"a": [1, 2]},
+        "flag": True,
+        "note": None,
+    }
+
+
+def test_collect_jsonl_refuses_a_value_it_cannot_write_and_keeps_earlier_lines(
+    tmp_path: pathlib.Path, opened_files: list[Any]
+) -> None:
+    path = tmp_path / "h.jsonl"
+    events = [{"step": 1, "when": 0.5}, {"step": 2, "when": pathlib.PurePath("x")}]
+    with pytest.raises(TypeError, match=r"cannot write key 'when': a value of type PurePosixPath"):
+        collect_jsonl(events, path)
+    assert read_lines(path) == [{"step": 1, "when": 0.5}]
+    assert opened_files[0].closed
+
+
+def test_collect_jsonl_refuses_a_live_object_named_in_include() -> None:
+    with pytest.raises(TypeError, match=r"cannot write key 'model': a value of type Linear"):
+        collect_jsonl(live_events(), io.StringIO(), include=["step", "model"])
+
+
+def test_collect_jsonl_refuses_a_nested_dict_with_non_string_keys() -> None:
+    with pytest.raises(TypeError, match=r"cannot write key 'counts': its dict has a key of type"):
+        collect_jsonl([{"step": 1, "counts": {1: 2}}], io.StringIO())
+
+
+def test_collect_jsonl_missing_include_key(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(KeyError, match=r"collect_jsonl: include names 'val_loss'.*'step'"):
+        collect_jsonl([{"step": 1}], tmp_path / "h.jsonl", include=["val_loss"])
+
+
+@pytest.mark.parametrize(
+    ("dest", "message"),
+    [
+        (3, r"dest must be a path \(str or os.PathLike\) or a file opened .*, got int"),
+        (io.BytesIO(), r"dest must be opened in text mode"),
+    ],
+)
+def test_collect_jsonl_bad_dest_refused_before_pulling(
+    counting_source: Any, dest: Any, message: str
+) -> None:
+    source = counting_source(n=3)
+    with pytest.raises(TypeError, match=message):
+        collect_jsonl(source, dest)
+    assert source.pulled == 0
+
+
+def test_collect_jsonl_refuses_a_binary_file(tmp_path: pathlib.Path) -> None:
+    with (tmp_path / "h.jsonl").open("wb") as handle, pytest.raises(TypeError, match="text mode"):
+        collect_jsonl([{"step": 1}], handle)  # type: ignore[arg-type]
+
+
+def test_collect_jsonl_refuses_a_directory(tmp_path: pathlib.Path, counting_source: Any) -> None:
+    source = counting_source(n=3)
+    with pytest.raises(IsADirectoryError, match="dest must be a file path, got the directory"):
+        collect_jsonl(source, tmp_path)
+    assert source.pulled == 0
+
+
+def test_collect_jsonl_include_and_exclude_refused_before_opening(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "h.jsonl"
+    with pytest.raises(ValueError, match="collect_jsonl: pass include or exclude, not both"):
+        collect_jsonl([{"step": 1}], path, include=["step"], exclude=["x"])
+    assert not path.exists()
+
+
+# --- collect_pd ------------------------------------------------------------------------------
+
+
+def test_collect_pd_builds_a_numeric_frame() -> None:
+    frame = collect_pd(live_events())
+    assert list(frame.columns) == ["step", "train_loss", "val_acc", "lr", "tag"]
+    assert frame["train_loss"].tolist() == [1.0, 0.5]
+    assert frame["train_loss"].dtype == np.float64
+
+
+def test_collect_pd_include_orders_columns_even_for_an_empty_stream() -> None:
+    assert list(collect_pd(live_events(), include=["lr", "step"]).columns) == ["lr", "step"]
+    empty = collect_pd(iter([]), include=["step", "val_loss"])
+    assert list(empty.columns) == ["step", "val_loss"]
+    assert len(empty) == 0
+
+
+def test_collect_pd_missing_keys_become_nan() -> None:
+    frame = collect_pd([{"step": 1, "train_loss": 0.5}, {"step": 2, "val_loss": 0.4}])
+    assert math.isnan(frame["val_loss"][0])
+    assert frame["val_loss"][1] == 0.4
+
+
+def test_collect_pd_exclude_and_errors(counting_source: Any) -> None:
+    assert list(collect_pd(live_events(), exclude=["tag", "lr"]).columns) == [
+        "step",
+        "train_loss",
+        "val_acc",
+    ]
+    with pytest.raises(KeyError, match=r"collect_pd: include names 'acc'"):
+        collect_pd(counting_source(n=2), include=["acc"])
+    source = counting_source(n=2)
+    with pytest.raises(ValueError, match="collect_pd: pass include or exclude, not both"):
+        collect_pd(source, include=["step"], exclude=["x"])
+    assert source.pulled == 0
+
+
+def test_collect_pd_without_pandas_names_the_extra_before_pulling(
+    monkeypatch: pytest.MonkeyPatch, counting_source: Any
+) -> None:
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    source = counting_source(n=3)
+    with pytest.raises(ImportError, match=r"collect_pd needs .*'pandas'.*fitstream\[pandas\]"):
+        collect_pd(source)
+    assert source.pulled == 0
