@@ -1,0 +1,51 @@
+"""Sphinx configuration for the FitStream documentation.
+
+Pages are MyST Markdown; the API reference comes from the docstrings (autodoc + napoleon,
+Google style). Nothing here reaches the internet: no intersphinx, no remote images.
+"""
+
+from __future__ import annotations
+
+import fitstream
+
+project = "FitStream"
+author = "FitStream developers"
+copyright = "FitStream developers"
+release = fitstream.__version__
+version = ".".join(release.split(".")[:2])
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.viewcode",
+]
+
+source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
+root_doc = "index"
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+
+# MyST: ``{note}`` style admonitions with ::: fences, and header anchors for [](#links).
+myst_enable_extensions = ["colon_fence", "deflist"]
+myst_heading_anchors = 3
+
+# autodoc / napoleon: Google-style docstrings, signatures without the type noise, types in the
+# parameter descriptions, members in source order.
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_rtype = False
+autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented_params"
+autodoc_member_order = "bysource"
+autodoc_preserve_defaults = True
+autodoc_default_options = {"members": False}
+add_module_names = False
+python_display_short_literal_types = True
+
+html_theme = "furo"
+html_title = f"FitStream {release}"
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
+html_show_sourcelink = False
+pygments_style = "friendly"
+pygments_dark_style = "monokai"
