@@ -109,3 +109,18 @@ def run_markdown(path: str | Path, workdir: Path) -> dict[str, Any]:
 def markdown_runner() -> Callable[[str | Path, Path], dict[str, Any]]:
     """:func:`run_markdown`, for tests that execute the README's and the docs' code blocks."""
     return run_markdown
+
+
+@pytest.fixture(autouse=True)
+def _no_stream_thread_left() -> Iterator[None]:
+    """Fail a test that leaves a stream's worker thread ("fitstream-bridge-...") running."""
+    yield
+    import gc
+    import threading
+
+    def running() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("fitstream-bridge-")]
+
+    if running():
+        gc.collect()  # an abandoned stream in a reference cycle is closed by its finalizer
+    assert not running(), f"stream threads still running after the test: {running()}"

@@ -1,0 +1,420 @@
+"""Turn a push-style function into a pulled iterator: the generic thread-to-generator bridge.
+
+Frameworks such as Lightning *push*: they call your hook once per epoch and keep control of
+the loop. FitStream *pulls*: the consumer asks for the next event when it is ready.
+:class:`PushStream` joins the two. It runs ``run(emit)`` in a worker thread and hands each
+``emit(item)`` to the consumer through a strict rendezvous: the worker waits inside ``emit``
+until the consumer asks for the *next* item, so while the consumer holds an item the
+producer is paused (lockstep), and the two never run at the same time.
+
+How the producer learns that the consumer is gone:
+
+* ``emit(item)`` returns ``True`` while the consumer wants more and ``False`` once it has
+  stopped normally (``close()``, ``break`` then garbage collection, the end of a ``with``
+  block). The producer then finishes cleanly, e.g. by asking its framework to stop.
+* If the consumer failed (an exception in its ``with`` block, in a stage of its pipeline, or
+  a ``KeyboardInterrupt`` while it waited), ``emit`` and :meth:`Emitter.check` raise
+  :class:`StreamAborted` inside the worker, so the framework's own failure handling runs. The
+  consumer's exception reaches the consumer's caller unchanged.
+
+An exception raised by the producer is re-raised from ``next()`` with its original type and
+traceback. :meth:`PushStream.close` returns only after the worker thread has ended.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import warnings
+import weakref
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Generic, TypeVar
+
+__all__ = ["Emitter", "PushStream", "StreamAborted"]
+
+T = TypeVar("T")
+
+_POLL_SEC = 0.2
+"""How often a waiting consumer wakes up, so that Ctrl-C is seen even when the OS delivers
+SIGINT to another thread."""
+
+
+class StreamAborted(BaseException):
+    """Raised inside the producer when the consumer of a :class:`PushStream` failed.
+
+    It derives from :class:`BaseException` (like :class:`GeneratorExit`) so that a producer's
+    ``except Exception`` does not swallow it. The bridge recognises it when it leaves ``run``
+    and does not report it again; the consumer sees its own exception instead.
+
+    Attributes:
+        reason: The exception that made the consumer stop.
+
+    Example:
+        >>> err = StreamAborted("consumer failed", reason=ValueError("bad"))
+        >>> err.reason
+        ValueError('bad')
+    """
+
+    def __init__(self, message: str, *, reason: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class _Channel:
+    """State shared by the consumer side, the emitter and the worker thread.
+
+    Only the consumer-side :class:`PushStream` refers to it from outside the worker, and the
+    worker never refers back to the :class:`PushStream`, so dropping the stream frees it.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.cond = threading.Condition()
+        self.item: object = None
+        self.has_item = False
+        self.wanted = False
+        self.stop = False
+        self.abort: BaseException | None = None
+        self.started = False
+        self.done = False
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+
+
+class Emitter(Generic[T]):
+    """The producer's handle: call it with each item; ask it whether to go on.
+
+    ``run(emit)`` receives one. ``emit(item)`` blocks until the consumer has taken ``item``
+    and asked for the next one, then returns ``True``; it returns ``False`` at once when the
+    consumer has stopped (the producer should finish up without emitting more).
+
+    Example:
+        >>> def produce(emit):
+        ...     for i in range(100):
+        ...         if not emit(i):
+        ...             print("consumer gone after", i)
+        ...             return
+        >>> with PushStream(produce, name="demo") as items:
+        ...     next(items), next(items)
+        (0, 1)
+        consumer gone after 1
+    """
+
+    __slots__ = ("_ch",)
+
+    def __init__(self, channel: _Channel) -> None:
+        self._ch = channel
+
+    def __call__(self, item: T) -> bool:
+        """Hand ``item`` to the consumer and wait until it wants another one.
+
+        Returns:
+            ``True`` to go on, ``False`` once the consumer has stopped normally.
+
+        Raises:
+            StreamAborted: The consumer failed; the producer should unwind as failed.
+        """
+        ch = self._ch
+        with ch.cond:
+            self._raise_if_aborted()
+            if ch.stop:
+                return False
+            ch.item, ch.has_item = item, True
+            ch.cond.notify_all()
+            while not ((ch.wanted and not ch.has_item) or ch.stop or ch.abort is not None):
+                ch.cond.wait()
+            self._raise_if_aborted()
+            return not ch.stop
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the consumer has stopped (normally or by failing).
+
+        Example:
+            >>> def produce(emit):
+            ...     emit(1)
+            ...     print("stopped:", emit.stopped)
+            >>> with PushStream(produce) as items:
+            ...     next(items)
+            1
+            stopped: True
+        """
+        return self._ch.stop or self._ch.abort is not None
+
+    def check(self) -> None:
+        """Raise :class:`StreamAborted` if the consumer has failed; cheap enough for every batch.
+
+        Producers call it at frequent checkpoints (e.g. each training batch) so that a
+        consumer's ``KeyboardInterrupt`` stops the work promptly.
+
+        Example:
+            >>> def produce(emit):
+            ...     emit.check()  # nothing happened: returns quietly
+            ...     emit("done")
+            >>> list(PushStream(produce))
+            ['done']
+        """
+        if self._ch.abort is not None:
+            with self._ch.cond:
+                self._raise_if_aborted()
+
+    def _raise_if_aborted(self) -> None:
+        reason = self._ch.abort
+        if reason is not None:
+            raise StreamAborted(
+                f"{self._ch.name}: the consumer stopped with {type(reason).__name__}: {reason}",
+                reason=reason,
+            )
+
+
+def _work(channel: _Channel, run: Callable[[Emitter[T]], object]) -> None:
+    """Body of the worker thread: run the producer, record how it ended."""
+    try:
+        run(Emitter(channel))
+    except StreamAborted as exc:
+        if exc.reason is None or exc.reason is not channel.abort:
+            channel.error = exc  # not ours: a producer raised it on its own
+    except BaseException as exc:
+        channel.error = exc
+    finally:
+        with channel.cond:
+            channel.done = True
+            channel.cond.notify_all()
+
+
+def _shut_down(channel: _Channel, abort: BaseException | None) -> BaseException | None:
+    """Tell the worker to stop (or abort), wait for it, and return an error it left behind."""
+    with channel.cond:
+        if not channel.started:
+            channel.started = channel.done = True  # never started: nothing can start it now
+            return None
+        if abort is not None and channel.abort is None and not channel.done:
+            channel.abort = abort
+        channel.stop = True
+        channel.cond.notify_all()
+    thread = channel.thread
+    if thread is None or thread is threading.current_thread():
+        return None  # called from the producer itself (e.g. by the garbage collector)
+    thread.join()
+    error, channel.error = channel.error, None
+    if isinstance(error, StreamAborted) and error.reason is channel.abort:
+        return None
+    return error
+
+
+def _finalize(channel: _Channel) -> None:
+    """Clean-up of a stream that was dropped without ``close()``."""
+    error = _shut_down(channel, None)
+    if error is not None:
+        warnings.warn(
+            f"{channel.name}: the producer failed after its stream was abandoned: {error!r}",
+            RuntimeWarning,
+            stacklevel=1,
+        )
+
+
+class PushStream(Iterator[T]):
+    """An iterator over the items that ``run(emit)`` emits from a worker thread.
+
+    Nothing runs until the first ``next()``; then ``run`` starts in a daemon thread named
+    ``"fitstream-bridge-<name>"``. Each item is handed over in lockstep (see the module
+    docstring). Use it as a context manager, or call :meth:`close`, to stop early; a stream
+    that is simply dropped is closed when it is garbage-collected. Only one consumer thread
+    may iterate it.
+
+    Args:
+        run: The producer. It receives an :class:`Emitter` and calls it once per item.
+        name: Names the thread and prefixes error messages, e.g. ``"fit_stream"``.
+
+    Raises:
+        TypeError: ``run`` is not callable.
+
+    Example:
+        >>> def produce(emit):
+        ...     for i in range(1, 4):
+        ...         if not emit({"step": i}):
+        ...             return
+        >>> [ev["step"] for ev in PushStream(produce, name="steps")]
+        [1, 2, 3]
+        >>> def broken(emit):
+        ...     emit(1)
+        ...     raise ValueError("producer failed")
+        >>> items = PushStream(broken)
+        >>> next(items)
+        1
+        >>> next(items)
+        Traceback (most recent call last):
+        ...
+        ValueError: producer failed
+    """
+
+    def __init__(self, run: Callable[[Emitter[T]], object], *, name: str = "stream") -> None:
+        if not callable(run):
+            raise TypeError(
+                f"PushStream: 'run' must be a callable taking an Emitter, "
+                f"got {type(run).__name__}: {run!r:.80}"
+            )
+        self._run: Callable[[Emitter[T]], object] | None = run
+        self._ch = _Channel(name)
+        self._ambient = 0  # id of an exception the consumer was already handling at next()
+        self._finalizer = weakref.finalize(self, _finalize, self._ch)
+
+    @property
+    def name(self) -> str:
+        """The name given at construction.
+
+        Example:
+            >>> PushStream(lambda emit: None, name="demo").name
+            'demo'
+        """
+        return self._ch.name
+
+    @property
+    def finished(self) -> bool:
+        """Whether the producer has ended (or can no longer start, after :meth:`close`).
+
+        Example:
+            >>> items = PushStream(lambda emit: None)
+            >>> items.finished, list(items), items.finished
+            (False, [], True)
+        """
+        return self._ch.done
+
+    def __iter__(self) -> PushStream[T]:
+        return self
+
+    def __next__(self) -> T:
+        ch = self._ch
+        if ch.done and not ch.has_item:
+            return self._end()
+        if not ch.started:
+            self._start()
+        self._ambient = id(sys.exc_info()[1])
+        try:
+            with ch.cond:
+                ch.wanted = True
+                ch.cond.notify_all()
+                while not ch.has_item and not ch.done:
+                    ch.cond.wait(_POLL_SEC)
+                if ch.has_item:
+                    item = ch.item
+                    ch.item, ch.has_item, ch.wanted = None, False, False
+                    return item  # type: ignore[return-value]
+        except BaseException as exc:  # e.g. KeyboardInterrupt while the producer works
+            self.abort(exc)
+            raise
+        return self._end()
+
+    def _start(self) -> None:
+        ch, run = self._ch, self._run
+        assert run is not None
+        thread = threading.Thread(
+            target=_work, args=(ch, run), name=f"fitstream-bridge-{ch.name}", daemon=True
+        )
+        self._run = None
+        with ch.cond:
+            ch.started, ch.thread = True, thread
+        try:
+            thread.start()
+        except BaseException as exc:
+            with ch.cond:
+                ch.done, ch.thread = True, None
+            raise RuntimeError(
+                f"{ch.name}: could not start the worker thread that runs the producer: {exc}"
+            ) from exc
+
+    def _end(self) -> T:
+        """The producer is done: join it, then raise its error once, else StopIteration."""
+        ch = self._ch
+        thread = ch.thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        error, ch.error = ch.error, None
+        if error is not None:
+            raise error
+        raise StopIteration
+
+    def close(self) -> None:
+        """Stop the producer and wait until its thread has ended.
+
+        Called while a new exception is propagating (e.g. from a stage's ``finally`` block as
+        that stage fails), it behaves like :meth:`abort` with that exception, so the run is
+        marked failed. Otherwise the
+        producer's next ``emit`` returns ``False`` and it finishes normally. An exception the
+        producer raises while finishing is raised here. Calling it again does nothing.
+
+        Example:
+            >>> def produce(emit):
+            ...     i = 0
+            ...     while emit(i):
+            ...         i += 1
+            ...     print("finished cleanly after", i)
+            >>> items = PushStream(produce)
+            >>> next(items), next(items)
+            (0, 1)
+            >>> items.close()
+            finished cleanly after 1
+            >>> list(items)
+            []
+        """
+        pending = sys.exc_info()[1]
+        if (
+            pending is not None
+            and not isinstance(pending, GeneratorExit | StopIteration)
+            and id(pending) != self._ambient
+        ):
+            self.abort(pending)
+            return
+        self._close_normally()
+
+    def _close_normally(self) -> None:
+        self._finalizer.detach()
+        error = _shut_down(self._ch, None)
+        if error is not None:
+            raise error
+
+    def abort(self, reason: BaseException) -> None:
+        """Stop the producer as failed because of ``reason``, and wait until its thread ended.
+
+        The producer's pending ``emit`` (or its next :meth:`Emitter.check`) raises
+        :class:`StreamAborted` with ``reason`` attached. ``abort`` does not raise ``reason``
+        itself: the caller re-raises its own exception. If the producer fails in another way
+        while unwinding, that error is reported as a :class:`RuntimeWarning`.
+
+        Example:
+            >>> def produce(emit):
+            ...     try:
+            ...         emit(1)
+            ...     except StreamAborted as exc:
+            ...         print("aborted because of", repr(exc.reason))
+            ...         raise
+            >>> items = PushStream(produce)
+            >>> next(items)
+            1
+            >>> items.abort(KeyboardInterrupt())
+            aborted because of KeyboardInterrupt()
+        """
+        self._finalizer.detach()
+        error = _shut_down(self._ch, reason)
+        if error is not None:
+            warnings.warn(
+                f"{self._ch.name}: the producer also failed while stopping after "
+                f"{type(reason).__name__}: {error!r}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    def __enter__(self) -> PushStream[T]:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is None or isinstance(exc, GeneratorExit):
+            self._close_normally()
+        else:
+            self.abort(exc)
