@@ -1,0 +1,224 @@
+"""What :func:`fitstream.plot_history` and :func:`fitstream.live_plot` share.
+
+Reading a history (events, a JSONL file, a DataFrame), turning event values into y-values
+where anything missing or non-finite becomes NaN (a gap in the curve), and drawing the curves.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._values import scalar_value
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+__all__ = ["check_figsize", "check_keys", "draw", "read_history", "x_value", "y_value"]
+
+DEFAULT_FIGSIZE = (6.4, 4.0)
+
+
+def check_keys(keys: object, *, func: str) -> tuple[str, ...]:
+    """Return ``keys`` (a string or a sequence of strings) as a non-empty tuple of strings.
+
+    Example:
+        >>> check_keys("loss", func="f"), check_keys(["a", "b"], func="f")
+        (('loss',), ('a', 'b'))
+        >>> check_keys([], func="f")
+        Traceback (most recent call last):
+        ...
+        ValueError: f: keys must name at least one event value, e.g. 'train_loss', got []
+    """
+    if isinstance(keys, str):
+        return (keys,)
+    if not isinstance(keys, Sequence):
+        raise TypeError(
+            f"{func}: keys must be a string or a sequence of strings, "
+            f"got {type(keys).__name__}: {keys!r:.60}"
+        )
+    for position, key in enumerate(keys):
+        if not isinstance(key, str):
+            raise TypeError(
+                f"{func}: keys must be strings (event names such as 'train_loss'), "
+                f"got {type(key).__name__} at position {position}: {key!r:.60}"
+            )
+    if not keys:
+        raise ValueError(
+            f"{func}: keys must name at least one event value, e.g. 'train_loss', got {keys!r}"
+        )
+    return tuple(keys)
+
+
+def _positive_number(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+def check_figsize(figsize: object, dpi: object, *, func: str) -> None:
+    """Refuse a figure size that is not two positive numbers, or a dpi that is not positive.
+
+    Example:
+        >>> check_figsize((4, 3), 100, func="f")
+        >>> check_figsize((4, 0), 100, func="f")
+        Traceback (most recent call last):
+        ...
+        ValueError: f: figsize must be (width, height) in inches, two positive numbers, ...
+    """
+    if figsize is not None:
+        valid = (
+            isinstance(figsize, Sequence)
+            and not isinstance(figsize, str)
+            and len(figsize) == 2
+            and all(_positive_number(v) for v in figsize)
+        )
+        if not valid:
+            raise ValueError(
+                f"{func}: figsize must be (width, height) in inches, two positive numbers, "
+                f"got {figsize!r:.60}"
+            )
+    if not _positive_number(dpi):
+        raise ValueError(f"{func}: dpi must be a positive number, got {dpi!r:.60}")
+
+
+def _read_jsonl(path: Path, *, func: str) -> list[Mapping[str, Any]]:
+    events: list[Mapping[str, Any]] = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)  # accepts NaN and Infinity as Python writes them
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"{func}: line {number} of {str(path)!r} is not valid JSON ({exc.msg}): "
+                    f"{line.strip()!r:.80}"
+                ) from None
+            if not isinstance(event, dict):
+                raise ValueError(
+                    f"{func}: line {number} of {str(path)!r} must be a JSON object (one event), "
+                    f"got {type(event).__name__}: {line.strip()!r:.80}"
+                )
+            events.append(event)
+    return events
+
+
+def read_history(history: object, *, func: str) -> list[Mapping[str, Any]]:
+    """Return the events of ``history``: event dicts, a JSONL path, or a pandas DataFrame.
+
+    A DataFrame is recognised by its ``to_dict`` and ``columns`` (pandas is never imported);
+    when ``step`` is its index rather than a column, the index becomes the ``step`` column.
+
+    Example:
+        >>> read_history([{"step": 1, "loss": 0.5}], func="f")
+        [{'step': 1, 'loss': 0.5}]
+        >>> read_history([], func="f")
+        Traceback (most recent call last):
+        ...
+        ValueError: f: history is empty; there is nothing to plot
+    """
+    if isinstance(history, str | os.PathLike):
+        events = _read_jsonl(Path(history), func=func)
+        source = f"the file {os.fspath(history)!r}"
+    elif hasattr(history, "to_dict") and hasattr(history, "columns"):
+        frame: Any = history
+        if "step" not in frame.columns and getattr(frame.index, "name", None) == "step":
+            frame = frame.reset_index()
+        events = frame.to_dict(orient="records")
+        source = "the DataFrame"
+    elif isinstance(history, Mapping) or not isinstance(history, Iterable):
+        raise TypeError(
+            f"{func}: history must be a list of event dicts, a path to a JSONL file or a "
+            f"pandas DataFrame, got {type(history).__name__}: {history!r:.60}"
+        )
+    else:
+        events = list(history)
+        source = "history"
+        for position, event in enumerate(events):
+            if not isinstance(event, Mapping):
+                raise TypeError(
+                    f"{func}: history must hold event dicts, got {type(event).__name__} at "
+                    f"position {position}: {event!r:.60}"
+                )
+    if not events:
+        raise ValueError(f"{func}: {source} is empty; there is nothing to plot")
+    return events
+
+
+def y_value(value: object) -> float:
+    """Return ``value`` as a float, or NaN (a gap) when it is missing, non-finite or no number.
+
+    Example:
+        >>> y_value(0.5), y_value(None), y_value(float("inf")), y_value("text")
+        (0.5, nan, nan, nan)
+    """
+    number = scalar_value(value)
+    if number is None or not math.isfinite(number):
+        return math.nan
+    return float(number)
+
+
+def x_value(event: Mapping[str, Any]) -> float | None:
+    """Return the event's ``step`` as a float, or ``None`` when it has no numeric step.
+
+    Example:
+        >>> x_value({"step": 3}), x_value({"loss": 1.0})
+        (3.0, None)
+    """
+    step = scalar_value(event.get("step"))
+    if step is None or isinstance(step, bool) or not math.isfinite(step):
+        return None
+    return float(step)
+
+
+def _has_isolated_point(ys: Sequence[float]) -> bool:
+    """Tell whether some finite value has no finite neighbour (a line alone would hide it)."""
+    finite = [not math.isnan(y) for y in ys]
+    for i, here in enumerate(finite):
+        before = i > 0 and finite[i - 1]
+        after = i + 1 < len(finite) and finite[i + 1]
+        if here and not before and not after:
+            return True
+    return False
+
+
+def draw(
+    ax: Axes,
+    x: Sequence[float],
+    columns: Mapping[str, Sequence[float]],
+    *,
+    xlabel: str,
+    title: str | None,
+) -> None:
+    """Clear ``ax`` and draw one curve per column against ``x``; NaN values leave gaps.
+
+    A curve with a point that has no finite neighbour is drawn with dot markers so the point
+    shows; a key without any finite value keeps its legend entry, marked ``(no values)``.
+
+    Example:
+        >>> from matplotlib.figure import Figure
+        >>> ax = Figure().add_subplot()
+        >>> draw(ax, [1, 2, 3], {"loss": [0.5, float("nan"), 0.25]}, xlabel="step", title=None)
+        >>> ax.get_lines()[0].get_label(), ax.get_lines()[0].get_marker()
+        ('loss', '.')
+    """
+    ax.clear()
+    for key, ys in columns.items():
+        label = key if any(not math.isnan(y) for y in ys) else f"{key} (no values)"
+        marker = "." if _has_isolated_point(ys) else "None"
+        ax.plot(list(x), list(ys), label=label, marker=marker)
+    ax.set_xlabel(xlabel)
+    if len(columns) == 1:
+        ax.set_ylabel(next(iter(columns)))
+    if title is not None:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
