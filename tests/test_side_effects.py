@@ -139,7 +139,7 @@ def test_tick_is_lazy(counting_source: Any) -> None:
 
 def test_tick_rejects_non_callable() -> None:
     with pytest.raises(TypeError, match=r"tick: 'fn' must be callable, got str: 'step'"):
-        tick("step")  # type: ignore[arg-type]
+        tick("step")  # type: ignore[call-overload]
 
 
 # --- print_keys ----------------------------------------------------------------------------

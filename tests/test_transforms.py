@@ -79,7 +79,7 @@ def test_augment_stream_first_form() -> None:
 
 def test_augment_rejects_non_callable_at_call() -> None:
     with pytest.raises(TypeError, match=r"augment: 'fn' must be callable, got int: 3"):
-        augment(3)  # type: ignore[arg-type]
+        augment(3)  # type: ignore[call-overload]
 
 
 def test_augment_non_mapping_result_raises_when_processed() -> None:
