@@ -40,6 +40,7 @@ class _Options:
 def _check_options(
     caller: str, *, log_dir: object, writer: object, keys: object, every: object, hparams: object
 ) -> _Options:
+    require("tensorboard", "tensorboard", feature=caller)
     require("torch.utils.tensorboard", "tensorboard", feature=caller)
     if log_dir is not None and writer is not None:
         raise ValueError(

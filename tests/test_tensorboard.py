@@ -1,0 +1,407 @@
+"""Tests of log_tensorboard and collect_tensorboard, read back with TensorBoard's own reader."""
+
+from __future__ import annotations
+
+import gc
+import math
+import sys
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.plugins.hparams import plugin_data_pb2
+from torch import nn
+from torch.utils import tensorboard as torch_tensorboard
+
+from fitstream import collect, collect_tensorboard, log_tensorboard, pipe, take
+from fitstream._tensorboard_summary import (
+    MetricHistory,
+    custom_scalars_layout,
+    lower_is_better,
+    metric_stem,
+)
+
+
+def read_run(path: Path) -> EventAccumulator:
+    accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0, "tensors": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def scalars(path: Path, tag: str) -> list[tuple[int, float]]:
+    return [(e.step, e.value) for e in read_run(path).Scalars(tag)]
+
+
+def layout_of(path: Path) -> dict[str, list[str]]:
+    """The last custom-scalars layout of a run, as {chart title: tag regexes}."""
+    events = read_run(path).Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout()
+    layout.ParseFromString(events[-1].tensor_proto.string_val[0])
+    return {
+        chart.title: list(chart.multiline.tag)
+        for category in layout.category
+        for chart in category.chart
+    }
+
+
+def history(n: int = 4) -> list[dict[str, Any]]:
+    model = nn.Linear(1, 1)
+    return [
+        {
+            "step": step,
+            "model": model,
+            "train_loss": torch.tensor(1.0 / step),
+            "val_loss": np.float64(2.0 / step),
+            "val_acc": [0.5, 0.75, 0.5, 0.9][(step - 1) % 4],
+            "epochs_done": step,
+            "is_best": step == 2,
+            "note": "text",
+            "per_class": torch.tensor([0.1, 0.2]),
+        }
+        for step in range(1, n + 1)
+    ]
+
+
+class SpyWriter(torch_tensorboard.SummaryWriter):
+    """A SummaryWriter that records its instances and flushes."""
+
+    instances: list[SpyWriter] = []  # noqa: RUF012
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.flushes = 0
+        SpyWriter.instances.append(self)
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+    @property
+    def closed(self) -> bool:
+        return self.file_writer is None
+
+
+@pytest.fixture
+def spy_writers(monkeypatch: pytest.MonkeyPatch) -> list[SpyWriter]:
+    SpyWriter.instances = []
+    monkeypatch.setattr(torch_tensorboard, "SummaryWriter", SpyWriter)
+    return SpyWriter.instances
+
+
+def raising_after(n: int, exc: BaseException) -> Iterator[dict[str, Any]]:
+    for step in range(1, n + 1):
+        yield {"step": step, "train_loss": 1.0 / step}
+    raise exc
+
+
+# --- what is written -------------------------------------------------------------------------
+
+
+def test_events_pass_through_unchanged_and_numeric_scalars_are_logged(tmp_path: Path) -> None:
+    events = history()
+    out = list(log_tensorboard(events, tmp_path))
+    assert all(a is b for a, b in zip(out, events, strict=True))
+    assert sorted(read_run(tmp_path).Tags()["scalars"]) == [
+        "epochs_done",
+        "train_loss",
+        "val_acc",
+        "val_loss",
+    ]
+    assert scalars(tmp_path, "train_loss") == [
+        (1, 1.0),
+        (2, 0.5),
+        (3, pytest.approx(1 / 3)),
+        (4, 0.25),
+    ]
+    assert scalars(tmp_path, "val_acc") == [(1, 0.5), (2, 0.75), (3, 0.5), (4, pytest.approx(0.9))]
+
+
+def test_pipe_form_and_stream_form_agree(tmp_path: Path) -> None:
+    steps = [ev["step"] for ev in pipe(history(), log_tensorboard(tmp_path / "a"))]
+    assert steps == [1, 2, 3, 4]
+    list(log_tensorboard(history(), log_dir=tmp_path / "b"))
+    assert scalars(tmp_path / "a", "val_loss") == scalars(tmp_path / "b", "val_loss")
+
+
+def test_keys_narrow_the_set_and_may_name_a_bool(tmp_path: Path) -> None:
+    list(log_tensorboard(history(), tmp_path, keys=["val_loss", "is_best"]))
+    assert sorted(read_run(tmp_path).Tags()["scalars"]) == ["is_best", "val_loss"]
+    assert [v for _, v in scalars(tmp_path, "is_best")] == [0.0, 1.0, 0.0, 0.0]
+
+
+def test_a_missing_key_lists_the_event_keys(tmp_path: Path, counting_source: Any) -> None:
+    source = counting_source()
+    stream = log_tensorboard(source, tmp_path, keys=["val_acc"])
+    with pytest.raises(
+        KeyError, match=r"log_tensorboard: keys names 'val_acc'.*'step', 'val_loss'"
+    ):
+        next(stream)
+    assert source.closed
+
+
+def test_a_named_key_that_is_not_a_number_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"keys names 'note', whose value is not a number: got str"):
+        list(log_tensorboard(history(), tmp_path, keys=["note"]))
+
+
+def test_every_logs_every_nth_event_and_always_the_last(tmp_path: Path) -> None:
+    list(log_tensorboard(history(8), tmp_path / "a", every=3, keys=["train_loss"]))
+    assert [s for s, _ in scalars(tmp_path / "a", "train_loss")] == [1, 4, 7, 8]
+    list(log_tensorboard(history(7), tmp_path / "b", every=3, keys=["train_loss"]))
+    assert [s for s, _ in scalars(tmp_path / "b", "train_loss")] == [1, 4, 7]
+
+
+def test_events_without_step_are_logged_at_their_position(tmp_path: Path) -> None:
+    collect_tensorboard([{"loss": 0.5}, {"loss": 0.25}], tmp_path)
+    assert scalars(tmp_path, "loss") == [(1, 0.5), (2, 0.25)]
+
+
+def test_a_step_that_is_not_an_int_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"an event's 'step' must be an int .*got str: 'one'"):
+        collect_tensorboard([{"step": "one", "loss": 0.5}], tmp_path)
+
+
+def test_nan_and_infinite_values_are_logged_as_they_are(tmp_path: Path) -> None:
+    collect_tensorboard([{"step": 1, "loss": math.nan}, {"step": 2, "loss": math.inf}], tmp_path)
+    values = [v for _, v in scalars(tmp_path, "loss")]
+    assert math.isnan(values[0])
+    assert values[1] == math.inf
+
+
+# --- custom scalars and hparams --------------------------------------------------------------
+
+
+def test_metrics_sharing_a_stem_share_a_chart(tmp_path: Path) -> None:
+    events = [
+        {"step": s, "train_loss": 1 / s, "val_loss": 2 / s, "train_acc": 0.5, "val_acc": 0.4}
+        for s in (1, 2)
+    ]
+    collect_tensorboard(events, tmp_path)
+    assert layout_of(tmp_path) == {
+        "acc": ["^train_acc$", "^val_acc$"],
+        "loss": ["^train_loss$", "^val_loss$"],
+    }
+    assert scalars(tmp_path, "val_loss") == [(1, 2.0), (2, 1.0)]
+
+
+def test_the_layout_is_rewritten_when_a_partner_tag_appears_later(tmp_path: Path) -> None:
+    events = [{"step": 1, "train_loss": 1.0}, {"step": 2, "train_loss": 0.5, "val_loss": 0.7}]
+    collect_tensorboard(events, tmp_path)
+    assert layout_of(tmp_path) == {"loss": ["^train_loss$", "^val_loss$"]}
+
+
+def test_hparams_are_written_with_final_and_best_values(tmp_path: Path) -> None:
+    hparams = {"lr": 0.01, "optimizer": "adam", "layers": torch.tensor(3), "unset": None}
+    collect_tensorboard(history(), tmp_path, hparams=hparams, keys=["val_loss", "val_acc"])
+    run = read_run(tmp_path)
+    content = run.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hp = start.session_start_info.hparams
+    assert set(hp) == {"lr", "optimizer", "layers"}
+    assert (hp["lr"].number_value, hp["optimizer"].string_value) == (0.01, "adam")
+    assert hp["layers"].number_value == 3
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
+    metric_tags = {m.name.tag for m in experiment.experiment.metric_infos}
+    assert metric_tags == {"final/val_loss", "best/val_loss", "final/val_acc", "best/val_acc"}
+    assert scalars(tmp_path, "final/val_loss") == [(4, 0.5)]
+    assert scalars(tmp_path, "best/val_loss") == [(4, 0.5)]
+    assert scalars(tmp_path, "final/val_acc") == [(4, pytest.approx(0.9))]
+    assert scalars(tmp_path, "best/val_acc") == [(4, pytest.approx(0.9))]
+
+
+def test_metric_history_picks_min_for_losses_max_otherwise_and_skips_nan() -> None:
+    metrics = MetricHistory()
+    for loss, acc in [(math.nan, 0.2), (0.4, 0.9), (0.6, math.nan)]:
+        metrics.update({"val_loss": loss, "val_acc": acc})
+    summary = metrics.summary()
+    assert summary["best/val_loss"] == 0.4
+    assert summary["best/val_acc"] == 0.9
+    assert summary["final/val_loss"] == 0.6
+    assert math.isnan(summary["final/val_acc"])
+    only_nan = MetricHistory()
+    only_nan.update({"loss": math.nan})
+    assert math.isnan(only_nan.summary()["best/loss"])
+
+
+def test_stem_rule_and_direction_rule() -> None:
+    assert metric_stem("train_loss") == metric_stem("val_loss") == metric_stem("test/loss")
+    assert metric_stem("acc_val") == metric_stem("validation_acc") == "acc"
+    assert metric_stem("train_time_sec") == "time_sec"
+    assert metric_stem("lr") is None
+    assert metric_stem("train") is None
+    assert custom_scalars_layout(["train_loss", "lr"]) == {}
+    assert custom_scalars_layout(["a.b_train", "a.b_val"]) == {
+        "fitstream": {"a.b": ["Multiline", [r"^a\.b_train$", r"^a\.b_val$"]]}
+    }
+    assert [lower_is_better(k) for k in ("mse", "val_error", "train_time_sec", "f1", "auc")] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
+
+
+# --- argument checks -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ({"log_dir": "a", "writer": object()}, ValueError, "pass log_dir or writer, not both"),
+        ({"log_dir": 3}, TypeError, r"log_dir must be a folder path .*got int: 3"),
+        ({"writer": object()}, TypeError, r"writer must be an open .*SummaryWriter.*got object"),
+        ({"keys": "val_loss"}, TypeError, r"keys must be a list of key names, got str"),
+        ({"keys": []}, ValueError, r"keys must name at least one key"),
+        ({"every": 0}, ValueError, r"'every' must be a positive int, got 0"),
+        ({"every": 1.5}, TypeError, r"'every' must be a positive int, got float"),
+        ({"hparams": [("lr", 1)]}, TypeError, r"hparams must be a dict .*got list"),
+        ({"hparams": {"sizes": [1, 2]}}, TypeError, r"hparams\['sizes'\] must be a number, str"),
+        ({"hparams": {1: 2}}, TypeError, r"hparams keys must be non-empty str, got 1"),
+    ],
+)
+def test_bad_arguments_are_refused_at_the_call(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    counting_source: Any,
+    case: tuple[dict[str, Any], type[Exception], str],
+) -> None:
+    kwargs, error, message = case
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(error, match=f"log_tensorboard: {message}"):
+        log_tensorboard(**kwargs)
+    source = counting_source(n=3)
+    with pytest.raises(error, match=f"collect_tensorboard: {message}"):
+        collect_tensorboard(source, **kwargs)
+    assert source.pulled == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_collect_tensorboard_refuses_a_non_stream() -> None:
+    with pytest.raises(TypeError, match=r"'events' must be an iterable of event dicts, got dict"):
+        collect_tensorboard({"step": 1}, "runs")
+
+
+def test_missing_tensorboard_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    with pytest.raises(
+        ImportError, match=r"log_tensorboard needs .*'tensorboard'.*fitstream\[tensorboard\]"
+    ):
+        log_tensorboard("runs/x")
+
+
+# --- laziness and where it writes ------------------------------------------------------------
+
+
+def test_nothing_is_opened_or_pulled_before_the_first_event(
+    tmp_path: Path, counting_source: Any
+) -> None:
+    source = counting_source()
+    stream = log_tensorboard(source, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    assert source.pulled == 0
+    next(stream)
+    assert source.pulled == 1
+    assert (tmp_path / "run").is_dir()
+    stream.close()
+
+
+def test_take_after_it_pulls_no_extra_event(tmp_path: Path, counting_source: Any) -> None:
+    source = counting_source()
+    out = collect(pipe(source, log_tensorboard(tmp_path), take(3)))
+    assert [ev["step"] for ev in out] == [1, 2, 3]
+    assert source.pulled == 3
+    assert source.closed
+
+
+def test_default_folder_is_summarywriters_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    written = collect_tensorboard([{"step": 1, "loss": 0.5}])
+    run_dirs = list((tmp_path / "runs").iterdir())
+    assert len(run_dirs) == 1
+    assert Path(written).resolve() == run_dirs[0].resolve()
+    assert scalars(run_dirs[0], "loss") == [(1, 0.5)]
+
+
+# --- the writer's life -----------------------------------------------------------------------
+
+
+def test_a_writer_it_opened_is_closed_when_the_stream_is_exhausted(
+    tmp_path: Path, spy_writers: list[SpyWriter], counting_source: Any
+) -> None:
+    source = counting_source(n=3)
+    assert collect_tensorboard(source, tmp_path, hparams={"lr": 0.1}) == str(tmp_path)
+    assert spy_writers[0].closed
+    assert source.closed
+    assert [s for s, _ in scalars(tmp_path, "val_loss")] == [1, 2, 3]
+
+
+def test_a_writer_it_opened_is_closed_when_the_consumer_stops_early(
+    tmp_path: Path, spy_writers: list[SpyWriter], counting_source: Any
+) -> None:
+    source = counting_source()
+    stream = log_tensorboard(source, tmp_path, hparams={"lr": 0.1})
+    assert [ev["step"] for ev in islice(stream, 2)] == [1, 2]
+    assert not spy_writers[0].closed
+    stream.close()
+    assert spy_writers[0].closed
+    assert source.closed
+    assert source.pulled == 2
+    assert scalars(tmp_path, "final/val_loss") == [(2, 0.5)]
+
+
+def test_a_dropped_stream_closes_its_writer(
+    tmp_path: Path, spy_writers: list[SpyWriter], counting_source: Any
+) -> None:
+    source = counting_source()
+    for event in log_tensorboard(source, tmp_path):
+        if event["step"] == 2:
+            break
+    gc.collect()
+    assert spy_writers[0].closed
+    assert source.closed
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_a_writer_it_opened_is_closed_when_the_source_raises(
+    tmp_path: Path, spy_writers: list[SpyWriter], exc: BaseException
+) -> None:
+    with pytest.raises(type(exc)):
+        collect_tensorboard(raising_after(3, exc), tmp_path, hparams={"lr": 0.1})
+    assert spy_writers[0].closed
+    assert [s for s, _ in scalars(tmp_path, "train_loss")] == [1, 2, 3]
+    assert scalars(tmp_path, "final/train_loss") == [(3, pytest.approx(1 / 3))]
+
+
+def test_a_writer_passed_in_is_flushed_and_left_open(
+    tmp_path: Path, spy_writers: list[SpyWriter]
+) -> None:
+    writer = SpyWriter(log_dir=str(tmp_path))
+    try:
+        assert collect_tensorboard(history(2), writer=writer, hparams={"lr": 0.1}) == str(tmp_path)
+        assert not writer.closed
+        assert writer.flushes >= 1
+        assert scalars(tmp_path, "train_loss") == [(1, 1.0), (2, 0.5)]
+        with pytest.raises(RuntimeError, match="boom"):
+            collect_tensorboard(raising_after(3, RuntimeError("boom")), writer=writer)
+        assert not writer.closed
+        writer.add_scalar("after", 1.0, 1)
+    finally:
+        writer.close()
+    assert len(spy_writers) == 1
+
+
+def test_values_land_in_a_lightning_loggers_run(tmp_path: Path) -> None:
+    loggers = pytest.importorskip("lightning.pytorch.loggers")
+    logger = loggers.TensorBoardLogger(str(tmp_path), name="lit")
+    collect_tensorboard(history(2), writer=logger.experiment, keys=["val_loss"])
+    logger.finalize("success")
+    assert scalars(Path(logger.log_dir), "val_loss") == [(1, 2.0), (2, 1.0)]
