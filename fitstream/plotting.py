@@ -30,7 +30,7 @@ def plot_history(
     ax: Axes | None = None,
     save: str | os.PathLike[str] | None = None,
     figsize: tuple[float, float] | None = None,
-    dpi: float = 100,
+    dpi: float | None = None,
     title: str | None = None,
 ) -> Figure:
     """Draw the curves of ``keys`` against each event's ``step`` and return the figure.
@@ -57,7 +57,8 @@ def plot_history(
             names another format matplotlib writes (``.svg``, ``.pdf``).
         figsize: ``(width, height)`` of a new figure in inches; ``(6.4, 4.0)`` when ``None``.
             The saved PNG is ``figsize * dpi`` pixels, 640 x 400 by default.
-        dpi: Pixels per inch of the figure and of the saved file.
+        dpi: Pixels per inch of a new figure (100 when ``None``) and of the saved file (the
+            figure's own dpi when ``None``).
         title: A title for the Axes.
 
     Returns:
@@ -85,7 +86,7 @@ def plot_history(
         [1.0, nan, nan]
     """
     names = _curves.check_keys(keys, func="plot_history")
-    _curves.check_figsize(figsize, dpi, func="plot_history")
+    _curves.check_figsize(figsize, 100 if dpi is None else dpi, func="plot_history")
     if ax is not None and figsize is not None:
         raise ValueError(
             "plot_history: figsize applies to a new figure; with ax= the size is that of "
@@ -123,7 +124,7 @@ def plot_history(
     columns = {key: [_curves.y_value(event.get(key)) for event in events] for key in names}
 
     if ax is None:
-        ax = Figure(figsize=figsize or _curves.DEFAULT_FIGSIZE, dpi=dpi).add_subplot()
+        ax = Figure(figsize=figsize or _curves.DEFAULT_FIGSIZE, dpi=dpi or 100).add_subplot()
     _curves.draw(ax, x, columns, xlabel=xlabel, title=title)
     parent = ax.figure
     # An Axes of a SubFigure belongs to a SubFigure: save and return the whole figure.
@@ -131,5 +132,5 @@ def plot_history(
     if save is not None:
         path = Path(save)
         path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=dpi)
+        figure.savefig(path, dpi=figure.dpi if dpi is None else dpi)
     return figure

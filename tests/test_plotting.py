@@ -1,0 +1,262 @@
+"""Tests of plot_history (figures from a finished run's history)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from fitstream import plot_history
+
+NAN = math.nan
+
+HISTORY: list[dict[str, Any]] = [
+    {"step": 1, "train_loss": 0.9, "val_loss": 1.0, "model": object()},
+    {"step": 2, "train_loss": torch.tensor(0.5), "val_loss": None},
+    {"step": 3, "train_loss": np.float32(0.25), "val_loss": NAN},
+    {"step": 4, "train_loss": math.inf, "val_loss": 0.75},
+    {"step": 5, "train_loss": 0.125, "val_loss": "n/a"},
+    {"step": 6, "train_loss": -math.inf},
+]
+TRAIN_Y = [0.9, 0.5, 0.25, NAN, 0.125, NAN]
+VAL_Y = [1.0, NAN, NAN, 0.75, NAN, NAN]
+STEPS = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+
+
+def plotted(fig: Figure, ax_index: int = 0) -> dict[str, tuple[list[float], list[float]]]:
+    """Label -> (x, y) of each line of one Axes, as plain lists (NaN kept)."""
+    return {
+        str(line.get_label()): (
+            np.asarray(line.get_xdata(), dtype=float).tolist(),
+            np.asarray(line.get_ydata(), dtype=float).tolist(),
+        )
+        for line in fig.axes[ax_index].get_lines()
+    }
+
+
+def assert_same(actual: list[float], expected: list[float]) -> None:
+    np.testing.assert_array_equal(np.asarray(actual), np.asarray(expected))
+
+
+def test_plots_each_key_against_step_with_gaps() -> None:
+    fig = plot_history(HISTORY, ["train_loss", "val_loss"])
+    assert isinstance(fig, Figure)
+    lines = plotted(fig)
+    assert list(lines) == ["train_loss", "val_loss"]
+    assert_same(lines["train_loss"][0], STEPS)
+    assert_same(lines["train_loss"][1], TRAIN_Y)
+    assert_same(lines["val_loss"][1], VAL_Y)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "step"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train_loss", "val_loss"]
+
+
+def test_a_single_key_may_be_a_string_and_labels_the_y_axis() -> None:
+    fig = plot_history(HISTORY, "train_loss", title="run 1")
+    assert list(plotted(fig)) == ["train_loss"]
+    assert fig.axes[0].get_ylabel() == "train_loss"
+    assert fig.axes[0].get_title() == "run 1"
+
+
+def test_isolated_points_get_markers_so_they_show() -> None:
+    history = [
+        {"step": 1, "train_loss": 0.9, "val_loss": 1.0},
+        {"step": 2, "train_loss": 0.8},
+        {"step": 3, "train_loss": 0.7, "val_loss": 0.75},
+    ]
+    fig = plot_history(history, ["train_loss", "val_loss"])
+    markers = {line.get_label(): line.get_marker() for line in fig.axes[0].get_lines()}
+    assert markers["val_loss"] == "."  # 1.0 and 0.75 have no finite neighbour
+    assert markers["train_loss"] == "None"
+
+
+def test_a_key_with_no_finite_value_is_marked_in_the_legend() -> None:
+    fig = plot_history([{"step": 1, "loss": NAN}, {"step": 2, "loss": None}], "loss")
+    lines = plotted(fig)
+    assert list(lines) == ["loss (no values)"]
+    assert_same(lines["loss (no values)"][1], [NAN, NAN])
+
+
+def test_reads_a_jsonl_file_with_nan_infinity_and_null(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    rows = [
+        {"step": 1, "loss": 1.0},
+        {"step": 2, "loss": NAN},
+        {"step": 3, "loss": math.inf},
+        {"step": 4, "loss": None},
+        {"step": 5, "loss": 0.5},
+        {"step": 6},
+    ]
+    text = "\n".join(json.dumps(row) for row in rows) + "\n\n"
+    assert "NaN" in text
+    assert "Infinity" in text
+    assert "null" in text
+    path.write_text(text, encoding="utf-8")
+    for history in (path, str(path)):
+        lines = plotted(plot_history(history, "loss"))
+        assert_same(lines["loss"][0], [1, 2, 3, 4, 5, 6])
+        assert_same(lines["loss"][1], [1.0, NAN, NAN, NAN, 0.5, NAN])
+
+
+def test_refuses_a_jsonl_line_that_is_not_an_event(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"step": 1, "loss": 1.0}\n{"step": 2, "loss":\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"plot_history: line 2 of .*bad\.jsonl.* not valid JSON"):
+        plot_history(path, "loss")
+    path.write_text('{"step": 1}\n[1, 2]\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"line 2 .* must be a JSON object .* got list"):
+        plot_history(path, "loss")
+
+
+def test_empty_jsonl_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "empty.jsonl"
+    path.write_text("", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"plot_history: the file .*empty\.jsonl.* is empty"):
+        plot_history(path, "loss")
+
+
+def test_reads_a_dataframe_with_gaps() -> None:
+    frame = pd.DataFrame(
+        {"step": [1, 2, 3], "train_loss": [0.5, NAN, 0.25], "val_loss": [NAN, 0.75, NAN]}
+    )
+    lines = plotted(plot_history(frame, ["train_loss", "val_loss"]))
+    assert_same(lines["train_loss"][0], [1, 2, 3])
+    assert_same(lines["train_loss"][1], [0.5, NAN, 0.25])
+    assert_same(lines["val_loss"][1], [NAN, 0.75, NAN])
+
+
+def test_reads_a_dataframe_indexed_by_step_with_pandas_missing_values() -> None:
+    frame = pd.DataFrame(
+        {"loss": pd.array([0.5, None, 0.25], dtype="Float64")},
+        index=pd.Index([10, 20, 30], name="step"),
+    )
+    lines = plotted(plot_history(frame, "loss"))
+    assert_same(lines["loss"][0], [10, 20, 30])
+    assert_same(lines["loss"][1], [0.5, NAN, 0.25])
+
+
+def test_does_not_need_pandas_for_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    assert list(plotted(plot_history(HISTORY, "train_loss"))) == ["train_loss"]
+
+
+def test_accepts_a_generator_of_events() -> None:
+    lines = plotted(plot_history((ev for ev in HISTORY), "train_loss"))
+    assert_same(lines["train_loss"][1], TRAIN_Y)
+
+
+def test_events_without_step_are_plotted_by_position() -> None:
+    fig = plot_history([{"loss": 3.0}, {"loss": 2.0}], "loss")
+    assert_same(plotted(fig)["loss"][0], [1.0, 2.0])
+    assert fig.axes[0].get_xlabel() == "event"
+
+
+def test_only_some_events_with_step_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"only some events have a numeric 'step' \(event 1"):
+        plot_history([{"step": 1, "loss": 3.0}, {"loss": 2.0}], "loss")
+
+
+def test_save_writes_a_png_of_the_requested_size(tmp_path: Path) -> None:
+    target = tmp_path / "new" / "folder" / "curves.png"
+    fig = plot_history(HISTORY, ["train_loss", "val_loss"], save=target, figsize=(3, 2), dpi=50)
+    assert target.is_file()
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = matplotlib.image.imread(target)
+    assert image.shape[:2] == (100, 150)  # (height, width) = figsize * dpi
+    assert len(plotted(fig)) == 2
+
+
+def test_default_png_size_is_640_by_400(tmp_path: Path) -> None:
+    target = tmp_path / "default.png"
+    plot_history(HISTORY, "train_loss", save=str(target))
+    assert matplotlib.image.imread(target).shape[:2] == (400, 640)
+
+
+def test_save_follows_the_suffix(tmp_path: Path) -> None:
+    target = tmp_path / "curves.svg"
+    plot_history(HISTORY, "train_loss", save=target)
+    assert target.read_text(encoding="utf-8").lstrip().startswith("<?xml")
+
+
+def test_draws_into_a_given_axes(tmp_path: Path) -> None:
+    fig = Figure(figsize=(4, 2), dpi=50)
+    left, right = fig.subplots(1, 2)
+    target = tmp_path / "panel.png"
+    result = plot_history(HISTORY, "val_loss", ax=right, save=target)
+    assert result is fig
+    assert left.get_lines() == []
+    assert_same(plotted(fig, 1)["val_loss"][1], VAL_Y)
+    assert matplotlib.image.imread(target).shape[:2] == (100, 200)  # the figure's own dpi
+    plot_history(HISTORY, "val_loss", ax=left, save=target, dpi=25)
+    assert matplotlib.image.imread(target).shape[:2] == (50, 100)
+
+
+def test_axes_of_a_subfigure_give_the_whole_figure() -> None:
+    fig = Figure()
+    ax = fig.subfigures(1, 2)[0].add_subplot()
+    assert plot_history(HISTORY, "train_loss", ax=ax) is fig
+
+
+def test_uses_no_pyplot_figures() -> None:
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    plot_history(HISTORY, "train_loss")
+    assert plt.get_fignums() == before
+
+
+def test_a_key_absent_from_every_event_lists_the_keys() -> None:
+    with pytest.raises(KeyError, match=r"no event has the key\(s\) \['val_acc'\]; .*'train_loss'"):
+        plot_history(HISTORY, ["train_loss", "val_acc"])
+
+
+def test_empty_history_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match=r"plot_history: history is empty"):
+        plot_history([], "loss")
+
+
+@pytest.mark.parametrize(
+    ("history", "keys", "kwargs", "error", "match"),
+    [
+        (3, "loss", {}, TypeError, r"history must be a list of event dicts.* got int: 3"),
+        ({"step": 1}, "loss", {}, TypeError, r"history must be a list of event dicts.* got dict"),
+        ([{"step": 1}, 5], "loss", {}, TypeError, r"must hold event dicts, got int at position 1"),
+        (HISTORY, 3, {}, TypeError, r"keys must be a string or a sequence of strings, got int"),
+        (HISTORY, ["train_loss", 2], {}, TypeError, r"keys must be strings .* at position 1"),
+        (HISTORY, [], {}, ValueError, r"keys must name at least one event value"),
+        (HISTORY, "loss", {"figsize": (4, -1)}, ValueError, r"figsize must be \(width, height\)"),
+        (HISTORY, "loss", {"figsize": "big"}, ValueError, r"figsize must be .* got 'big'"),
+        (HISTORY, "loss", {"dpi": 0}, ValueError, r"dpi must be a positive number, got 0"),
+        (HISTORY, "loss", {"title": 5}, TypeError, r"title must be a string or None, got int"),
+    ],
+)
+def test_refuses_bad_arguments(
+    history: Any, keys: Any, kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        plot_history(history, keys, **kwargs)
+
+
+def test_figsize_with_ax_is_refused() -> None:
+    ax = Figure().add_subplot()
+    with pytest.raises(ValueError, match=r"figsize applies to a new figure"):
+        plot_history(HISTORY, "train_loss", ax=ax, figsize=(3, 2))
+
+
+def test_missing_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match=r"plot_history needs .*'matplotlib'.*fitstream\[plot\]"):
+        plot_history(HISTORY, "train_loss")
