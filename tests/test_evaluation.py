@@ -36,7 +36,7 @@ def mixed_mode_model() -> nn.Module:
         nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Dropout(0.5), nn.Sequential(nn.Linear(8, 1))
     )
     model[1].eval()  # a frozen norm layer the user keeps in eval mode
-    model[3][0].eval()
+    model[3][0].eval()  # type: ignore[index]
     return model
 
 
@@ -79,7 +79,8 @@ def test_several_input_tensors_are_passed_to_the_model() -> None:
             self.a, self.b = nn.Linear(2, 1), nn.Linear(3, 1)
 
         def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-            return self.a(x1) + self.b(x2)
+            out: torch.Tensor = self.a(x1) + self.b(x2)
+            return out
 
     model = TwoInputs()
     X1, X2, y = torch.randn(20, 2), torch.randn(20, 3), torch.randn(20, 1)
@@ -407,7 +408,7 @@ def test_augmenter_is_reusable_across_events_of_a_training_run(data: Any) -> Non
     def events() -> Iterator[dict[str, Any]]:
         for step in range(1, 4):
             model.zero_grad()
-            nn.functional.mse_loss(model(X), y).backward()
+            nn.functional.mse_loss(model(X), y).backward()  # type: ignore[no-untyped-call]
             with torch.no_grad():
                 for p in model.parameters():
                     p.sub_(0.1 * p.grad)  # type: ignore[operator]
@@ -416,3 +417,32 @@ def test_augmenter_is_reusable_across_events_of_a_training_run(data: Any) -> Non
     losses = [augmenter(ev)["val_loss"] for ev in events()]
     assert losses == sorted(losses, reverse=True)  # training on the same data lowers it
     assert losses[-1] == pytest.approx(one_pass_mse(model, X, y), rel=1e-6)
+
+
+# --- in a pipeline ---------------------------------------------------------------------------
+
+
+def test_augmenters_compose_with_augment_and_early_stop(data: Any) -> None:
+    from fitstream import augment, early_stop, pipe
+
+    X, y = data
+    model = nn.Linear(4, 1)
+    pulled: list[int] = []
+
+    def training() -> Iterator[dict[str, Any]]:
+        for step in range(1, 100):
+            pulled.append(step)
+            with torch.no_grad():
+                model.weight.fill_(0.0 if step <= 2 else 1.0)  # best at step 1, then worse
+            yield {"step": step, "model": model}
+
+    events = pipe(
+        training(),
+        augment(validation_loss((X, y), nn.MSELoss(), batch_size=50)),
+        augment(evaluate((X, y), metrics={"val_mae": nn.L1Loss()})),
+        early_stop(key="val_loss", patience=2),
+    )
+    history = [(ev["step"], ev["val_loss"], ev["val_mae"]) for ev in events]
+    assert [step for step, _, _ in history] == [1, 2, 3]
+    assert pulled == [1, 2, 3]  # the augmenters pull nothing themselves
+    assert history[0][1] == history[1][1] < history[2][1]

@@ -31,7 +31,8 @@ def classification() -> tuple[torch.Tensor, torch.Tensor, nn.Module]:
 
 def predictions(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        return model(X)
+        out: torch.Tensor = model(X)
+    return out
 
 
 def nudge(model: nn.Module) -> None:
@@ -160,7 +161,7 @@ class RecordingMean(nn.Module):
         self.moves: list[Any] = []
         self.reset()
 
-    def to(self, *args: Any, **kwargs: Any) -> RecordingMean:  # type: ignore[override]
+    def to(self, *args: Any, **kwargs: Any) -> RecordingMean:
         self.moves.append(args[0] if args else kwargs.get("device"))
         return super().to(*args, **kwargs)
 

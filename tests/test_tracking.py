@@ -79,7 +79,7 @@ def test_snapshot_is_independent_of_later_training() -> None:
     expected = {k: v.clone() for k, v in model.state_dict().items()}
     for _ in range(3):  # later epochs: parameters and BatchNorm buffers change in place
         model.zero_grad()
-        nn.functional.mse_loss(model(X), y).backward()
+        nn.functional.mse_loss(model(X), y).backward()  # type: ignore[no-untyped-call]
         with torch.no_grad():  # a plain SGD step (torch.optim's first step imports dynamo: slow)
             for p in model.parameters():
                 p.sub_(0.5 * p.grad)  # type: ignore[operator]
@@ -190,3 +190,27 @@ def test_model_without_state_dict_is_refused() -> None:
     best = best_model("val_loss")
     with pytest.raises(TypeError, match=r"event\['model'\] must have a state_dict\(\).*str"):
         best({"step": 1, "val_loss": 0.1, "model": "resnet"})
+
+
+def test_best_model_as_a_tap_in_a_pipeline() -> None:
+    from fitstream import augment, pipe, tap, validation_loss
+
+    X = torch.randn(40, 2)
+    y = X @ torch.tensor([[1.0], [-2.0]])
+    model = nn.Linear(2, 1, bias=False)
+    targets = [[0.0, 0.0], [1.0, -2.0], [3.0, 3.0]]  # the second epoch fits exactly
+
+    def training() -> Any:
+        for step, w in enumerate(targets, start=1):
+            with torch.no_grad():
+                model.weight.copy_(torch.tensor([w]))
+            yield {"step": step, "model": model}
+
+    best = best_model("val_loss")
+    events = pipe(training(), augment(validation_loss((X, y), nn.MSELoss())), tap(best))
+    steps = [ev["step"] for ev in events]
+    assert steps == [1, 2, 3]
+    assert best.best_step == 2
+    assert best.best_value == pytest.approx(0.0, abs=1e-10)
+    best.load_into(model)
+    assert model.weight.tolist() == [[1.0, -2.0]]
