@@ -176,16 +176,16 @@ def validation_loss(
 
     Returns:
         The augmenter, ``event -> {key: float}``. It reads the loss back to the host once per
-        evaluation, however many chunks there are.
+        evaluation, however many chunks there are. Called with an event, it raises KeyError
+        when the event has no ``"model"`` (listing the keys it has), ValueError when
+        ``val_data`` is on another device than the model, and TypeError when ``loss_fn`` gives
+        more than one number.
 
     Raises:
         TypeError: ``val_data`` is not a sequence of tensors, ``loss_fn`` is not callable, or
             ``key`` is not a string.
         ValueError: ``val_data`` is empty or its tensors' first dimensions differ, it has one
             tensor with ``last_label=True``, ``batch_size`` is not positive, or ``key`` is empty.
-
-        The augmenter raises KeyError for an event without ``"model"``, ValueError for data on
-        another device than the model, and TypeError when ``loss_fn`` gives more than a number.
 
     Example:
         >>> X, y = torch.randn(100, 3), torch.randn(100, 1)
@@ -198,6 +198,13 @@ def validation_loss(
         ...     one_pass = nn.functional.mse_loss(model(X), y).item()
         >>> abs(added["val_loss"] - one_pass) < 1e-6
         True
+
+        In a pipeline, every event gets the key:
+
+        >>> from fitstream import augment, pipe
+        >>> events = [{"step": 1, "model": model}, {"step": 2, "model": model}]
+        >>> [sorted(ev) for ev in pipe(events, augment(add_val_loss))]
+        [['model', 'step', 'val_loss'], ['model', 'step', 'val_loss']]
     """
     func = "validation_loss"
     tensors = check_tensor_data(val_data, func=func, arg="val_data", last_label=last_label)
@@ -242,17 +249,16 @@ def evaluate(
         batch_size: Evaluate in chunks of this many samples instead of one forward pass.
 
     Returns:
-        The augmenter, ``event -> {name: float, ...}``.
+        The augmenter, ``event -> {name: float, ...}``. Called with an event, it raises
+        KeyError when the event has no ``"model"`` (listing the keys it has), ValueError when
+        ``val_data`` is on another device than the model or two metrics give one key, and
+        TypeError when a metric gives more than one number.
 
     Raises:
         TypeError: ``metrics`` is not a mapping of string names to callables, or ``val_data`` is
             not a sequence of tensors.
         ValueError: ``metrics`` is empty or has an empty name, or ``val_data`` or
             ``batch_size`` is invalid (as for :func:`validation_loss`).
-
-        The augmenter raises KeyError for an event without ``"model"``, ValueError for data on
-        another device than the model or two metrics giving one key, and TypeError when a
-        metric gives more than a number.
 
     Example:
         >>> X, y = torch.randn(60, 4), torch.randint(0, 3, (60,))

@@ -217,6 +217,14 @@ def best_model(
         >>> best.load_into(model).bias.item()
         2.0
 
-        In a pipeline: ``pipe(events, augment(validation_loss(...)), tap(best))``.
+        In a pipeline it goes in a :func:`fitstream.tap`:
+
+        >>> from fitstream import pipe, tap
+        >>> events = [{"step": 1, "model": model, "val_acc": 0.6},
+        ...           {"step": 2, "model": model, "val_acc": 0.9}]
+        >>> best_acc = best_model("val_acc", direction="max")
+        >>> _ = list(pipe(events, tap(best_acc)))
+        >>> best_acc.best_step
+        2
     """
     return BestModel(metric_key, direction=direction, device=device)
