@@ -91,6 +91,11 @@ def check_figsize(figsize: object, dpi: object, *, func: str) -> None:
 
 def _read_jsonl(path: Path, *, func: str) -> list[Mapping[str, Any]]:
     events: list[Mapping[str, Any]] = []
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{func}: history {str(path)!r} is not a file; pass the path of a JSONL file "
+            f"written by collect_jsonl, a list of events or a DataFrame"
+        )
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():

@@ -58,7 +58,8 @@ def progress(
     In Jupyter the bar is tqdm's notebook widget (when ``ipywidgets`` is installed) unless
     ``file`` is given. Elsewhere it is a text bar written to ``file``; with ``disable=None``
     (tqdm's convention) nothing at all is written when ``file`` is not a terminal, so logs of
-    batch jobs stay clean.
+    batch jobs stay clean. (A notebook without ``ipywidgets`` gets the text bar, and its
+    output may not count as a terminal: pass ``disable=False`` there.)
 
     Args:
         *keys: Names of event values to show after the count.

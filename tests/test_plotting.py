@@ -121,6 +121,11 @@ def test_refuses_a_jsonl_line_that_is_not_an_event(tmp_path: Path) -> None:
         plot_history(path, "loss")
 
 
+def test_a_path_that_is_not_a_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"history .*nope\.jsonl.* not a file"):
+        plot_history(tmp_path / "nope.jsonl", "loss")
+
+
 def test_empty_jsonl_file_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "empty.jsonl"
     path.write_text("", encoding="utf-8")
