@@ -1,8 +1,141 @@
-"""Placeholder while this module is being written (replaced before merge)."""
+"""Mini-batches over in-memory tensors: shuffle once, then hand out slice views."""
 
-from typing import Any
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from ._checks import check_positive_int, check_tensor_data
+
+__all__ = ["iter_batches"]
 
 
-def iter_batches(*args: Any, **kwargs: Any) -> Any:
-    """Placeholder."""
-    raise NotImplementedError
+def check_one_device(tensors: Sequence[torch.Tensor], *, func: str, arg: str) -> None:
+    """Refuse tensors that do not all live on the first tensor's device.
+
+    Example:
+        >>> check_one_device([torch.zeros(2), torch.zeros(2)], func="f", arg="data")
+        >>> check_one_device([torch.zeros(2), torch.zeros(2, device="meta")], func="f", arg="data")
+        Traceback (most recent call last):
+        ...
+        ValueError: f: 'data[1]' is on device meta but 'data[0]' is on cpu; ...
+    """
+    device = tensors[0].device
+    for position, tensor in enumerate(tensors[1:], start=1):
+        if tensor.device != device:
+            raise ValueError(
+                f"{func}: '{arg}[{position}]' is on device {tensor.device} but '{arg}[0]' is on "
+                f"{device}; move every tensor to one device first"
+            )
+
+
+def check_generator(generator: object, device: torch.device, *, func: str) -> None:
+    """Refuse a ``generator`` that is not a :class:`torch.Generator` on the data's device.
+
+    Example:
+        >>> check_generator(None, torch.device("cpu"), func="f")
+        >>> check_generator(42, torch.device("cpu"), func="f")
+        Traceback (most recent call last):
+        ...
+        TypeError: f: 'generator' must be a torch.Generator or None, got int: 42
+    """
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"{func}: 'generator' must be a torch.Generator or None, "
+            f"got {type(generator).__name__}: {generator!r:.60}"
+        )
+    if generator.device.type != device.type:
+        raise ValueError(
+            f"{func}: 'generator' is on device {generator.device} but the data is on {device}; "
+            f"create it with torch.Generator(device={str(device)!r})"
+        )
+
+
+def batch_slices(n_samples: int, batch_size: int) -> list[tuple[slice, int]]:
+    """Return ``(slice, size)`` for each batch of ``n_samples`` rows; the last may be short.
+
+    Example:
+        >>> batch_slices(5, 2)
+        [(slice(0, 2, None), 2), (slice(2, 4, None), 2), (slice(4, 5, None), 1)]
+    """
+    return [
+        (slice(start, min(start + batch_size, n_samples)), min(batch_size, n_samples - start))
+        for start in range(0, n_samples, batch_size)
+    ]
+
+
+def shuffled(
+    tensors: tuple[torch.Tensor, ...], generator: torch.Generator | None
+) -> tuple[torch.Tensor, ...]:
+    """Return the tensors with their rows reordered by one shared random permutation.
+
+    One ``torch.randperm`` on the data's device, then one gather per tensor.
+
+    Example:
+        >>> x = torch.arange(4)
+        >>> a, b = shuffled((x, 10 * x), torch.Generator().manual_seed(0))
+        >>> torch.equal(b, 10 * a), sorted(a.tolist())
+        (True, [0, 1, 2, 3])
+    """
+    first = tensors[0]
+    order = torch.randperm(first.shape[0], device=first.device, generator=generator)
+    return tuple(tensor[order] for tensor in tensors)
+
+
+def iter_batches(
+    *tensors: torch.Tensor,
+    batch_size: int = 1,
+    shuffle: bool = True,
+    generator: torch.Generator | None = None,
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Yield aligned mini-batches of ``tensors``, one tuple per batch.
+
+    The arguments are checked when ``iter_batches`` is called. When ``shuffle`` is true the
+    rows are permuted once per call (one ``torch.randperm`` on the data's device, drawn from
+    ``generator``), each tensor is gathered once, and every batch is a slice view of the
+    gathered tensors. Without shuffling every batch is a view of the original tensors. The
+    last batch is shorter when the number of rows is not a multiple of ``batch_size``.
+
+    Args:
+        *tensors: One or more tensors sharing their first (sample) dimension and device.
+        batch_size: Rows per batch, a positive int.
+        shuffle: Whether to visit the rows in a random order.
+        generator: Random source for the shuffle, for reproducible orders.
+
+    Returns:
+        An iterator of tuples with one batch per input tensor.
+
+    Raises:
+        TypeError: A non-tensor, a non-int ``batch_size`` or a bad ``generator``.
+        ValueError: No tensors, differing first dimensions or devices, or ``batch_size < 1``.
+
+    Example:
+        >>> X, y = torch.arange(10).reshape(5, 2), torch.arange(5)
+        >>> [yb.tolist() for _, yb in iter_batches(X, y, batch_size=2, shuffle=False)]
+        [[0, 1], [2, 3], [4]]
+        >>> g = torch.Generator().manual_seed(0)
+        >>> order = [yb for _, yb in iter_batches(X, y, batch_size=2, generator=g)]
+        >>> sorted(torch.cat(order).tolist())
+        [0, 1, 2, 3, 4]
+    """
+    data = check_tensor_data(tensors, func="iter_batches", arg="tensors", last_label=False)
+    check_positive_int(batch_size, func="iter_batches", arg="batch_size")
+    check_one_device(data, func="iter_batches", arg="tensors")
+    check_generator(generator, data[0].device, func="iter_batches")
+    return _batches(data, batch_size, shuffle, generator)
+
+
+def _batches(
+    data: tuple[torch.Tensor, ...],
+    batch_size: int,
+    shuffle: bool,
+    generator: torch.Generator | None,
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    slices = batch_slices(data[0].shape[0], batch_size)
+    if shuffle:
+        data = shuffled(data, generator)
+    for rows, _ in slices:
+        yield tuple(tensor[rows] for tensor in data)
