@@ -265,3 +265,16 @@ def test_missing_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r"plot_history needs .*'matplotlib'.*fitstream\[plot\]"):
         plot_history(HISTORY, "train_loss")
+
+
+def test_round_trip_through_the_sinks(tmp_path: Path) -> None:
+    from fitstream import collect, collect_jsonl, collect_pd
+
+    path = tmp_path / "run.jsonl"
+    collect_jsonl(HISTORY, path, exclude=["model"])
+    frame = collect_pd(HISTORY, exclude=["model"])
+    for history in (collect(HISTORY, exclude=["model"]), path, frame):
+        lines = plotted(plot_history(history, ["train_loss", "val_loss"]))
+        assert_same(lines["train_loss"][0], STEPS)
+        assert_same(lines["train_loss"][1], TRAIN_Y)
+        assert_same(lines["val_loss"][1], VAL_Y)

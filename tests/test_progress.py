@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any
 
@@ -23,19 +23,26 @@ class Terminal(io.StringIO):
         return True
 
 
-def open_bars() -> int:
-    return len(getattr(tqdm.tqdm, "_instances", ()))
-
-
 def final_line(out: io.StringIO) -> str:
     """The last state the bar drew (tqdm redraws in place with carriage returns)."""
     text = out.getvalue()
     return text.rstrip("\n").split("\r")[-1]
 
 
-def closed_cleanly(out: io.StringIO) -> bool:
-    """A closed bar (leave=True) ends its output with a newline; an open one does not."""
-    return out.getvalue().endswith("\n") and open_bars() == 0
+@pytest.fixture
+def closed_cleanly() -> Callable[[io.StringIO], bool]:
+    """Tell whether the bar writing to ``out`` was closed.
+
+    A closed bar (leave=True) ends its output with a newline, and tqdm no longer lists it
+    among its open bars (bars other tests may have left open are not counted).
+    """
+    before = set(getattr(tqdm.tqdm, "_instances", ()))
+
+    def check(out: io.StringIO) -> bool:
+        opened = set(getattr(tqdm.tqdm, "_instances", ())) - before
+        return out.getvalue().endswith("\n") and not opened
+
+    return check
 
 
 def test_passes_events_through_unchanged(counting_source: Any) -> None:
@@ -137,7 +144,9 @@ def test_is_lazy_and_pulls_no_extra_event(counting_source: Any) -> None:
     assert src.pulled == 3
 
 
-def test_closes_bar_and_source_when_exhausted(counting_source: Any) -> None:
+def test_closes_bar_and_source_when_exhausted(
+    counting_source: Any, closed_cleanly: Callable[[io.StringIO], bool]
+) -> None:
     src = counting_source(3)
     out = Terminal()
     list(pipe(src, progress(file=out)))
@@ -145,7 +154,9 @@ def test_closes_bar_and_source_when_exhausted(counting_source: Any) -> None:
     assert "3epoch" in final_line(out).replace(" ", "")
 
 
-def test_closes_bar_and_source_when_consumer_stops_early(counting_source: Any) -> None:
+def test_closes_bar_and_source_when_consumer_stops_early(
+    counting_source: Any, closed_cleanly: Callable[[io.StringIO], bool]
+) -> None:
     src = counting_source(100)
     out = Terminal()
     stream = pipe(src, progress("val_loss", file=out))
@@ -159,7 +170,9 @@ def test_closes_bar_and_source_when_consumer_stops_early(counting_source: Any) -
     assert src.pulled == 2
 
 
-def test_closes_bar_and_source_under_take(counting_source: Any) -> None:
+def test_closes_bar_and_source_under_take(
+    counting_source: Any, closed_cleanly: Callable[[io.StringIO], bool]
+) -> None:
     src = counting_source()
     out = Terminal()
     assert len(list(pipe(src, progress(file=out), take(4)))) == 4
@@ -168,7 +181,9 @@ def test_closes_bar_and_source_under_take(counting_source: Any) -> None:
     assert closed_cleanly(out)
 
 
-def test_closes_bar_and_source_when_the_source_raises(counting_source: Any) -> None:
+def test_closes_bar_and_source_when_the_source_raises(
+    counting_source: Any, closed_cleanly: Callable[[io.StringIO], bool]
+) -> None:
     src = counting_source(10, fail_at=3)
     out = Terminal()
     with pytest.raises(RuntimeError, match="source failed at event 3"):
@@ -178,7 +193,9 @@ def test_closes_bar_and_source_when_the_source_raises(counting_source: Any) -> N
     assert "2epoch" in final_line(out).replace(" ", "")
 
 
-def test_closes_bar_and_source_on_keyboard_interrupt() -> None:
+def test_closes_bar_and_source_on_keyboard_interrupt(
+    closed_cleanly: Callable[[io.StringIO], bool],
+) -> None:
     closed = []
 
     def source() -> Iterator[dict[str, Any]]:
@@ -195,7 +212,9 @@ def test_closes_bar_and_source_on_keyboard_interrupt() -> None:
     assert closed_cleanly(out)
 
 
-def test_closes_bar_when_an_error_is_thrown_in_at_the_yield(counting_source: Any) -> None:
+def test_closes_bar_when_an_error_is_thrown_in_at_the_yield(
+    counting_source: Any, closed_cleanly: Callable[[io.StringIO], bool]
+) -> None:
     src = counting_source(10)
     out = Terminal()
     stream = pipe(src, progress(file=out))
