@@ -1,8 +1,256 @@
-"""Placeholder while this module is being written (replaced before merge)."""
+"""The in-memory training source: one event per epoch of mini-batch training."""
 
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import torch
+from torch import nn
 
-def epoch_stream(*args: Any, **kwargs: Any) -> Any:
-    """Placeholder."""
-    raise NotImplementedError
+from ._checks import check_callable, check_positive_int, check_same_device, check_tensor_data
+from .batching import batch_slices, check_generator, check_one_device, shuffled
+from .events import Event
+
+__all__ = ["epoch_stream"]
+
+_FUNC = "epoch_stream"
+RESERVED_KEYS = frozenset({"step", "model", "train_loss", "train_time_sec"})
+
+
+def epoch_stream(
+    train_data: Sequence[torch.Tensor],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[..., torch.Tensor],
+    *,
+    batch_size: int = 1,
+    shuffle: bool = True,
+    last_label: bool = True,
+    generator: torch.Generator | None = None,
+    extra: Mapping[str, Any] | None = None,
+    step_offset: int = 0,
+) -> Iterator[Event]:
+    """Train ``model`` epoch after epoch on in-memory tensors, yielding one event per epoch.
+
+    Every argument is checked when ``epoch_stream`` is called; training starts at the first
+    ``next()`` and each ``next()`` runs exactly one epoch. The stream never ends by itself:
+    bound it with ``itertools.islice``, :func:`fitstream.take` or :func:`fitstream.early_stop`.
+
+    Each event holds ``step`` (epochs done, counted from 1 plus ``step_offset``), ``model`` (the
+    live model, not a copy), ``train_loss`` (the epoch's mean loss weighted by batch sizes, a
+    Python ``float``; NaN or infinity are reported as they are), ``train_time_sec`` (seconds
+    the epoch's training took) and every entry of ``extra``.
+
+    The loop is the one a careful user writes by hand: the model is put in train mode at the
+    start of each epoch, the rows are shuffled once per epoch and batches are slice views,
+    gradients are reset with ``zero_grad(set_to_none=True)``, and the loss is summed on the
+    data's device and read back once per epoch (one host-device synchronisation).
+
+    Args:
+        train_data: Tensors sharing their first (sample) dimension, e.g. ``(X, y)``, on the
+            model's device.
+        model: The module to train.
+        optimizer: An optimizer over the model's parameters (anything with ``step()`` and
+            ``zero_grad()``).
+        loss_fn: Called as ``loss_fn(model(*inputs), labels)`` when ``last_label`` is true,
+            else as ``loss_fn(model(*train_data))``; returns a scalar tensor.
+        batch_size: Rows per mini-batch; the last batch of an epoch may be shorter.
+        shuffle: Whether to visit the rows in a new random order each epoch.
+        last_label: Whether the last tensor of ``train_data`` holds the labels.
+        generator: Random source for the shuffle, for reproducible runs.
+        extra: Constant entries added to every event, e.g. ``{"run": "baseline"}``.
+        step_offset: Added to ``step``, e.g. to continue a run that already did that many epochs.
+
+    Returns:
+        An endless iterator of :class:`~fitstream.Event` dicts.
+
+    Raises:
+        TypeError: For arguments of the wrong type.
+        ValueError: For empty data, differing first dimensions, data on another device than
+            the model, ``last_label=True`` with one tensor, ``batch_size < 1``, a negative
+            ``step_offset``, or ``extra`` keys that clash with the event's own keys.
+
+    Example:
+        >>> from itertools import islice
+        >>> X = torch.randn(64, 3)
+        >>> y = X @ torch.tensor([1.0, -2.0, 0.5])
+        >>> model = nn.Linear(3, 1)
+        >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> loss_fn = lambda pred, target: nn.functional.mse_loss(pred.squeeze(-1), target)
+        >>> events = epoch_stream((X, y), model, optimizer, loss_fn, batch_size=16,
+        ...                       extra={"run": "demo"})
+        >>> history = [(ev["step"], ev["train_loss"], ev["run"]) for ev in islice(events, 20)]
+        >>> history[0][0], history[-1][0], history[-1][2]
+        (1, 20, 'demo')
+        >>> history[-1][1] < history[0][1]
+        True
+    """
+    tensors = check_tensor_data(train_data, func=_FUNC, arg="train_data", last_label=last_label)
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"{_FUNC}: 'model' must be a torch.nn.Module, got {type(model).__name__}: {model!r:.60}"
+        )
+    _check_optimizer(optimizer)
+    check_callable(loss_fn, func=_FUNC, arg="loss_fn")
+    check_positive_int(batch_size, func=_FUNC, arg="batch_size")
+    check_one_device(tensors, func=_FUNC, arg="train_data")
+    check_same_device(tensors, model, func=_FUNC, arg="train_data")
+    check_generator(generator, tensors[0].device, func=_FUNC)
+    constants = _check_extra(extra)
+    if isinstance(step_offset, bool) or not isinstance(step_offset, int) or step_offset < 0:
+        raise (TypeError if not isinstance(step_offset, int) else ValueError)(
+            f"{_FUNC}: 'step_offset' must be a non-negative int, got {step_offset!r}"
+        )
+    return _epochs(
+        tensors,
+        model,
+        optimizer,
+        loss_fn,
+        batch_size=batch_size,
+        shuffle=bool(shuffle),
+        last_label=bool(last_label),
+        generator=generator,
+        constants=constants,
+        step_offset=step_offset,
+    )
+
+
+def _check_optimizer(optimizer: object) -> None:
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return
+    missing = [
+        name for name in ("step", "zero_grad") if not callable(getattr(optimizer, name, None))
+    ]
+    if missing:
+        raise TypeError(
+            f"{_FUNC}: 'optimizer' must be a torch optimizer (an object with step() and "
+            f"zero_grad()), got {type(optimizer).__name__}: {optimizer!r:.60} "
+            f"(missing {', '.join(missing)})"
+        )
+
+
+def _check_extra(extra: object) -> dict[str, Any]:
+    if extra is None:
+        return {}
+    if not isinstance(extra, Mapping):
+        raise TypeError(
+            f"{_FUNC}: 'extra' must be a mapping of constant event entries such as "
+            f"{{'run': 'baseline'}}, got {type(extra).__name__}: {extra!r:.60}"
+        )
+    bad_keys = [key for key in extra if not isinstance(key, str)]
+    if bad_keys:
+        raise TypeError(f"{_FUNC}: the keys of 'extra' must be str, got {bad_keys!r:.60}")
+    clashes = sorted(RESERVED_KEYS.intersection(extra))
+    if clashes:
+        raise ValueError(
+            f"{_FUNC}: 'extra' must not set the event's own keys {sorted(RESERVED_KEYS)}, "
+            f"got {clashes}"
+        )
+    return dict(extra)
+
+
+def _epochs(
+    tensors: tuple[torch.Tensor, ...],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[..., torch.Tensor],
+    *,
+    batch_size: int,
+    shuffle: bool,
+    last_label: bool,
+    generator: torch.Generator | None,
+    constants: dict[str, Any],
+    step_offset: int,
+) -> Iterator[Event]:
+    n_samples = tensors[0].shape[0]
+    slices = batch_slices(n_samples, batch_size)
+    # Full batches share one weight, so their losses are summed as they are and scaled once at
+    # the end of the epoch; only a short last batch needs a weight of its own.
+    full = [rows for rows, size in slices if size == batch_size]
+    short = slices[-1] if slices[-1][1] != batch_size else None
+    zero_grad: Callable[[], Any] = optimizer.zero_grad
+    if isinstance(optimizer, torch.optim.Optimizer):
+        zero_grad = functools.partial(optimizer.zero_grad, set_to_none=True)
+    loop = _Loop(model, loss_fn, zero_grad, optimizer.step, last_label)
+    clock = time.perf_counter
+    train = model.train
+    step = step_offset
+    while True:
+        started = clock()
+        train()
+        data = shuffled(tensors, generator) if shuffle else tensors
+        losses = loop.run(data, full)
+        total = _stack(losses).sum() * batch_size if losses else None
+        if short is not None:
+            rows, size = short
+            last = loop.run(data, [rows])[0] * size
+            total = last if total is None else total + last
+        assert total is not None  # at least one batch: the data is never empty
+        train_loss = total.item() / n_samples
+        elapsed = clock() - started
+        step += 1
+        yield Event(
+            step=step, model=model, train_loss=train_loss, train_time_sec=elapsed, **constants
+        )
+
+
+def _stack(losses: list[torch.Tensor]) -> torch.Tensor:
+    stacked = torch.stack(losses)
+    if stacked.is_floating_point() and stacked.element_size() < 4:
+        stacked = stacked.float()  # half-precision sums over many batches would lose digits
+    return stacked
+
+
+_backward: Callable[[torch.Tensor], None] = torch.Tensor.backward
+
+
+class _Loop:
+    """The per-batch work of one epoch, with every lookup done once, outside the loop."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[..., torch.Tensor],
+        zero_grad: Callable[[], Any],
+        step: Callable[[], Any],
+        last_label: bool,
+    ) -> None:
+        self.model = model
+        self.loss_fn = loss_fn
+        self.zero_grad = zero_grad
+        self.step = step
+        self.last_label = last_label
+
+    def run(self, data: tuple[torch.Tensor, ...], batches: list[slice]) -> list[torch.Tensor]:
+        """Train on each batch of rows in turn; return the detached batch losses."""
+        model, loss_fn, zero_grad, step = self.model, self.loss_fn, self.zero_grad, self.step
+        backward = _backward
+        losses: list[torch.Tensor] = []
+        keep = losses.append
+        if self.last_label and len(data) == 2:
+            features, labels = data
+            for rows in batches:
+                zero_grad()
+                loss = loss_fn(model(features[rows]), labels[rows])
+                backward(loss)
+                step()
+                keep(loss.detach())
+        elif self.last_label:
+            *inputs, labels = data
+            for rows in batches:
+                zero_grad()
+                loss = loss_fn(model(*[t[rows] for t in inputs]), labels[rows])
+                backward(loss)
+                step()
+                keep(loss.detach())
+        else:
+            for rows in batches:
+                zero_grad()
+                loss = loss_fn(model(*[t[rows] for t in data]))
+                backward(loss)
+                step()
+                keep(loss.detach())
+        return losses
