@@ -227,8 +227,8 @@ def live_plot(*args: Any, **kwargs: Any) -> LivePlot | Iterator[dict[str, Any]]:
         *keys: The event names to plot, one curve each. ``live_plot(events, *keys)`` applies
             the stage at once and returns the stream.
         min_interval: Least number of seconds between two redraws while events arrive
-            (``0`` redraws at every event). Drawing a figure takes tens of milliseconds,
-            which is small next to an epoch but not next to a tiny one.
+            (``0`` redraws at every event). A redraw in a notebook renders a PNG, on the
+            order of 0.1 s: small next to a real epoch, not next to a tiny one.
         save: A file that every redraw writes (PNG unless the suffix says otherwise).
         figsize: ``(width, height)`` in inches; ``(6.4, 4.0)`` when ``None``.
         dpi: Pixels per inch.
