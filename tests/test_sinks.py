@@ -174,7 +174,7 @@ def read_lines(path: pathlib.Path) -> list[dict[str, Any]]:
 
 def test_collect_jsonl_writes_records_to_a_new_nested_path(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "runs" / "deep" / "history.jsonl"
-    assert collect_jsonl(live_events(), path) is None
+    collect_jsonl(live_events(), path)
     assert read_lines(path) == [
         {"step": 1, "train_loss": 1.0, "val_acc": 0.5, "lr": 0.1, "tag": "run-a"},
         {"step": 2, "train_loss": 0.5, "val_acc": 0.5, "lr": 0.1, "tag": "run-a"},
@@ -291,7 +291,10 @@ def test_collect_jsonl_refuses_a_value_it_cannot_write_and_keeps_earlier_lines(
     tmp_path: pathlib.Path, opened_files: list[Any]
 ) -> None:
     path = tmp_path / "h.jsonl"
-    events = [{"step": 1, "when": 0.5}, {"step": 2, "when": pathlib.PurePath("x")}]
+    events: list[dict[str, Any]] = [
+        {"step": 1, "when": 0.5},
+        {"step": 2, "when": pathlib.PurePath("x")},
+    ]
     with pytest.raises(TypeError, match=r"cannot write key 'when': a value of type PurePosixPath"):
         collect_jsonl(events, path)
     assert read_lines(path) == [{"step": 1, "when": 0.5}]
