@@ -99,7 +99,8 @@ def scalar(value: object, *, func: str, label: str) -> Value:
                 f"{func}: {label} must give a number or a 0-d tensor, got a tensor of shape "
                 f"{tuple(value.shape)}"
             )
-        return value.detach().reshape(())
+        value = value.detach()
+        return value if value.ndim == 0 else value.reshape(())
     number = scalar_value(value)
     if number is None:
         raise TypeError(
@@ -143,8 +144,12 @@ def to_floats(values: Mapping[str, Value]) -> dict[str, float]:
             by_device.setdefault(value.device, []).append((name, value))
     read: dict[str, float] = {}
     for device, entries in by_device.items():
+        if len(entries) == 1:
+            name, tensor = entries[0]
+            read[name] = float(tensor.item())
+            continue
         dtype = _accumulator_dtype(device)
-        stacked = torch.stack([tensor.to(dtype).reshape(()) for _, tensor in entries])
+        stacked = torch.stack([tensor.to(dtype) for _, tensor in entries])
         read.update(zip([name for name, _ in entries], stacked.tolist(), strict=True))
     return {
         name: read[name] if isinstance(value, torch.Tensor) else float(value)

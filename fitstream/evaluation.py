@@ -49,7 +49,8 @@ def evaluation_mode(model: nn.Module) -> Iterator[None]:
     finally:
         model.train(flags[0][1])  # lets a model's own train() override run
         for module, training in flags:
-            module.training = training
+            if module.training != training:
+                module.training = training
 
 
 def _model_of(event: Mapping[str, Any], func: str) -> nn.Module:
@@ -93,18 +94,20 @@ def _augmenter(
     last_label: bool,
     batch_size: int | None,
 ) -> Augmenter:
-    inputs = tuple(tensors[:-1] if last_label else tensors)
-    labels = tensors[-1] if last_label else None
     n_total = tensors[0].shape[0]
     step = n_total if batch_size is None else min(batch_size, n_total)
     chunked = step < n_total
+    # The chunks are views made once, so an evaluation slices nothing.
+    chunks = [
+        (tuple(t[start : start + step] for t in tensors), min(step, n_total - start))
+        for start in range(0, n_total, step)
+    ]
 
     def run(model: nn.Module) -> dict[str, Value]:
         sums: dict[str, Value | None] = {spec.name: None for spec in specs}
-        for start in range(0, n_total, step):
-            stop = min(start + step, n_total)
-            pred = model(*(t[start:stop] for t in inputs))
-            args = (pred,) if labels is None else (pred, labels[start:stop])
+        for chunk, size in chunks:
+            pred = model(*chunk[:-1]) if last_label else model(*chunk)
+            args = (pred, chunk[-1]) if last_label else (pred,)
             for spec in specs:
                 try:
                     if spec.stateful:
@@ -114,9 +117,7 @@ def _augmenter(
                 except Exception as exc:
                     _note(exc, f"(raised by {func}'s {spec.label})")
                     raise
-                sums[spec.name] = (
-                    add_weighted(sums[spec.name], value, stop - start) if chunked else value
-                )
+                sums[spec.name] = add_weighted(sums[spec.name], value, size) if chunked else value
         values: dict[str, Value] = {}
         for spec in specs:
             if spec.stateful:
