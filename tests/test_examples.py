@@ -26,7 +26,16 @@ RUN_HERE: dict[str, tuple[str, ...]] = {
         r"best epoch \d+: val_loss=\d+\.\d+",
         r"test accuracy of the best model: 0\.\d{3}|test accuracy of the best model: 1\.000",
     ),
-    "tensorboard_logging.py": (),
+    "tensorboard_logging.py": (
+        r"lr=0\.01: wrote 3 epochs to runs/digits/\S+",
+        r"lr=0\.1: wrote 3 epochs to runs/digits/\S+",
+        r"tensorboard --logdir runs/digits",
+    ),
+}
+
+# Files an example promises to write, relative to its working directory.
+WRITES: dict[str, str] = {
+    "tensorboard_logging.py": "runs/digits/*/events.out.tfevents.*",
 }
 
 # Exercised by the Lightning adapter's own tests (DDP needs torchrun in a subprocess).
@@ -37,7 +46,13 @@ TIMEOUT_S = 240  # generous: importing torch on a loaded 2-core CI machine takes
 
 
 def _run(script: Path, workdir: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FITSTREAM_EXAMPLE_EPOCHS": EPOCHS, "MPLBACKEND": "Agg"}
+    # One intra-op thread: tiny models run fastest so, and threads do not fight on busy CI.
+    env = {
+        **os.environ,
+        "FITSTREAM_EXAMPLE_EPOCHS": EPOCHS,
+        "MPLBACKEND": "Agg",
+        "OMP_NUM_THREADS": "1",
+    }
     return subprocess.run(
         [sys.executable, str(script)],
         cwd=workdir,
@@ -59,6 +74,9 @@ def test_example_runs_and_prints_what_it_promises(name: str, tmp_path: Path) -> 
     assert result.stdout.strip(), f"{name} printed nothing"
     for pattern in RUN_HERE[name]:
         assert re.search(pattern, result.stdout), f"{name}: no {pattern!r} in:\n{result.stdout}"
+    if name in WRITES:
+        written = sorted(tmp_path.glob(WRITES[name]))
+        assert written, f"{name} wrote no {WRITES[name]}"
     epoch_lines = [line for line in result.stdout.splitlines() if line.startswith("step=")]
     assert len(epoch_lines) <= int(EPOCHS), f"{name} ran past FITSTREAM_EXAMPLE_EPOCHS"
 
@@ -76,7 +94,7 @@ def test_lightning_examples_are_run_by_the_lightning_tests(name: str) -> None:
         pytest.fail(f"examples/{name} is missing")
     mentions = [
         p.name
-        for p in TESTS.glob("test_*.py")
+        for p in TESTS.rglob("test_*.py")
         if p.name != Path(__file__).name and name in p.read_text(encoding="utf-8")
     ]
     assert mentions, f"no test under tests/ runs examples/{name}"
