@@ -94,7 +94,7 @@ def test_matches_a_hand_written_loop_step_for_step() -> None:
             idx = perm[start : start + 16]
             opt_b.zero_grad()
             loss = nn.functional.mse_loss(model_b(X[idx]), y[idx])
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt_b.step()
             total += loss.item() * len(idx)
         assert event["train_loss"] == pytest.approx(total / 50, rel=1e-5)
@@ -308,6 +308,7 @@ def test_an_optimizer_like_object_is_accepted() -> None:
             self.steps += 1
             with torch.no_grad():
                 for param in model.parameters():
+                    assert param.grad is not None
                     param.sub_(0.05 * param.grad)
 
     opt = PlainSGD()

@@ -1,0 +1,73 @@
+"""The README's code runs exactly as written and produces what its text says."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread, and do not stall on a busy shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _lines(pattern: str, text: str) -> list[Any]:
+    return re.findall(pattern, text, flags=re.MULTILINE)
+
+
+def test_readme_runs_as_written_and_produces_what_it_says(
+    markdown_runner: Callable[[Path, Path], dict[str, Any]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    namespace = markdown_runner(README, tmp_path)
+    printed = capsys.readouterr().out
+
+    # Quick start: five epochs, one line each.
+    assert _lines(r"^step=(\d+), loss=\d+\.\d{4}$", printed) == ["1", "2", "3", "4", "5"]
+
+    # Augmentation: each of the three pipelines printed its three epochs with the new keys.
+    assert len(_lines(r"^step=\d+ model_param_norm=\d+\.\d{3}$", printed)) == 3
+    assert len(_lines(r"^step=\d+, val_loss=\d+\.\d{4}$", printed)) == 3
+    assert len(_lines(r"^step=\d+ val_loss=\d+\.\d{4} model_param_norm=\d+\.\d{3}$", printed)) == 3
+
+    # islice: exactly 100 epochs.
+    assert namespace["last"]["step"] == 100
+    assert _lines(r"^100$", printed) == ["100"]
+
+    # early_stop: the run ends 10 epochs after the best val_loss (or at the 300-epoch cap).
+    stopped = _lines(r"^(\d+) (\d+\.\d+(?:e-\d+)?)$", printed)
+    steps = [int(step) for step, _ in stopped]
+    val_losses = [float(value) for _, value in stopped]
+    assert steps == list(range(1, len(steps) + 1))
+    best = val_losses.index(min(val_losses))
+    assert len(steps) == 300 or len(steps) - 1 - best == 10
+
+    # collect: 100 events of metrics, the model left out.
+    history = namespace["history"]
+    assert [ev["step"] for ev in history] == list(range(1, 101))
+    assert all(set(ev) == {"step", "train_loss", "train_time_sec"} for ev in history)
+
+    # collect_jsonl: the file and its folder were created, one line per epoch.
+    path = tmp_path / "runs" / "my_experiment.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [row["step"] for row in rows] == list(range(1, 101))
+    assert all(set(row) == {"step", "train_loss", "train_time_sec"} for row in rows)
+    assert all(isinstance(row["train_loss"], float) for row in rows)
+
+    # Lightning: both epochs of the Trainer came through the stream.
+    assert namespace["trainer"].current_epoch == 2
+    assert namespace["event"]["step"] == 2
+    assert _lines(r"^epoch (\d+): train_loss=\d+\.\d{4}$", printed) == ["1", "2"]
