@@ -1,0 +1,81 @@
+"""The Lightning examples run as users run them; the DDP one checks the cross-rank stop.
+
+Each example runs in a subprocess (DDP under torchrun, never inside pytest's own process),
+with a timeout so that a hang fails the test instead of blocking the suite.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+TIMEOUT_S = 240  # importing torch and Lightning on a loaded 2-core machine takes a while
+
+pytestmark = pytest.mark.slow
+
+
+def run(args: list[str], workdir: Path, epochs: int) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FITSTREAM_EXAMPLE_EPOCHS": str(epochs), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # so a hung run is killed with all its ranks
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"{args} did not finish in {TIMEOUT_S} s:\n{stdout[-2000:]}\n{stderr[-3000:]}")
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    assert result.returncode == 0, f"{args} exited {result.returncode}:\n{stderr[-3000:]}"
+    return result
+
+
+def test_lightning_fit_stream_example(tmp_path: Path) -> None:
+    out = run([str(EXAMPLES / "lightning_fit_stream.py")], tmp_path, epochs=3).stdout
+    assert len(re.findall(r"^step=\d+ train_loss=\d\.\d+ val_loss=\d\.\d+", out, re.M)) == 3
+    assert "trained 3 epochs" in out
+    assert re.search(r"best epoch \d: val_loss=\d\.\d{4}", out)
+    assert re.search(r"validation accuracy of the best model: [01]\.\d{3}", out)
+    log = tmp_path / "runs" / "lightning_fit_stream.jsonl"
+    assert len(log.read_text().splitlines()) == 3
+
+
+def test_lightning_callback_example(tmp_path: Path) -> None:
+    out = run([str(EXAMPLES / "lightning_callback.py")], tmp_path, epochs=3).stdout
+    assert len(re.findall(r"^step=\d+ train_loss=\d\.\d+ val_loss=\d\.\d+", out, re.M)) == 3
+    assert "trained 3 epochs" in out
+    assert re.search(r"best epoch \d: val_loss=\d\.\d{4}", out)
+
+
+def test_lightning_ddp_example_stops_every_rank_at_the_epoch_rank_0_chose(
+    tmp_path: Path,
+) -> None:
+    """Rank 0 stops after 2 epochs; rank 1 has no stop of its own and would run 1000."""
+    args = [
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        str(EXAMPLES / "lightning_ddp.py"),
+    ]
+    out = run(args, tmp_path, epochs=2).stdout
+    ranks = dict(
+        re.findall(
+            r"^rank (\d): stopped after epoch 2 \(trainer epoch 2\), train_loss=(\S+)$", out, re.M
+        )
+    )
+    assert set(ranks) == {"0", "1"}, out
+    assert ranks["0"] == ranks["1"]  # the fallback train_loss is reduced across ranks
