@@ -39,6 +39,12 @@ autodoc_typehints_description_target = "documented_params"
 autodoc_member_order = "bysource"
 autodoc_preserve_defaults = True
 autodoc_default_options = {"members": False}
+# Show the library's own aliases by name instead of their expansion (modules use
+# ``from __future__ import annotations``, so annotations are the strings these keys match).
+autodoc_type_aliases = {
+    "Stage": "fitstream.events.Stage",
+    "EventStream": "fitstream.events.EventStream",
+}
 add_module_names = False
 python_display_short_literal_types = True
 
