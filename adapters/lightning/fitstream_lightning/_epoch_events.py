@@ -156,7 +156,7 @@ class EpochEvents(Callback):
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             return
         loss = loss.detach().reshape(()).float()
-        if pl_module.automatic_optimization:
+        if pl_module.automatic_optimization and trainer.accumulate_grad_batches != 1:
             loss = loss * trainer.accumulate_grad_batches  # Lightning divided it for accumulation
         self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
         self._loss_count += 1

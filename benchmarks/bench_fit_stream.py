@@ -1,0 +1,145 @@
+"""Per-epoch time of ``fit_stream`` versus a plain ``trainer.fit`` on the same module.
+
+Run it with ``uv run python benchmarks/bench_fit_stream.py``. Both ways train the same small
+MLP on synthetic data for a few epochs per run, alternating runs (plain, stream, stream, plain,
+...) so that drift of a shared machine hits both alike. An epoch is timed from one
+``on_train_epoch_start`` to the next (the last one to ``on_train_end``), so the event building
+and the hand-over to the consumer at the end of each epoch are inside the measurement. The
+first epoch of each run is left out (warm-up). The consumer does no work with the events.
+
+It prints the median seconds per epoch of each way and the overhead of ``fit_stream`` in
+percent; the target is at most 2 %. Environment: ``FITSTREAM_BENCH_ROUNDS`` (default 5),
+``FITSTREAM_BENCH_EPOCHS`` per run (default 6), ``FITSTREAM_BENCH_BATCHES`` per epoch
+(default 40; about 0.2-0.5 s per epoch on one CPU core).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+import warnings
+from typing import Any
+
+import torch
+from fitstream_lightning import fit_stream
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+warnings.filterwarnings("ignore", ".*LeafSpec.*")
+
+
+class Regressor(LightningModule):
+    """An MLP regression that logs its training loss once per epoch."""
+
+    def __init__(self, width: int = 512) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(64, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 1)
+        )
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """MSE loss of the batch."""
+        x, y = batch
+        loss = F.mse_loss(self.net(x), y)
+        self.log("train_loss", loss, on_step=False, on_epoch=True)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Plain SGD."""
+        return torch.optim.SGD(self.parameters(), lr=1e-3)
+
+
+class EpochClock(Callback):
+    """Records when each epoch starts and ends, and when training ends."""
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Mark the start of an epoch."""
+        self.starts.append(time.perf_counter())
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Mark the end of an epoch (before the stream's event is built)."""
+        self.ends.append(time.perf_counter())
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Close the last epoch."""
+        self.starts.append(time.perf_counter())
+
+    def epoch_seconds(self) -> list[float]:
+        """Start-to-start time of each epoch but the first (which warms up)."""
+        return [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)][1:]
+
+    def boundary_seconds(self) -> list[float]:
+        """From each epoch's end hook to the next epoch's start: the epoch-boundary cost."""
+        return [b - a for a, b in zip(self.ends, self.starts[1:], strict=False)][1:]
+
+
+def make_trainer(epochs: int, batches: int, clock: EpochClock) -> Trainer:
+    """A quiet CPU trainer without validation."""
+    return Trainer(
+        max_epochs=epochs,
+        limit_train_batches=batches,
+        limit_val_batches=0,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[clock],
+    )
+
+
+def one_run(
+    stream: bool, model: Regressor, loader: DataLoader[Any], epochs: int, batches: int
+) -> list[float]:
+    clock = EpochClock()
+    trainer = make_trainer(epochs, batches, clock)
+    if stream:
+        for _ in fit_stream(trainer, model, train_dataloaders=loader):
+            pass
+    else:
+        trainer.fit(model, train_dataloaders=loader)
+    return clock
+
+
+def main() -> None:
+    rounds = int(os.environ.get("FITSTREAM_BENCH_ROUNDS", "5"))
+    epochs = int(os.environ.get("FITSTREAM_BENCH_EPOCHS", "6"))
+    batches = int(os.environ.get("FITSTREAM_BENCH_BATCHES", "40"))
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    x = torch.randn(batches * 128, 64)
+    loader = DataLoader(TensorDataset(x, x[:, :1].clone()), batch_size=128)
+    model = Regressor()
+    epoch: dict[bool, list[float]] = {False: [], True: []}
+    boundary: dict[bool, list[float]] = {False: [], True: []}
+    for r in range(rounds):
+        for stream in (False, True) if r % 2 == 0 else (True, False):
+            clock = one_run(stream, model, loader, epochs, batches)
+            epoch[stream] += clock.epoch_seconds()
+            boundary[stream] += clock.boundary_seconds()
+    plain, streamed = statistics.median(epoch[False]), statistics.median(epoch[True])
+    gap_plain, gap_stream = statistics.median(boundary[False]), statistics.median(boundary[True])
+    print(f"epochs timed per way: {len(epoch[False])} ({rounds} runs of {epochs}, first left out)")
+    print(f"trainer.fit   median {plain:.4f} s/epoch, epoch boundary {1e3 * gap_plain:.3f} ms")
+    print(f"fit_stream    median {streamed:.4f} s/epoch, epoch boundary {1e3 * gap_stream:.3f} ms")
+    print(
+        f"overhead of fit_stream: {100.0 * (streamed - plain) / plain:+.2f} % per epoch "
+        f"(medians of whole epochs; target <= 2 %)"
+    )
+    print(
+        f"epoch-boundary cost of fit_stream: {1e3 * (gap_stream - gap_plain):+.3f} ms per epoch "
+        f"= {100.0 * (gap_stream - gap_plain) / plain:+.3f} % of an epoch (less noisy)"
+    )
+
+
+if __name__ == "__main__":
+    main()
