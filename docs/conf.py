@@ -38,7 +38,6 @@ autodoc_typehints = "description"
 autodoc_typehints_description_target = "documented_params"
 autodoc_member_order = "bysource"
 autodoc_preserve_defaults = True
-autodoc_default_options = {"members": False}
 # Show the library's own aliases by name instead of their expansion (modules use
 # ``from __future__ import annotations``, so annotations are the strings these keys match).
 autodoc_type_aliases = {
