@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from fitstream_lightning import fit_stream
+from fitstream_lightning._epoch_events import EpochEvents
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 from torch.nn import functional as F
@@ -110,6 +111,17 @@ def one_run(
     return clock
 
 
+def per_batch_hook_seconds(model: Regressor, trainer: Trainer, n: int = 20_000) -> float:
+    """Seconds the stream's per-batch hooks (abort check, loss sum) take per training batch."""
+    hooks = EpochEvents()
+    outputs = {"loss": torch.tensor(0.5)}
+    start = time.perf_counter()
+    for i in range(n):
+        hooks.on_train_batch_start(trainer, model, None, i)
+        hooks.on_train_batch_end(trainer, model, outputs, None, i)
+    return (time.perf_counter() - start) / n
+
+
 def main() -> None:
     rounds = int(os.environ.get("FITSTREAM_BENCH_ROUNDS", "5"))
     epochs = int(os.environ.get("FITSTREAM_BENCH_EPOCHS", "6"))
@@ -138,6 +150,11 @@ def main() -> None:
     print(
         f"epoch-boundary cost of fit_stream: {1e3 * (gap_stream - gap_plain):+.3f} ms per epoch "
         f"= {100.0 * (gap_stream - gap_plain) / plain:+.3f} % of an epoch (less noisy)"
+    )
+    hook = per_batch_hook_seconds(model, make_trainer(1, batches, EpochClock()))
+    print(
+        f"per-batch hooks of fit_stream: {1e6 * hook:.1f} us per batch "
+        f"= {100.0 * hook * batches / plain:.3f} % of an epoch of {batches} batches"
     )
 
 

@@ -155,10 +155,12 @@ class EpochEvents(Callback):
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             return
-        loss = loss.detach().reshape(()).float()
-        if pl_module.automatic_optimization and trainer.accumulate_grad_batches != 1:
-            loss = loss * trainer.accumulate_grad_batches  # Lightning divided it for accumulation
-        self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
+        total = self._loss_sum
+        if total is None:
+            total = self._loss_sum = torch.zeros((), dtype=torch.float32, device=loss.device)
+        scale = trainer.accumulate_grad_batches if pl_module.automatic_optimization else 1
+        # Lightning divided the loss by the accumulation count; one in-place add, no sync.
+        total.add_(loss.detach().reshape(()), alpha=scale)
         self._loss_count += 1
 
     def on_validation_batch_start(
