@@ -3,9 +3,14 @@
 Both contenders train a fresh copy of the same model (same initial weights, same optimizer) on
 the same data. The hand-written loop is the usual one: ``randperm`` once per epoch, index
 slicing per batch, ``zero_grad(set_to_none=True)`` / ``backward`` / ``step``, the loss summed as
-a tensor and read back with one ``.item()`` per epoch. Blocks of ``--epochs`` epochs alternate
-A/B, B/A, ... for ``--rounds`` rounds after a warm-up, so load on the machine hits both alike.
-The table shows the median seconds per epoch of each and their ratio (stream / hand).
+a tensor and read back with one ``.item()`` per epoch. Each of ``--rounds`` rounds starts both
+on fresh identical models, warms them up for one epoch, then alternates single epochs (A B,
+B A, ...) for ``--epochs`` epochs each, so load on the machine hits both alike. The table shows
+the median seconds per epoch of each and their ratio (stream / hand), and the median of the
+ratios of adjacent A/B pairs (the fairest figure when the load drifts), in wall time; then the
+same in CPU time of this process (steadier than wall time on a busy machine when torch runs one
+thread, ``--threads 1``; with more threads it also counts their spinning). Both contenders
+draw their shuffles from the global RNG in turn, so their last losses agree only roughly.
 
 Run: ``uv run python benchmarks/bench_epoch_stream.py [--workload tiny|small|all]``.
 """
@@ -59,14 +64,14 @@ def make_data(w: Workload) -> tuple[torch.Tensor, torch.Tensor]:
     return X, y
 
 
-def make_model(w: Workload) -> tuple[nn.Module, torch.optim.Optimizer]:
+def make_model(w: Workload, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(0)
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(w.widths, w.widths[1:], strict=False)):
         layers.append(nn.Linear(a, b))
         if i < len(w.widths) - 2:
             layers.append(nn.ReLU())
-    model = nn.Sequential(*layers)
+    model = nn.Sequential(*layers).to(device)
     return model, torch.optim.Adam(model.parameters(), lr=1e-3)
 
 
@@ -110,63 +115,87 @@ def stream(
 CONTENDERS = {"epoch_stream": stream, "hand-written": hand_written}
 
 
-def time_block(
-    name: str, w: Workload, X: torch.Tensor, y: torch.Tensor, epochs: int
-) -> tuple[list[float], float]:
-    """Train a fresh model for ``epochs`` epochs; return seconds per epoch and the last loss."""
-    model, optimizer = make_model(w)
+def start(name: str, w: Workload, data: tuple[torch.Tensor, torch.Tensor]) -> Iterator[float]:
+    """A contender's epochs on a fresh model (the same initial weights for every call)."""
+    model, optimizer = make_model(w, data[0].device)
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     loss_fn = nn.CrossEntropyLoss() if w.classification else nn.MSELoss()
-    epochs_iter = CONTENDERS[name]((X, y), model, optimizer, loss_fn, w.batch_size)
-    times = []
-    loss = float("nan")
-    for _ in range(epochs):
-        started = time.perf_counter()
-        loss = next(epochs_iter)
-        times.append(time.perf_counter() - started)
-    epochs_iter.close()  # type: ignore[attr-defined]
-    return times, loss
+    return CONTENDERS[name](data, model, optimizer, loss_fn, w.batch_size)
 
 
-def run(w: Workload, epochs: int, rounds: int) -> tuple[float, float, float]:
-    X, y = make_data(w)
-    names = list(CONTENDERS)
-    for name in names:  # warm-up: allocator, kernels, lazy initialisation
-        time_block(name, w, X, y, 1)
-    times: dict[str, list[float]] = {name: [] for name in names}
+def timed_epoch(epochs: Iterator[float]) -> tuple[float, float, float]:
+    """Run one epoch; return its wall seconds, CPU seconds and mean loss."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    loss = next(epochs)  # ends with .item(): the device has finished the epoch
+    return time.perf_counter() - wall, time.process_time() - cpu, loss
+
+
+def run(w: Workload, epochs: int, rounds: int, device: str) -> None:
+    """Time both contenders on one workload and print one row of the table.
+
+    Each round starts both contenders on fresh, identical models, runs one untimed warm-up
+    epoch of each, then alternates single epochs (A B, B A, A B, ...) so that changes in the
+    machine's load fall on both alike. Besides the medians of each, the row shows the median
+    of the per-pair ratios, which is the fairest figure when the load drifts.
+    """
+    data = tuple(t.to(device) for t in make_data(w))
+    assert len(data) == 2
+    a, b = "epoch_stream", "hand-written"
+    wall: dict[str, list[float]] = {a: [], b: []}
+    cpu: dict[str, list[float]] = {a: [], b: []}
+    pairs: list[float] = []
     losses: dict[str, float] = {}
-    for r in range(rounds):
-        for name in names if r % 2 == 0 else reversed(names):
-            block, losses[name] = time_block(name, w, X, y, epochs)
-            times[name] += block
-    stream_s = statistics.median(times["epoch_stream"])
-    hand_s = statistics.median(times["hand-written"])
+    for _ in range(rounds):
+        streams = {name: start(name, w, data) for name in (a, b)}
+        for epochs_iter in streams.values():
+            next(epochs_iter)  # warm-up: allocator, optimizer state, lazy initialisation
+        for e in range(epochs):
+            pair = {}
+            for name in (a, b) if e % 2 == 0 else (b, a):
+                pair[name], spent, losses[name] = timed_epoch(streams[name])
+                wall[name].append(pair[name])
+                cpu[name].append(spent)
+            pairs.append(pair[a] / pair[b])
+        for epochs_iter in streams.values():
+            epochs_iter.close()  # type: ignore[attr-defined]
+    med = statistics.median
     print(
-        f"{w.name:<6} {stream_s:>14.4f} {hand_s:>14.4f} {stream_s / hand_s:>7.3f}"
-        f"   last loss {losses['epoch_stream']:.4f} / {losses['hand-written']:.4f}"
+        f"{w.name:<6} {med(wall[a]):>9.4f} {med(wall[b]):>9.4f} {med(wall[a]) / med(wall[b]):>7.3f}"
+        f" {med(pairs):>7.3f}   {med(cpu[a]):>9.4f} {med(cpu[b]):>9.4f}"
+        f" {med(cpu[a]) / med(cpu[b]):>7.3f}   {losses[a]:.4f} / {losses[b]:.4f}"
     )
-    return stream_s, hand_s, stream_s / hand_s
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", choices=[*WORKLOADS, "all"], default="all")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs per timed block")
-    parser.add_argument("--rounds", type=int, default=10, help="A/B rounds per workload")
+    parser.add_argument("--epochs", type=int, default=6, help="timed epochs per round")
+    parser.add_argument("--rounds", type=int, default=3, help="fresh-model rounds per workload")
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: torch's); 1 is steadier on a busy machine",
     )
+    parser.add_argument("--device", default="cpu", help="where data and model live, e.g. cuda")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     chosen = list(WORKLOADS) if args.workload == "all" else [args.workload]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
-    print(f"{args.rounds} rounds x {args.epochs} epochs per contender, alternating A/B then B/A")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
+    print(
+        f"{args.rounds} rounds on fresh models x {args.epochs} timed epochs per contender, "
+        "alternating epochs A B, B A, ...; median seconds per epoch"
+    )
     for name in chosen:
         print(f"  {name}: {WORKLOADS[name].describe()}")
-    print(f"{'load':<6} {'epoch_stream s':>14} {'hand-written s':>14} {'ratio':>7}")
+    print(
+        f"{'':<6} {'wall':-^35}   {'CPU':-^27}   last loss\n"
+        f"{'load':<6} {'stream':>9} {'hand':>9} {'ratio':>7} {'paired':>7}   {'stream':>9} "
+        f"{'hand':>9} {'ratio':>7}   stream / hand"
+    )
     for name in chosen:
-        run(WORKLOADS[name], args.epochs, args.rounds)
+        run(WORKLOADS[name], args.epochs, args.rounds, args.device)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,8 @@ def epoch_stream(
     the epoch's training took) and every entry of ``extra``.
 
     The loop is the one a careful user writes by hand: the model is put in train mode at the
-    start of each epoch, the rows are shuffled once per epoch and batches are slice views,
+    start of each epoch, the rows are shuffled once per epoch (one gathered copy of the data
+    per epoch) and batches are slice views of it,
     gradients are reset with ``zero_grad(set_to_none=True)``, and the loss is summed on the
     data's device and read back once per epoch (one host-device synchronisation).
 
@@ -65,7 +66,11 @@ def epoch_stream(
         step_offset: Added to ``step``, e.g. to continue a run that already did that many epochs.
 
     Returns:
-        An endless iterator of :class:`~fitstream.Event` dicts.
+        An endless iterator of :class:`~fitstream.Event` dicts. While it is iterated, an
+        exception raised by the model, ``loss_fn`` or the optimizer propagates unchanged and
+        ends the stream; a ``loss_fn`` result that cannot be back-propagated (not a tensor,
+        more than one element, no gradient) raises a ``TypeError`` or ``ValueError`` that
+        says what came.
 
     Raises:
         TypeError: For arguments of the wrong type.
@@ -230,27 +235,57 @@ class _Loop:
         backward = _backward
         losses: list[torch.Tensor] = []
         keep = losses.append
-        if self.last_label and len(data) == 2:
-            features, labels = data
-            for rows in batches:
-                zero_grad()
-                loss = loss_fn(model(features[rows]), labels[rows])
-                backward(loss)
-                step()
-                keep(loss.detach())
-        elif self.last_label:
-            *inputs, labels = data
-            for rows in batches:
-                zero_grad()
-                loss = loss_fn(model(*[t[rows] for t in inputs]), labels[rows])
-                backward(loss)
-                step()
-                keep(loss.detach())
-        else:
-            for rows in batches:
-                zero_grad()
-                loss = loss_fn(model(*[t[rows] for t in data]))
-                backward(loss)
-                step()
-                keep(loss.detach())
+        loss: Any = None
+        try:
+            if self.last_label and len(data) == 2:
+                features, labels = data
+                for rows in batches:
+                    zero_grad()
+                    loss = loss_fn(model(features[rows]), labels[rows])
+                    backward(loss)
+                    step()
+                    keep(loss.detach())
+            elif self.last_label:
+                *inputs, labels = data
+                for rows in batches:
+                    zero_grad()
+                    loss = loss_fn(model(*[t[rows] for t in inputs]), labels[rows])
+                    backward(loss)
+                    step()
+                    keep(loss.detach())
+            else:
+                for rows in batches:
+                    zero_grad()
+                    loss = loss_fn(model(*[t[rows] for t in data]))
+                    backward(loss)
+                    step()
+                    keep(loss.detach())
+        except (TypeError, RuntimeError) as exc:
+            _explain_bad_loss(loss, exc)
+            raise
         return losses
+
+
+def _explain_bad_loss(loss: object, exc: BaseException) -> None:
+    """Replace PyTorch's error about an unusable loss value with one that says what came.
+
+    ``loss`` is the last value ``loss_fn`` returned; when it is a usable loss the error came
+    from elsewhere (the model, the loss function itself) and is left to propagate unchanged.
+    """
+    if loss is None:
+        return
+    if not isinstance(loss, torch.Tensor):
+        raise TypeError(
+            f"{_FUNC}: 'loss_fn' must return a scalar tensor, got "
+            f"{type(loss).__name__}: {loss!r:.60}"
+        ) from exc
+    if loss.numel() != 1:
+        raise ValueError(
+            f"{_FUNC}: 'loss_fn' must return a scalar tensor (one value per batch, e.g. a "
+            f"mean), got a tensor of shape {tuple(loss.shape)}"
+        ) from exc
+    if not loss.requires_grad:
+        raise ValueError(
+            f"{_FUNC}: the loss returned by 'loss_fn' does not depend on any parameter that "
+            f"requires grad (was it computed under torch.no_grad(), or detached?)"
+        ) from exc

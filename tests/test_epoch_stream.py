@@ -427,3 +427,44 @@ def test_a_generator_on_another_device_than_the_data_is_refused_at_the_call() ->
     data = (torch.zeros(4, 3, device="meta"), torch.zeros(4, 1, device="meta"))
     with pytest.raises(ValueError, match=r"'generator' is on device cpu but the data is on meta"):
         epoch_stream(data, model, opt, nn.MSELoss(), generator=torch.Generator())
+
+
+@pytest.mark.parametrize(
+    ("loss_fn", "error", "pattern"),
+    [
+        (lambda p, t: 0.5, TypeError, r"'loss_fn' must return a scalar tensor, got float: 0.5"),
+        (
+            lambda p, t: (p - t) ** 2,
+            ValueError,
+            r"'loss_fn' must return a scalar tensor .*got a tensor of shape \(8, 1\)",
+        ),
+        (
+            lambda p, t: nn.functional.mse_loss(p.detach(), t),
+            ValueError,
+            r"the loss returned by 'loss_fn' does not depend on any parameter",
+        ),
+    ],
+)
+def test_an_unusable_loss_value_gets_an_error_that_says_what_came(
+    loss_fn: Any, error: type[Exception], pattern: str
+) -> None:
+    model, opt = _setup()
+    stream = epoch_stream(_regression(), model, opt, loss_fn, batch_size=8)
+    with pytest.raises(error, match=pattern):
+        next(stream)
+
+
+def test_an_error_in_the_model_after_a_good_batch_propagates_unchanged() -> None:
+    model, opt = _setup()
+    calls: list[int] = []
+    boom = RuntimeError("model broke")
+
+    def hook(module: nn.Module, args: Any) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise boom
+
+    model.register_forward_pre_hook(hook)
+    with pytest.raises(RuntimeError, match="model broke") as info:
+        next(epoch_stream(_regression(), model, opt, nn.MSELoss(), batch_size=8))
+    assert info.value is boom

@@ -100,7 +100,7 @@ def test_augment_with_model_param_norm(capsys: pytest.CaptureFixture[str]) -> No
     for event in events:
         print(f"step={event['step']}", f"model_param_norm={event['model_param_norm']}")
         expected = torch.cat([p.detach().flatten() for p in event["model"].parameters()]).norm()
-        assert float(event["model_param_norm"]) == pytest.approx(expected.item(), rel=1e-5)
+        assert float(event["model_param_norm"].detach()) == pytest.approx(expected.item(), rel=1e-5)
         if event["step"] == 3:
             break
 
