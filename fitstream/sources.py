@@ -105,10 +105,13 @@ def epoch_stream(
     check_same_device(tensors, model, func=_FUNC, arg="train_data")
     check_generator(generator, tensors[0].device, func=_FUNC)
     constants = _check_extra(extra)
-    if isinstance(step_offset, bool) or not isinstance(step_offset, int) or step_offset < 0:
-        raise (TypeError if not isinstance(step_offset, int) else ValueError)(
-            f"{_FUNC}: 'step_offset' must be a non-negative int, got {step_offset!r}"
+    if isinstance(step_offset, bool) or not isinstance(step_offset, int):
+        raise TypeError(
+            f"{_FUNC}: 'step_offset' must be a non-negative int, got "
+            f"{type(step_offset).__name__}: {step_offset!r:.60}"
         )
+    if step_offset < 0:
+        raise ValueError(f"{_FUNC}: 'step_offset' must be a non-negative int, got {step_offset!r}")
     return _epochs(
         tensors,
         model,

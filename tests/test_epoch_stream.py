@@ -383,7 +383,16 @@ def _call(**overrides: Any) -> Iterator[Event]:
             r"'optimizer' must be a torch optimizer .*got object.*missing step, zero_grad",
         ),
         ({"step_offset": -1}, ValueError, r"'step_offset' must be a non-negative int, got -1"),
-        ({"step_offset": 1.0}, TypeError, r"'step_offset' must be a non-negative int, got 1.0"),
+        (
+            {"step_offset": 1.0},
+            TypeError,
+            r"'step_offset' must be a non-negative int, got float: 1.0",
+        ),
+        (
+            {"step_offset": True},
+            TypeError,
+            r"'step_offset' must be a non-negative int, got bool: True",
+        ),
         ({"extra": [("run", 1)]}, TypeError, r"'extra' must be a mapping .*got list"),
         ({"extra": {1: "x"}}, TypeError, r"the keys of 'extra' must be str, got \[1\]"),
         (
