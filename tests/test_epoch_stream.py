@@ -477,3 +477,35 @@ def test_an_error_in_the_model_after_a_good_batch_propagates_unchanged() -> None
     with pytest.raises(RuntimeError, match="model broke") as info:
         next(epoch_stream(_regression(), model, opt, nn.MSELoss(), batch_size=8))
     assert info.value is boom
+
+
+def test_one_host_read_and_one_shuffle_per_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[int] = []
+    shuffles: list[int] = []
+    item, randperm = torch.Tensor.item, torch.randperm
+
+    def counting_item(self: torch.Tensor) -> Any:
+        reads.append(1)
+        return item(self)
+
+    def counting_randperm(*args: Any, **kwargs: Any) -> torch.Tensor:
+        shuffles.append(1)
+        return randperm(*args, **kwargs)
+
+    model, opt = _setup()
+    stream = epoch_stream(_regression(50), model, opt, nn.MSELoss(), batch_size=8)
+    monkeypatch.setattr(torch.Tensor, "item", counting_item)
+    monkeypatch.setattr(torch, "randperm", counting_randperm)
+    list(islice(stream, 3))
+    assert len(reads) == 3  # seven batches an epoch, one .item() (one synchronisation) each
+    assert len(shuffles) == 3
+
+
+def test_gradients_are_reset_to_none_before_each_batch() -> None:
+    model, opt = _setup()
+    seen: list[bool] = []
+    model.register_forward_pre_hook(
+        lambda m, args: seen.append(all(p.grad is None for p in m.parameters()))
+    )
+    list(islice(epoch_stream(_regression(16), model, opt, nn.MSELoss(), batch_size=4), 2))
+    assert seen == [True] * 8
