@@ -9,7 +9,7 @@ from .batching import iter_batches
 from .evaluation import evaluate, validation_loss
 from .events import Event, EventStream, Stage
 from .pipeline import pipe
-from .plotting import live_plot, plot_history
+from .plotting import LivePlot, live_plot, plot_history
 from .progress import progress
 from .selection import early_stop, take
 from .side_effects import print_keys, tap, tick
@@ -23,6 +23,7 @@ __version__ = "0.5.0"
 
 __all__ = [
     "BestModel",
+    "LivePlot",
     "Event",
     "EventStream",
     "Stage",
