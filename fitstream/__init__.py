@@ -23,9 +23,9 @@ __version__ = "0.5.0"
 
 __all__ = [
     "BestModel",
-    "LivePlot",
     "Event",
     "EventStream",
+    "LivePlot",
     "Stage",
     "augment",
     "best_model",
