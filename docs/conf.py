@@ -1,7 +1,8 @@
 """Sphinx configuration for the FitStream documentation.
 
-Pages are MyST Markdown; the API reference comes from the docstrings (autodoc + napoleon,
-Google style). Nothing here reaches the internet: no intersphinx, no remote images.
+Pages are MyST Markdown; the API reference comes from the docstrings
+(autodoc + napoleon, Google style). Nothing here reaches the internet: no
+intersphinx, no remote images.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 root_doc = "index"
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 
-# MyST: ``{note}`` style admonitions with ::: fences, and header anchors for [](#links).
+# MyST: ``{note}`` style admonitions with ::: fences, and header anchors
+# for [](#links).
 myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3
 
-# autodoc / napoleon: Google-style docstrings, signatures without the type noise, types in the
-# parameter descriptions, members in source order.
+# autodoc / napoleon: Google-style docstrings, signatures without the type
+# noise, types in the parameter descriptions, members in source order.
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
@@ -38,8 +40,9 @@ autodoc_typehints = "description"
 autodoc_typehints_description_target = "documented_params"
 autodoc_member_order = "bysource"
 autodoc_preserve_defaults = True
-# Show the library's own aliases by name instead of their expansion (modules use
-# ``from __future__ import annotations``, so annotations are the strings these keys match).
+# Show the library's own aliases by name instead of their expansion (modules
+# use ``from __future__ import annotations``, so annotations are the strings
+# these keys match).
 autodoc_type_aliases = {
     "Stage": "fitstream.events.Stage",
     "EventStream": "fitstream.events.EventStream",
