@@ -57,6 +57,19 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> Iterator[None]:
+    """Run the suite's tiny models on one intra-op thread.
+
+    On a busy 2-core machine torch's worker threads spin against each other and an epoch of a
+    small MLP takes a second instead of milliseconds; one thread is also what such models need.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def markdown_python_blocks(path: str | Path) -> list[tuple[int, str]]:
     """Return ``(line_number, code)`` for each fenced block of a Markdown file that runs.
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import importlib
 import re
 import runpy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -25,19 +24,6 @@ DIRECTIVE = re.compile(
 
 # The packages whose ``__all__`` the reference must cover, each name documented once.
 PUBLIC_MODULES = ("fitstream", "fitstream.bridge", "fitstream_lightning")
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Run the pages' tiny models on one thread, as their readers' laptops would run them fast.
-
-    On a busy shared machine, torch's intra-op threads spin against each other and an epoch
-    of a 64-unit MLP takes a second instead of milliseconds.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _page_id(page: Path) -> str:

@@ -53,14 +53,6 @@ def get_loss() -> nn.Module:
     return nn.CrossEntropyLoss()
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _stream() -> Iterator[dict[str, Any]]:
     """What the seed writes as ``epoch_stream(...)``: a fresh model trained on ``get_data()``."""
     X, y = get_data()
