@@ -141,7 +141,8 @@ def main() -> None:
     boundary: dict[bool, list[float]] = {False: [], True: []}
     paired: list[float] = []
     print(
-        f"torch {torch.__version__}, 1 thread; {rounds} rounds x {epochs} epochs x {batches} batches"
+        f"torch {torch.__version__}, 1 thread; "
+        f"{rounds} rounds x {epochs} epochs x {batches} batches"
     )
     for r in range(rounds):
         medians: dict[bool, float] = {}
