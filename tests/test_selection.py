@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -12,7 +10,6 @@ import pytest
 import torch
 
 from fitstream import early_stop, pipe, take
-from fitstream.events import Stage
 
 
 def metric_source(counting_source: Any, values: list[float], key: str = "val_loss") -> Any:
@@ -22,12 +19,6 @@ def metric_source(counting_source: Any, values: list[float], key: str = "val_los
 
 def steps(stream: Any) -> list[int]:
     return [ev["step"] for ev in stream]
-
-
-STAGES: dict[str, Callable[[], Stage]] = {
-    "take": lambda: take(10),
-    "early_stop": lambda: early_stop(key="val_loss", patience=5),
-}
 
 
 # --- take ----------------------------------------------------------------------------------
@@ -211,55 +202,3 @@ def test_early_stop_checks_arguments_before_pulling(counting_source: Any) -> Non
     with pytest.raises(ValueError, match="'patience' must be a positive int"):
         early_stop(source, key="val_loss", patience=0)
     assert source.pulled == 0
-
-
-# --- laziness and clean-up, for every stage of this module ---------------------------------
-
-
-@pytest.mark.parametrize("make", STAGES.values(), ids=STAGES.keys())
-def test_lazy_and_pulls_one_per_event(make: Callable[[], Stage], counting_source: Any) -> None:
-    source = counting_source()
-    stream = pipe(source, make())
-    assert source.pulled == 0
-    assert len(list(islice(stream, 3))) == 3
-    assert source.pulled == 3
-
-
-@pytest.mark.parametrize("make", STAGES.values(), ids=STAGES.keys())
-def test_consumer_close_closes_source(make: Callable[[], Stage], counting_source: Any) -> None:
-    source = counting_source()
-    stream = make()(source)
-    next(stream)
-    stream.close()  # type: ignore[attr-defined]
-    assert source.closed
-    assert source.pulled == 1
-
-
-@pytest.mark.parametrize("make", STAGES.values(), ids=STAGES.keys())
-def test_source_error_propagates_unchanged(make: Callable[[], Stage]) -> None:
-    error = RuntimeError("epoch 2 failed")
-    closed: list[bool] = []
-
-    def source() -> Iterator[dict[str, Any]]:
-        try:
-            yield {"step": 1, "val_loss": 1.0}
-            raise error
-        finally:
-            closed.append(True)
-
-    stream = make()(source())
-    next(stream)
-    with pytest.raises(RuntimeError) as info:
-        next(stream)
-    assert info.value is error
-    assert closed == [True]
-    with pytest.raises(StopIteration):
-        next(stream)
-
-
-@pytest.mark.parametrize("make", STAGES.values(), ids=STAGES.keys())
-def test_counting_source_failure_closes_it(make: Callable[[], Stage], counting_source: Any) -> None:
-    source = counting_source(fail_at=3)
-    with pytest.raises(RuntimeError, match="source failed at event 3"):
-        list(make()(source))
-    assert source.closed

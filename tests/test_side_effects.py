@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any
 
@@ -13,13 +12,6 @@ import torch
 from torch import nn
 
 from fitstream import pipe, print_keys, tap, tick
-from fitstream.events import Stage
-
-STAGES: dict[str, Callable[[], Stage]] = {
-    "tap": lambda: tap(lambda ev: None),
-    "tap_every": lambda: tap(lambda ev: None, every=2, start=3),
-    "tick": lambda: tick(lambda: None),
-}
 
 
 def step_events(n: int) -> list[dict[str, Any]]:
@@ -228,54 +220,3 @@ def test_print_keys_rejects_bad_arguments(
 ) -> None:
     with pytest.raises(error, match=message):
         print_keys(*args, **kwargs)
-
-
-# --- laziness and clean-up, for every stage of this module ---------------------------------
-
-
-@pytest.mark.parametrize("make", STAGES.values(), ids=STAGES.keys())
-def test_lazy_and_pulls_one_per_event(make: Callable[[], Stage], counting_source: Any) -> None:
-    source = counting_source()
-    stream = pipe(source, make())
-    assert source.pulled == 0
-    assert len(list(islice(stream, 3))) == 3
-    assert source.pulled == 3
-
-
-@pytest.mark.parametrize("make", STAGES.values(), ids=STAGES.keys())
-def test_consumer_close_closes_source(make: Callable[[], Stage], counting_source: Any) -> None:
-    source = counting_source()
-    stream = make()(source)
-    next(stream)
-    stream.close()  # type: ignore[attr-defined]
-    assert source.closed
-    assert source.pulled == 1
-
-
-@pytest.mark.parametrize("make", STAGES.values(), ids=STAGES.keys())
-def test_source_error_propagates_unchanged(make: Callable[[], Stage]) -> None:
-    error = RuntimeError("epoch 2 failed")
-    closed: list[bool] = []
-
-    def source() -> Iterator[dict[str, Any]]:
-        try:
-            yield {"step": 1}
-            raise error
-        finally:
-            closed.append(True)
-
-    stream = make()(source())
-    next(stream)
-    with pytest.raises(RuntimeError) as info:
-        next(stream)
-    assert info.value is error
-    assert closed == [True]
-    with pytest.raises(StopIteration):
-        next(stream)
-
-
-@pytest.mark.parametrize("make", STAGES.values(), ids=STAGES.keys())
-def test_exhausted_source_is_closed(make: Callable[[], Stage], counting_source: Any) -> None:
-    source = counting_source(2)
-    assert len(list(make()(source))) == 2
-    assert source.closed

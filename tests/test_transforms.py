@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -12,7 +10,6 @@ import pytest
 import torch
 
 from fitstream import Event, augment, ema, pipe
-from fitstream.events import Stage
 
 LOSSES = [10.0, 20.0, 30.0]
 
@@ -23,13 +20,6 @@ def loss_events() -> list[dict[str, Any]]:
 
 def add_one(ev: dict[str, Any]) -> dict[str, Any]:
     return {"plus_one": ev["step"] + 1}
-
-
-# Each stage built from a fresh factory call, for the laziness and clean-up tests.
-STAGES: dict[str, Callable[[], Stage]] = {
-    "augment": lambda: augment(add_one),
-    "ema": lambda: ema("val_loss", decay=0.9),
-}
 
 
 # --- augment -----------------------------------------------------------------------------
@@ -213,54 +203,3 @@ def test_ema_non_numeric_value() -> None:
     stream = ema([{"loss": "abc"}], "loss", decay=0.9)
     with pytest.raises(TypeError, match=r"ema: the value of 'loss' must be a number .*str: 'abc'"):
         next(stream)
-
-
-# --- laziness and clean-up, for every stage of this module ---------------------------------
-
-
-@pytest.mark.parametrize("make", STAGES.values(), ids=STAGES.keys())
-def test_lazy_and_pulls_one_per_event(make: Callable[[], Stage], counting_source: Any) -> None:
-    source = counting_source()
-    stream = pipe(source, make())
-    assert source.pulled == 0
-    assert len(list(islice(stream, 3))) == 3
-    assert source.pulled == 3
-
-
-@pytest.mark.parametrize("make", STAGES.values(), ids=STAGES.keys())
-def test_consumer_close_closes_source(make: Callable[[], Stage], counting_source: Any) -> None:
-    source = counting_source()
-    stream = make()(source)
-    next(stream)
-    stream.close()  # type: ignore[attr-defined]
-    assert source.closed
-    assert source.pulled == 1
-
-
-@pytest.mark.parametrize("make", STAGES.values(), ids=STAGES.keys())
-def test_source_error_propagates_unchanged(make: Callable[[], Stage]) -> None:
-    error = RuntimeError("epoch 2 failed")
-    closed: list[bool] = []
-
-    def source() -> Iterator[dict[str, Any]]:
-        try:
-            yield {"step": 1, "val_loss": 1.0}
-            raise error
-        finally:
-            closed.append(True)
-
-    stream = make()(source())
-    next(stream)
-    with pytest.raises(RuntimeError) as info:
-        next(stream)
-    assert info.value is error
-    assert closed == [True]
-    with pytest.raises(StopIteration):
-        next(stream)
-
-
-@pytest.mark.parametrize("make", STAGES.values(), ids=STAGES.keys())
-def test_exhausted_source_is_closed(make: Callable[[], Stage], counting_source: Any) -> None:
-    source = counting_source(2)
-    assert len(list(make()(source))) == 2
-    assert source.closed
