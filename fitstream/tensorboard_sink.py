@@ -146,6 +146,11 @@ class _Run:
         self.writer.flush()
 
     def finish(self) -> None:
+        # A writer passed in may have been closed by its owner before the stream ended (a
+        # Lightning TensorBoardLogger closes its .experiment when fit ends, just before the
+        # stream does). The last writes below reopen it; close it again so that no reopened
+        # event file is left behind.
+        closed_by_owner = not self.owned and getattr(self.writer, "all_writers", True) is None
         try:
             if self.pending is not None:
                 self.write(*self.pending)
@@ -156,7 +161,7 @@ class _Run:
             try:
                 self.writer.flush()
             finally:
-                if self.owned:
+                if self.owned or closed_by_owner:
                     self.writer.close()
 
 
@@ -198,7 +203,8 @@ def log_tensorboard(
 
     The writer opens when the first event is requested. A writer opened here is flushed and
     closed however the stream ends (exhausted, closed early by ``take``/``early_stop``/
-    ``break``, an exception, Ctrl-C); a writer passed in is flushed and left open.
+    ``break``, an exception, Ctrl-C); a writer passed in is flushed and left open (or closed
+    again, if its owner closed it before the stream ended, as Lightning does at the end of fit).
 
     Args:
         log_dir: The run's folder; ``None`` (with no ``writer``) uses SummaryWriter's default,

@@ -415,3 +415,63 @@ def test_values_land_in_a_lightning_loggers_run(tmp_path: Path) -> None:
     collect_tensorboard(history(2), writer=logger.experiment, keys=["val_loss"])
     logger.finalize("success")
     assert scalars(Path(logger.log_dir), "val_loss") == [(1, 2.0), (2, 1.0)]
+
+
+def test_a_writer_its_owner_closed_mid_stream_gets_the_last_values_and_ends_closed(
+    tmp_path: Path,
+) -> None:
+    writer = SpyWriter(log_dir=str(tmp_path))
+
+    def owner_closes_after_step_2() -> Iterator[dict[str, Any]]:
+        yield {"step": 1, "train_loss": 1.0}
+        yield {"step": 2, "train_loss": 0.5}
+        writer.close()  # as a Lightning TensorBoardLogger does when fit ends
+
+    collect_tensorboard(owner_closes_after_step_2(), writer=writer, every=2, hparams={"lr": 0.1})
+    assert writer.closed  # reopened for the last writes, closed again
+    assert scalars(tmp_path, "train_loss") == [(1, 1.0), (2, 0.5)]
+    assert scalars(tmp_path, "final/train_loss") == [(2, 0.5)]
+
+
+@pytest.mark.filterwarnings("ignore::lightning.fabric.utilities.warnings.PossibleUserWarning")
+@pytest.mark.filterwarnings("ignore:`isinstance.treespec, LeafSpec.` is deprecated")
+def test_a_fit_stream_logs_into_its_tensorboard_loggers_run(tmp_path: Path) -> None:
+    pytest.importorskip("fitstream_lightning")
+    from fitstream_lightning import fit_stream
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.demos.boring_classes import BoringModel
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    class LitModel(BoringModel):
+        def validation_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+            loss = self.step(batch)
+            self.log("val_loss", loss)  # Lightning's own logging, at the global step
+            return {"x": loss}
+
+    logger = TensorBoardLogger(str(tmp_path), name="lit")
+    trainer = Trainer(
+        max_epochs=3,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        logger=logger,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        accelerator="cpu",
+        default_root_dir=str(tmp_path),
+    )
+    stage = log_tensorboard(writer=logger.experiment, keys=["train_loss"], hparams={"lr": 0.1})
+    history = collect(pipe(fit_stream(trainer, LitModel()), stage))
+    assert [ev["step"] for ev in history] == [1, 2, 3]
+
+    run = read_run(Path(logger.log_dir))  # one run: Lightning's tags and the stream's
+    assert {"val_loss", "train_loss", "final/train_loss"} <= set(run.Tags()["scalars"])
+    logged = scalars(Path(logger.log_dir), "train_loss")
+    assert [step for step, _ in logged] == [1, 2, 3]
+    assert [value for _, value in logged] == pytest.approx([ev["train_loss"] for ev in history])
+    assert only_point(Path(logger.log_dir), "best/train_loss") == (
+        3,
+        round(min(ev["train_loss"] for ev in history), 6),
+    )
+    assert logger.experiment.all_writers is None  # Lightning closed it; nothing was reopened
