@@ -14,7 +14,7 @@ the stream it consumes on every exit path, so closing a pipeline closes its sour
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
@@ -30,13 +30,24 @@ def is_stream(obj: object) -> bool:
     """Tell whether ``obj`` looks like a stream of events rather than a stage argument.
 
     Strings, bytes and mappings are iterable but are never streams (``early_stop("val_loss",
-    ...)`` takes a key, not a stream of characters).
+    ...)`` takes a key, not a stream of characters); nor are tensors and arrays. A list or
+    tuple is a stream when it is empty or its first item is an event dict, so a list of keys
+    given by mistake (``progress(["train_loss"])``) reaches the factory's own argument check
+    instead of being taken for the stream. Iterators are not looked into.
 
     Example:
         >>> is_stream([{"step": 1}]), is_stream("val_loss"), is_stream({"step": 1})
         (True, False, False)
+        >>> is_stream(["train_loss"]), is_stream(iter(["anything"]))
+        (False, True)
     """
-    return isinstance(obj, Iterable) and not isinstance(obj, str | bytes | bytearray | Mapping)
+    if not isinstance(obj, Iterable) or isinstance(obj, str | bytes | bytearray | Mapping):
+        return False
+    if hasattr(obj, "ndim"):  # a tensor or an array: a value, not a stream of events
+        return False
+    if isinstance(obj, Sequence) and len(obj) > 0:
+        return isinstance(obj[0], Mapping)
+    return True
 
 
 class StageFactory(Protocol, Generic[P]):

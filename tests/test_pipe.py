@@ -10,7 +10,9 @@ from collections.abc import Generator, Iterable, Iterator
 from itertools import islice
 from typing import Any
 
+import numpy as np
 import pytest
+import torch
 from typing_extensions import assert_type
 
 from fitstream import Event, early_stop, pipe, take
@@ -306,7 +308,7 @@ def test_upstream_pulls_nothing_by_itself(counting_source: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "obj", [[], [{"step": 1}], (), iter([]), (x for x in range(0)), range(3), {"a", "b"}]
+    "obj", [[], [{"step": 1}], (), iter([]), (x for x in range(0)), iter(range(3)), {"a", "b"}]
 )
 def test_is_stream_true_for_iterables(obj: object) -> None:
     assert is_stream(obj)
@@ -314,7 +316,31 @@ def test_is_stream_true_for_iterables(obj: object) -> None:
 
 @pytest.mark.parametrize(
     "obj",
-    ["val_loss", b"x", bytearray(b"x"), {"step": 1}, Event(step=1), 3, None, 1.5, print],
+    [
+        "val_loss",
+        b"x",
+        bytearray(b"x"),
+        {"step": 1},
+        Event(step=1),
+        3,
+        None,
+        1.5,
+        print,
+        ["train_loss", "val_loss"],
+        ("val_loss",),
+        range(3),
+        torch.tensor([1.0, 2.0]),
+        np.arange(3),
+    ],
 )
 def test_is_stream_false_for_arguments(obj: object) -> None:
     assert not is_stream(obj)
+
+
+def test_a_list_of_keys_first_reaches_the_factory_argument_check() -> None:
+    # Taken for a stream, ["val_loss"] would give "missing argument 'patience'" or, for a
+    # factory whose arguments all have defaults, a stream of strings failing much later.
+    with pytest.raises(TypeError, match=r"early_stop: 'key' must be a string .* got list"):
+        early_stop(["val_loss"], 3)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match=r"take: 'n' must be a non-negative int, got Tensor"):
+        take(torch.tensor(3))  # type: ignore[call-overload]
