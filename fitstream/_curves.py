@@ -202,8 +202,11 @@ def draw(
     *,
     xlabel: str,
     title: str | None,
+    clear: bool = True,
 ) -> None:
-    """Clear ``ax`` and draw one curve per column against ``x``; NaN values leave gaps.
+    """Draw one curve per column against ``x`` (clearing ``ax`` first); NaN values leave gaps.
+
+    With ``clear=False`` the curves are added to what ``ax`` already shows.
 
     A curve with a point that has no finite neighbour is drawn with dot markers so the point
     shows; a key without any finite value keeps its legend entry, marked ``(no values)``.
@@ -215,7 +218,8 @@ def draw(
         >>> ax.get_lines()[0].get_label(), ax.get_lines()[0].get_marker()
         ('loss', '.')
     """
-    ax.clear()
+    if clear:
+        ax.clear()
     for key, ys in columns.items():
         label = key if any(not math.isnan(y) for y in ys) else f"{key} (no values)"
         marker = "." if _has_isolated_point(ys) else "None"

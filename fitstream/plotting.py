@@ -52,7 +52,8 @@ def plot_history(
         history: The events, a JSONL path, or a DataFrame.
         keys: One event name or a sequence of names, e.g. ``("train_loss", "val_loss")``.
         ax: Draw into this existing matplotlib Axes (e.g. one panel of a grid) instead of a
-            new figure; the Axes' figure is returned.
+            new figure, adding to what it shows (call it again with another run's history
+            to compare runs on one chart); the Axes' figure is returned.
         save: Write the figure to this path, creating missing folders. PNG unless the suffix
             names another format matplotlib writes (``.svg``, ``.pdf``).
         figsize: ``(width, height)`` of a new figure in inches; ``(6.4, 4.0)`` when ``None``.
@@ -125,7 +126,7 @@ def plot_history(
 
     if ax is None:
         ax = Figure(figsize=figsize or _curves.DEFAULT_FIGSIZE, dpi=dpi or 100).add_subplot()
-    _curves.draw(ax, x, columns, xlabel=xlabel, title=title)
+    _curves.draw(ax, x, columns, xlabel=xlabel, title=title, clear=False)
     parent = ax.figure
     # An Axes of a SubFigure belongs to a SubFigure: save and return the whole figure.
     figure = parent if isinstance(parent, Figure) else parent.figure

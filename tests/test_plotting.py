@@ -278,3 +278,18 @@ def test_round_trip_through_the_sinks(tmp_path: Path) -> None:
         assert_same(lines["train_loss"][0], STEPS)
         assert_same(lines["train_loss"][1], TRAIN_Y)
         assert_same(lines["val_loss"][1], VAL_Y)
+
+
+def test_drawing_into_an_axes_adds_to_what_it_shows() -> None:
+    fig = Figure()
+    ax = fig.add_subplot()
+    ax.axhline(0.5, label="target")
+    plot_history(HISTORY, "train_loss", ax=ax)
+    plot_history(
+        [{"step": 1, "train_loss": 0.7}, {"step": 2, "train_loss": 0.6}], "train_loss", ax=ax
+    )
+    lines = ax.get_lines()
+    assert [line.get_label() for line in lines] == ["target", "train_loss", "train_loss"]
+    assert_same(np.asarray(lines[1].get_ydata(), dtype=float).tolist(), TRAIN_Y)
+    assert_same(np.asarray(lines[2].get_ydata(), dtype=float).tolist(), [0.7, 0.6])
+    assert lines[1].get_color() != lines[2].get_color()
