@@ -264,3 +264,21 @@ def test_missing_tqdm_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
         progress("loss")
     with pytest.raises(ImportError, match=r"fitstream\[progress\]"):
         progress("loss", file=io.StringIO())
+
+
+def test_without_file_the_bar_comes_from_tqdm_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tqdm.auto
+
+    made: list[dict[str, Any]] = []
+
+    class Recording(tqdm.tqdm):  # type: ignore[type-arg]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            made.append(kwargs)
+            super().__init__(*args, **{**kwargs, "file": io.StringIO()})
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recording)
+    assert list(progress([{"step": 1}, {"step": 2}], total=2)) == [{"step": 1}, {"step": 2}]
+    assert len(made) == 1
+    assert made[0]["unit"] == "epoch"
+    assert made[0]["total"] == 2
+    assert made[0]["disable"] is None
