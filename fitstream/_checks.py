@@ -8,10 +8,24 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["check_callable", "check_positive_int", "check_same_device", "check_tensor_data"]
+__all__ = [
+    "check_callable",
+    "check_name",
+    "check_non_negative_int",
+    "check_positive_int",
+    "check_same_device",
+    "check_tensor_data",
+    "describe",
+]
 
 
-def _describe(value: object) -> str:
+def describe(value: object) -> str:
+    """Say what a refused value is, for the end of an error message: its type and its start.
+
+    Example:
+        >>> describe("val_loss"), describe(torch.zeros(2))
+        ("str: 'val_loss'", 'Tensor(shape=(2,), dtype=torch.float32, device=cpu)')
+    """
     if isinstance(value, torch.Tensor):
         return f"Tensor(shape={tuple(value.shape)}, dtype={value.dtype}, device={value.device})"
     return f"{type(value).__name__}: {value!r:.60}"
@@ -48,12 +62,12 @@ def check_tensor_data(
     if isinstance(data, torch.Tensor):
         raise TypeError(
             f"{func}: '{arg}' must be a tuple or list of tensors such as (X, y), got a single "
-            f"{_describe(data)}; wrap it: ({arg},) with last_label=False, or pass (X, y)"
+            f"{describe(data)}; wrap it: ({arg},) with last_label=False, or pass (X, y)"
         )
     if not isinstance(data, Sequence) or isinstance(data, str | bytes):
         raise TypeError(
             f"{func}: '{arg}' must be a tuple or list of tensors such as (X, y), "
-            f"got {_describe(data)}"
+            f"got {describe(data)}"
         )
     tensors = tuple(data)
     if not tensors:
@@ -61,7 +75,7 @@ def check_tensor_data(
     for position, tensor in enumerate(tensors):
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(
-                f"{func}: '{arg}[{position}]' must be a torch.Tensor, got {_describe(tensor)}"
+                f"{func}: '{arg}[{position}]' must be a torch.Tensor, got {describe(tensor)}"
             )
         if tensor.ndim == 0:
             raise ValueError(
@@ -95,9 +109,40 @@ def check_positive_int(value: Any, *, func: str, arg: str, allow_none: bool = Fa
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{func}: '{arg}' must be a positive int, got {_describe(value)}")
+        raise TypeError(f"{func}: '{arg}' must be a positive int, got {describe(value)}")
     if value < 1:
         raise ValueError(f"{func}: '{arg}' must be a positive int, got {value!r}")
+
+
+def check_non_negative_int(value: Any, *, func: str, arg: str) -> None:
+    """Refuse anything but an ``int`` >= 0 (``bool`` is refused).
+
+    Example:
+        >>> check_non_negative_int(-1, func="take", arg="n")
+        Traceback (most recent call last):
+        ...
+        ValueError: take: 'n' must be a non-negative int, got -1
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{func}: '{arg}' must be a non-negative int, got {describe(value)}")
+    if value < 0:
+        raise ValueError(f"{func}: '{arg}' must be a non-negative int, got {value!r}")
+
+
+def check_name(value: Any, *, func: str, what: str) -> None:
+    """Refuse anything but a non-empty string, e.g. an event key (``what`` names the argument).
+
+    Example:
+        >>> check_name(3, func="ema", what="'key'")
+        Traceback (most recent call last):
+        ...
+        TypeError: ema: 'key' must be a non-empty string such as 'val_loss', got int: 3
+    """
+    if not isinstance(value, str) or not value:
+        error = ValueError if isinstance(value, str) else TypeError
+        raise error(
+            f"{func}: {what} must be a non-empty string such as 'val_loss', got {describe(value)}"
+        )
 
 
 def check_callable(value: Any, *, func: str, arg: str) -> None:
@@ -110,7 +155,7 @@ def check_callable(value: Any, *, func: str, arg: str) -> None:
         TypeError: tap: 'fn' must be callable, got int: 3
     """
     if not callable(value):
-        raise TypeError(f"{func}: '{arg}' must be callable, got {_describe(value)}")
+        raise TypeError(f"{func}: '{arg}' must be callable, got {describe(value)}")
 
 
 def check_same_device(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ._checks import describe
 from ._values import scalar_value
 
 __all__ = ["metric_value", "missing_key_error"]
@@ -22,7 +23,7 @@ def missing_key_error(event: Mapping[str, Any], key: str, *, func: str) -> KeyEr
 
 
 def metric_value(event: Mapping[str, Any], key: str, *, func: str) -> float:
-    """Return ``event[key]`` as a ``float`` (numbers, 0-d tensors and NumPy scalars).
+    """Return ``event[key]`` as a ``float`` (numbers, 0-d tensors and NumPy scalars; not bools).
 
     Raises:
         KeyError: The event has no ``key``; the message lists the keys it has.
@@ -42,9 +43,8 @@ def metric_value(event: Mapping[str, Any], key: str, *, func: str) -> float:
     except KeyError:
         raise missing_key_error(event, key, func=func) from None
     number = scalar_value(raw)
-    if number is None:
+    if number is None or isinstance(number, bool):
         raise TypeError(
-            f"{func}: the value of {key!r} must be a number or a 0-d tensor, "
-            f"got {type(raw).__name__}: {raw!r:.60}"
+            f"{func}: the value of {key!r} must be a number or a 0-d tensor, got {describe(raw)}"
         )
     return float(number)

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from ._checks import check_positive_int, check_tensor_data
+from ._checks import check_positive_int, check_tensor_data, describe
 
 __all__ = ["iter_batches"]
 
@@ -44,8 +44,7 @@ def check_generator(generator: object, device: torch.device, *, func: str) -> No
         return
     if not isinstance(generator, torch.Generator):
         raise TypeError(
-            f"{func}: 'generator' must be a torch.Generator or None, "
-            f"got {type(generator).__name__}: {generator!r:.60}"
+            f"{func}: 'generator' must be a torch.Generator or None, got {describe(generator)}"
         )
     if generator.device.type != device.type:
         raise ValueError(

@@ -15,7 +15,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import check_callable, check_positive_int, check_same_device, check_tensor_data
+from ._checks import (
+    check_callable,
+    check_name,
+    check_positive_int,
+    check_same_device,
+    check_tensor_data,
+    describe,
+)
 from ._metrics import MetricSpec, Value, add_weighted, is_stateful_metric, scalar, to_floats
 
 __all__ = ["Augmenter", "evaluate", "evaluation_mode", "validation_loss"]
@@ -55,10 +62,7 @@ def evaluation_mode(model: nn.Module) -> Iterator[None]:
 
 def _model_of(event: Mapping[str, Any], func: str) -> nn.Module:
     if not isinstance(event, Mapping):
-        raise TypeError(
-            f"{func}: the augmenter expects an event dict, got {type(event).__name__}: "
-            f"{event!r:.60}"
-        )
+        raise TypeError(f"{func}: the augmenter expects an event dict, got {describe(event)}")
     if "model" not in event:
         raise KeyError(
             f"{func}: the event has no 'model' key to evaluate; it has keys "
@@ -66,10 +70,7 @@ def _model_of(event: Mapping[str, Any], func: str) -> nn.Module:
         )
     model = event["model"]
     if not isinstance(model, nn.Module):
-        raise TypeError(
-            f"{func}: event['model'] must be a torch.nn.Module, got {type(model).__name__}: "
-            f"{model!r:.60}"
-        )
+        raise TypeError(f"{func}: event['model'] must be a torch.nn.Module, got {describe(model)}")
     return model
 
 
@@ -210,7 +211,7 @@ def validation_loss(
     func = "validation_loss"
     tensors = check_tensor_data(val_data, func=func, arg="val_data", last_label=last_label)
     check_callable(loss_fn, func=func, arg="loss_fn")
-    _check_name(key, func=func, where="'key'")
+    check_name(key, func=func, what="'key'")
     check_positive_int(batch_size, func=func, arg="batch_size", allow_none=True)
     spec = MetricSpec(key, loss_fn, stateful=False, label="'loss_fn'")
     return _augmenter(func, tensors, [spec], last_label=last_label, batch_size=batch_size)
@@ -277,22 +278,14 @@ def evaluate(
     if not isinstance(metrics, Mapping):
         raise TypeError(
             f"{func}: 'metrics' must be a mapping of names to metrics such as "
-            f"{{'val_acc': accuracy}}, got {type(metrics).__name__}: {metrics!r:.60}"
+            f"{{'val_acc': accuracy}}, got {describe(metrics)}"
         )
     if not metrics:
         raise ValueError(f"{func}: 'metrics' must hold at least one metric, got an empty mapping")
     specs = []
     for name, metric in metrics.items():
-        _check_name(name, func=func, where="each name in 'metrics'")
+        check_name(name, func=func, what="each name in 'metrics'")
         check_callable(metric, func=func, arg=f"metrics[{name!r}]")
         specs.append(MetricSpec(name, metric, is_stateful_metric(metric), f"metric {name!r}"))
     check_positive_int(batch_size, func=func, arg="batch_size", allow_none=True)
     return _augmenter(func, tensors, specs, last_label=last_label, batch_size=batch_size)
-
-
-def _check_name(value: object, *, func: str, where: str) -> None:
-    if not isinstance(value, str) or not value:
-        error = ValueError if isinstance(value, str) else TypeError
-        raise error(
-            f"{func}: {where} must be a non-empty string, got {type(value).__name__}: {value!r:.60}"
-        )

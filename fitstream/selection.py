@@ -10,7 +10,7 @@ import math
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
-from ._checks import check_positive_int
+from ._checks import check_name, check_non_negative_int, check_positive_int, describe
 from ._lookup import metric_value
 from .events import Stage
 from .pipeline import stage_factory, upstream
@@ -43,10 +43,7 @@ def take(n: int) -> Stage:
         >>> [ev["step"] for ev in take([{"step": 1}, {"step": 2}], 5)]
         [1, 2]
     """
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"take: 'n' must be a non-negative int, got {type(n).__name__}: {n!r:.60}")
-    if n < 0:
-        raise ValueError(f"take: 'n' must be a non-negative int, got {n!r}")
+    check_non_negative_int(n, func="take", arg="n")
 
     def stage(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         with upstream(events) as it:
@@ -63,8 +60,7 @@ def take(n: int) -> Stage:
 def _check_min_delta(min_delta: float) -> float:
     if isinstance(min_delta, bool) or not isinstance(min_delta, int | float):
         raise TypeError(
-            f"early_stop: 'min_delta' must be a non-negative number, "
-            f"got {type(min_delta).__name__}: {min_delta!r:.60}"
+            f"early_stop: 'min_delta' must be a non-negative number, got {describe(min_delta)}"
         )
     if not min_delta >= 0:  # also refuses NaN
         raise ValueError(
@@ -106,9 +102,11 @@ def early_stop(
     Raises:
         TypeError: At the call, for a ``key`` that is not a string or a ``patience`` or
             ``min_delta`` that is not a number of the right kind.
-        ValueError: At the call, for ``patience < 1``, a ``mode`` other than ``"min"`` or
-            ``"max"``, or a negative ``min_delta``.
+        ValueError: At the call, for an empty ``key``, ``patience < 1``, a ``mode`` other than
+            ``"min"`` or ``"max"``, or a negative ``min_delta``.
         KeyError: While iterating, for an event without ``key`` (the message lists its keys).
+        TypeError: While iterating, for a value of ``key`` that is not a number (a bool
+            included).
 
     Example:
         >>> from fitstream import pipe
@@ -118,11 +116,7 @@ def early_stop(
         >>> [ev["step"] for ev in early_stop(events, key="val_loss", patience=3)]
         [1, 2, 3, 4, 5]
     """
-    if not isinstance(key, str):
-        raise TypeError(
-            f"early_stop: 'key' must be a string such as 'val_loss', "
-            f"got {type(key).__name__}: {key!r:.60}"
-        )
+    check_name(key, func="early_stop", what="'key'")
     check_positive_int(patience, func="early_stop", arg="patience")
     if mode not in ("min", "max"):
         raise ValueError(f"early_stop: 'mode' must be 'min' or 'max', got {mode!r}")

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ._checks import check_callable, check_positive_int
+from ._checks import check_callable, check_non_negative_int, check_positive_int, describe
 from ._values import scalar_value
 from .events import Stage
 from .pipeline import stage_factory, upstream
@@ -161,21 +161,12 @@ def print_keys(
     for position, key in enumerate(keys, start=1):
         if not isinstance(key, str):
             raise TypeError(
-                f"print_keys: key {position} must be a string, got {type(key).__name__}: "
-                f"{key!r:.60}; pass keys as separate arguments, e.g. print_keys('a', 'b')"
+                f"print_keys: key {position} must be a string, got {describe(key)}; "
+                "pass keys as separate arguments, e.g. print_keys('a', 'b')"
             )
-    if isinstance(precision, bool) or not isinstance(precision, int):
-        raise TypeError(
-            f"print_keys: 'precision' must be a non-negative int, "
-            f"got {type(precision).__name__}: {precision!r:.60}"
-        )
-    if precision < 0:
-        raise ValueError(f"print_keys: 'precision' must be a non-negative int, got {precision!r}")
+    check_non_negative_int(precision, func="print_keys", arg="precision")
     if not isinstance(step_key, str):
-        raise TypeError(
-            f"print_keys: 'step_key' must be a string, got {type(step_key).__name__}: "
-            f"{step_key!r:.60}"
-        )
+        raise TypeError(f"print_keys: 'step_key' must be a string, got {describe(step_key)}")
     if not keys and not include_step:
         raise ValueError("print_keys: give at least one key when include_step=False")
 

@@ -10,7 +10,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import check_callable, check_positive_int, check_same_device, check_tensor_data
+from ._checks import (
+    check_callable,
+    check_non_negative_int,
+    check_positive_int,
+    check_same_device,
+    check_tensor_data,
+    describe,
+)
 from .batching import batch_slices, check_generator, check_one_device, shuffled
 from .events import Event
 
@@ -95,9 +102,7 @@ def epoch_stream(
     """
     tensors = check_tensor_data(train_data, func=_FUNC, arg="train_data", last_label=last_label)
     if not isinstance(model, nn.Module):
-        raise TypeError(
-            f"{_FUNC}: 'model' must be a torch.nn.Module, got {type(model).__name__}: {model!r:.60}"
-        )
+        raise TypeError(f"{_FUNC}: 'model' must be a torch.nn.Module, got {describe(model)}")
     _check_optimizer(optimizer)
     check_callable(loss_fn, func=_FUNC, arg="loss_fn")
     check_positive_int(batch_size, func=_FUNC, arg="batch_size")
@@ -105,13 +110,7 @@ def epoch_stream(
     check_same_device(tensors, model, func=_FUNC, arg="train_data")
     check_generator(generator, tensors[0].device, func=_FUNC)
     constants = _check_extra(extra)
-    if isinstance(step_offset, bool) or not isinstance(step_offset, int):
-        raise TypeError(
-            f"{_FUNC}: 'step_offset' must be a non-negative int, got "
-            f"{type(step_offset).__name__}: {step_offset!r:.60}"
-        )
-    if step_offset < 0:
-        raise ValueError(f"{_FUNC}: 'step_offset' must be a non-negative int, got {step_offset!r}")
+    check_non_negative_int(step_offset, func=_FUNC, arg="step_offset")
     return _epochs(
         tensors,
         model,
@@ -135,7 +134,7 @@ def _check_optimizer(optimizer: object) -> None:
     if missing:
         raise TypeError(
             f"{_FUNC}: 'optimizer' must be a torch optimizer (an object with step() and "
-            f"zero_grad()), got {type(optimizer).__name__}: {optimizer!r:.60} "
+            f"zero_grad()), got {describe(optimizer)} "
             f"(missing {', '.join(missing)})"
         )
 
@@ -146,7 +145,7 @@ def _check_extra(extra: object) -> dict[str, Any]:
     if not isinstance(extra, Mapping):
         raise TypeError(
             f"{_FUNC}: 'extra' must be a mapping of constant event entries such as "
-            f"{{'run': 'baseline'}}, got {type(extra).__name__}: {extra!r:.60}"
+            f"{{'run': 'baseline'}}, got {describe(extra)}"
         )
     bad_keys = [key for key in extra if not isinstance(key, str)]
     if bad_keys:
@@ -279,8 +278,7 @@ def _explain_bad_loss(loss: object, exc: BaseException) -> None:
         return
     if not isinstance(loss, torch.Tensor):
         raise TypeError(
-            f"{_FUNC}: 'loss_fn' must return a scalar tensor, got "
-            f"{type(loss).__name__}: {loss!r:.60}"
+            f"{_FUNC}: 'loss_fn' must return a scalar tensor, got {describe(loss)}"
         ) from exc
     if loss.numel() != 1:
         raise ValueError(

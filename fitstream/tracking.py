@@ -17,7 +17,8 @@ from typing import Any, Literal, TypeVar
 import torch
 from torch import nn
 
-from ._values import scalar_value
+from ._checks import check_name, describe
+from ._lookup import metric_value
 
 __all__ = ["BestModel", "best_model"]
 
@@ -61,11 +62,7 @@ class BestModel:
         direction: Literal["min", "max"] = "min",
         device: torch.device | str | None = None,
     ) -> None:
-        if not isinstance(metric_key, str) or not metric_key:
-            raise (ValueError if isinstance(metric_key, str) else TypeError)(
-                f"best_model: 'metric_key' must be a non-empty string such as 'val_loss', got "
-                f"{type(metric_key).__name__}: {metric_key!r:.60}"
-            )
+        check_name(metric_key, func="best_model", what="'metric_key'")
         if direction not in _DIRECTIONS:
             raise ValueError(f"best_model: 'direction' must be 'min' or 'max', got {direction!r}")
         self._device: torch.device | None = None
@@ -75,7 +72,7 @@ class BestModel:
             except (RuntimeError, TypeError) as exc:
                 raise ValueError(
                     f"best_model: 'device' must be a torch.device or a device string such as "
-                    f"'cpu', or None, got {type(device).__name__}: {device!r:.60}"
+                    f"'cpu', or None, got {describe(device)}"
                 ) from exc
         self.metric_key = metric_key
         self.direction = direction
@@ -107,19 +104,7 @@ class BestModel:
             TypeError: The metric's value is not a number, or ``event["model"]`` has no
                 ``state_dict()``.
         """
-        if self.metric_key not in event:
-            raise KeyError(
-                f"best_model: the event has no key {self.metric_key!r} to track; it has keys "
-                f"{sorted(map(str, event))}"
-            )
-        raw = event[self.metric_key]
-        number = scalar_value(raw)
-        if number is None or isinstance(number, bool):
-            raise TypeError(
-                f"best_model: event[{self.metric_key!r}] must be a number or a 0-d tensor, got "
-                f"{type(raw).__name__}: {raw!r:.60}"
-            )
-        value = float(number)
+        value = metric_value(event, self.metric_key, func="best_model")
         if not self._improves(value):
             return
         if "model" not in event:
@@ -132,7 +117,7 @@ class BestModel:
         if not callable(state_dict):
             raise TypeError(
                 f"best_model: event['model'] must have a state_dict() (an nn.Module), got "
-                f"{type(model).__name__}: {model!r:.60}"
+                f"{describe(model)}"
             )
         self._state = _snapshot(state_dict(), self._device)
         self._best_value = value

@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from ._checks import check_callable
+from ._checks import check_callable, check_name, describe
 from ._lookup import metric_value
 from .events import Stage
 from .pipeline import stage_factory, upstream
@@ -29,10 +29,6 @@ def _extended(event: E, extra: Mapping[str, Any]) -> E:
     new = copy.copy(event)
     new.update(extra)
     return new
-
-
-def _describe(value: object) -> str:
-    return f"{type(value).__name__}: {value!r:.80}"
 
 
 @stage_factory
@@ -78,7 +74,7 @@ def augment(fn: Callable[[dict[str, Any]], Mapping[str, Any] | None]) -> Stage:
                 elif not isinstance(extra, Mapping):
                     raise TypeError(
                         f"augment: the augmenter {name} must return a mapping of extra keys "
-                        f"(or None), got {_describe(extra)} for the event with keys "
+                        f"(or None), got {describe(extra)} for the event with keys "
                         f"{list(event)}"
                     )
                 yield _extended(event, extra)
@@ -95,14 +91,14 @@ def _decay_from(decay: float | None, half_life: float | None) -> float:
         )
     if half_life is not None:
         if isinstance(half_life, bool) or not isinstance(half_life, int | float):
-            raise TypeError(f"ema: 'half_life' must be a number, got {_describe(half_life)}")
+            raise TypeError(f"ema: 'half_life' must be a number, got {describe(half_life)}")
         if not (half_life > 0 and math.isfinite(half_life)):
             raise ValueError(
                 f"ema: 'half_life' must be a positive finite number of events, got {half_life!r}"
             )
         return float(2.0 ** (-1.0 / half_life))
     if isinstance(decay, bool) or not isinstance(decay, int | float):
-        raise TypeError(f"ema: 'decay' must be a number, got {_describe(decay)}")
+        raise TypeError(f"ema: 'decay' must be a number, got {describe(decay)}")
     if not 0.0 < decay < 1.0:
         raise ValueError(f"ema: 'decay' must be strictly between 0 and 1, got {decay!r}")
     return float(decay)
@@ -140,9 +136,10 @@ def ema(
         A stage for :func:`fitstream.pipe`; ``ema(events, key, ...)`` returns the stream.
 
     Raises:
-        ValueError: At the call, for both or neither of ``decay`` and ``half_life``, or a value
-            outside its range.
-        TypeError: At the call, for a ``key`` or ``out_key`` that is not a string.
+        ValueError: At the call, for both or neither of ``decay`` and ``half_life``, a value
+            outside its range, or an empty ``key`` or ``out_key``.
+        TypeError: At the call, for a ``key`` or ``out_key`` that is not a string; while
+            iterating, for a value of ``key`` that is not a number (a bool included).
         KeyError: While iterating, for an event without ``key`` (the message lists its keys).
 
     Example:
@@ -154,10 +151,9 @@ def ema(
         >>> [ev["smooth"] for ev in smooth]
         [5.0, 12.5, 21.25]
     """
-    if not isinstance(key, str):
-        raise TypeError(f"ema: 'key' must be a string such as 'val_loss', got {_describe(key)}")
-    if out_key is not None and not isinstance(out_key, str):
-        raise TypeError(f"ema: 'out_key' must be a string or None, got {_describe(out_key)}")
+    check_name(key, func="ema", what="'key'")
+    if out_key is not None:
+        check_name(out_key, func="ema", what="'out_key'")
     factor = _decay_from(decay, half_life)
     target = f"{key}_ema" if out_key is None else out_key
     correct = bool(bias_correction)

@@ -322,8 +322,12 @@ def test_validation_loss_refuses_bad_data(val_data: Any, error: type, match: str
         ({"batch_size": -3}, ValueError, "'batch_size' must be a positive int, got -3"),
         ({"batch_size": 2.0}, TypeError, "'batch_size' must be a positive int, got float"),
         ({"batch_size": True}, TypeError, "'batch_size' must be a positive int, got bool"),
-        ({"key": ""}, ValueError, "'key' must be a non-empty string, got str: ''"),
-        ({"key": 3}, TypeError, "'key' must be a non-empty string, got int: 3"),
+        (
+            {"key": ""},
+            ValueError,
+            "'key' must be a non-empty string such as 'val_loss', got str: ''",
+        ),
+        ({"key": 3}, TypeError, "'key' must be a non-empty string such as 'val_loss', got int: 3"),
     ],
 )
 def test_validation_loss_refuses_bad_options(kwargs: Any, error: type, match: str) -> None:
@@ -343,7 +347,11 @@ def test_validation_loss_refuses_a_loss_that_is_not_callable() -> None:
         ([accuracy], TypeError, "'metrics' must be a mapping of names to metrics.*got list"),
         ({}, ValueError, "'metrics' must hold at least one metric"),
         ({"": accuracy}, ValueError, "each name in 'metrics' must be a non-empty string"),
-        ({1: accuracy}, TypeError, "each name in 'metrics' must be a non-empty string, got int"),
+        (
+            {1: accuracy},
+            TypeError,
+            "each name in 'metrics' must be a non-empty string .*, got int: 1",
+        ),
         ({"acc": 0.5}, TypeError, r"'metrics\['acc'\]' must be callable, got float: 0.5"),
     ],
 )

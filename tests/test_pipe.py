@@ -340,7 +340,9 @@ def test_is_stream_false_for_arguments(obj: object) -> None:
 def test_a_list_of_keys_first_reaches_the_factory_argument_check() -> None:
     # Taken for a stream, ["val_loss"] would give "missing argument 'patience'" or, for a
     # factory whose arguments all have defaults, a stream of strings failing much later.
-    with pytest.raises(TypeError, match=r"early_stop: 'key' must be a string .* got list"):
+    with pytest.raises(
+        TypeError, match=r"early_stop: 'key' must be a non-empty string .* got list"
+    ):
         early_stop(["val_loss"], 3)  # type: ignore[call-overload]
     with pytest.raises(TypeError, match=r"take: 'n' must be a non-negative int, got Tensor"):
         take(torch.tensor(3))  # type: ignore[call-overload]

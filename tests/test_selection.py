@@ -168,8 +168,9 @@ def test_early_stop_missing_key_lists_event_keys(counting_source: Any) -> None:
     assert source.closed
 
 
-def test_early_stop_non_numeric_value() -> None:
-    stream = early_stop([{"val_loss": "high"}], key="val_loss", patience=3)
+@pytest.mark.parametrize("value", ["high", True, torch.ones(2)])
+def test_early_stop_non_numeric_value(value: Any) -> None:
+    stream = early_stop([{"val_loss": value}], key="val_loss", patience=3)
     with pytest.raises(TypeError, match=r"early_stop: the value of 'val_loss' must be a number"):
         next(stream)
 
@@ -186,7 +187,8 @@ def test_early_stop_non_numeric_value() -> None:
         ({"min_delta": -0.1}, ValueError, r"'min_delta' must be a non-negative number, got -0.1"),
         ({"min_delta": math.nan}, ValueError, r"'min_delta' must be a non-negative .*got nan"),
         ({"min_delta": "0"}, TypeError, r"'min_delta' must be a non-negative number, got str"),
-        ({"key": 3}, TypeError, r"early_stop: 'key' must be a string .*got int: 3"),
+        ({"key": 3}, TypeError, r"early_stop: 'key' must be a non-empty string .*got int: 3"),
+        ({"key": ""}, ValueError, r"early_stop: 'key' must be a non-empty string .*got str: ''"),
     ],
 )
 def test_early_stop_rejects_bad_arguments(

@@ -180,8 +180,8 @@ def test_ema_rejects_bad_smoothing(kwargs: dict[str, Any], message: str) -> None
     [
         (("loss",), {"decay": "0.9"}, r"ema: 'decay' must be a number, got str: '0.9'"),
         (("loss",), {"half_life": True}, r"ema: 'half_life' must be a number, got bool: True"),
-        ((3,), {"decay": 0.9}, r"ema: 'key' must be a string such as 'val_loss', got int: 3"),
-        (("loss",), {"decay": 0.9, "out_key": 1}, r"ema: 'out_key' must be a string or None"),
+        ((3,), {"decay": 0.9}, r"ema: 'key' must be a non-empty string .*, got int: 3"),
+        (("loss",), {"decay": 0.9, "out_key": 1}, r"ema: 'out_key' must be a non-empty string"),
     ],
 )
 def test_ema_rejects_wrong_types(
@@ -189,6 +189,11 @@ def test_ema_rejects_wrong_types(
 ) -> None:
     with pytest.raises(TypeError, match=message):
         ema(*args, **kwargs)
+
+
+def test_ema_refuses_an_empty_key() -> None:
+    with pytest.raises(ValueError, match=r"ema: 'key' must be a non-empty string .*got str: ''"):
+        ema("", decay=0.9)
 
 
 def test_ema_missing_key_lists_event_keys() -> None:
