@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -163,3 +164,13 @@ def recording_logger() -> RecordingLogger:
 def hook_recorder() -> HookRecorder:
     """A fresh :class:`HookRecorder`."""
     return HookRecorder()
+
+
+def _bridge_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("fitstream-bridge-")]
+
+
+@pytest.fixture
+def bridge_threads() -> Callable[[], list[str]]:
+    """A function naming the stream worker threads that are running now."""
+    return _bridge_threads
