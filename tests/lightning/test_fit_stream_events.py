@@ -113,6 +113,29 @@ def test_validation_metrics_only_in_epochs_where_validation_ran(
     assert all("epoch_hook_metric" in ev for ev in events)  # training metrics in every event
 
 
+class _SameKeyInBoth(BoringModel):
+    """Logs ``loss`` in training (per epoch) and in validation, ``val_only`` in validation."""
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        output = super().training_step(batch, batch_idx)
+        self.log("loss", 10.0 + self.current_epoch, on_step=False, on_epoch=True)
+        return output
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.log("loss", 100.0 + self.current_epoch)
+        self.log("val_only", 200.0 + self.current_epoch)
+
+
+def test_a_key_logged_in_training_and_validation_keeps_its_training_value(
+    make_trainer: MakeTrainer,
+) -> None:
+    trainer = make_trainer(max_epochs=3, check_val_every_n_epoch=2)
+    events = list(fit_stream(trainer, _SameKeyInBoth()))
+    assert [ev.get("val_only") for ev in events] == [None, 201.0, None]
+    # epoch 3 has no validation, yet its training value of "loss" is not dropped as stale
+    assert [ev.get("loss") for ev in events] == [10.0, 11.0, 12.0]
+
+
 # -- 1. lazy, and after the epoch's module hooks and monitoring callbacks ----------------------
 
 

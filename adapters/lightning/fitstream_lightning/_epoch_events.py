@@ -101,7 +101,7 @@ class EpochEvents(Callback):
         self._loss_count = 0
         self._before_validation: dict[str, Any] | None = None
         self._validated_now: set[str] = set()
-        self._validated_ever: set[str] = set()
+        self._from_validation: dict[str, object] = {}  # the value each key last got there
 
     # -- what subclasses provide -------------------------------------------------------------
 
@@ -118,7 +118,7 @@ class EpochEvents(Callback):
         if stage == "fit":
             self.detach(trainer)
             append_callback(trainer, self._companion)
-            self._validated_ever = set()
+            self._from_validation = {}
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.detach(trainer)
@@ -183,9 +183,9 @@ class EpochEvents(Callback):
             return
         # Validation replaces each value it logs with a new tensor; ``before`` keeps the old
         # ones alive, so an identity test tells exactly which keys this validation logged.
-        fresh = {k for k, v in trainer.callback_metrics.items() if before.get(k) is not v}
-        self._validated_now |= fresh
-        self._validated_ever |= fresh
+        fresh = {k: v for k, v in trainer.callback_metrics.items() if before.get(k) is not v}
+        self._validated_now.update(fresh)
+        self._from_validation.update(fresh)
         self._before_validation = None
 
     def epoch_ended(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -194,7 +194,13 @@ class EpochEvents(Callback):
 
     def build_event(self, trainer: Trainer, pl_module: LightningModule) -> Event:
         """The event of the epoch that is ending now."""
-        stale = self._validated_ever - self._validated_now
+        # Stale: still the very value an earlier epoch's validation left (a key that training
+        # logs too holds training's newer value and stays).
+        stale = {
+            key
+            for key, value in self._from_validation.items()
+            if key not in self._validated_now and trainer.callback_metrics.get(key) is value
+        }
         values: dict[str, object] = {
             key: value for key, value in trainer.callback_metrics.items() if key not in stale
         }
