@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TypeVar
 
+from ._checks import describe
 from ._rendezvous import Channel, Emitter, StreamAborted, shut_down, work
 
 __all__ = ["Emitter", "PushStream", "StreamAborted"]
@@ -91,8 +92,7 @@ class PushStream(Iterator[T]):
     def __init__(self, run: Callable[[Emitter[T]], object], *, name: str = "stream") -> None:
         if not callable(run):
             raise TypeError(
-                f"PushStream: 'run' must be a callable taking an Emitter, "
-                f"got {type(run).__name__}: {run!r:.80}"
+                f"PushStream: 'run' must be a callable taking an Emitter, got {describe(run)}"
             )
         self._run: Callable[[Emitter[T]], object] | None = run
         self._ch = Channel(name)

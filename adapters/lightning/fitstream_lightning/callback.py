@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from lightning.pytorch import LightningModule, Trainer
 
 from fitstream import Event, Stage, pipe
+from fitstream._checks import describe
 from fitstream.bridge import Emitter, PushStream
 
 from ._distributed import agree_to_stop
@@ -80,7 +81,7 @@ class StreamCallback(EpochEvents):
             if not callable(stage):
                 raise TypeError(
                     f"StreamCallback: stage {position} must be callable (a stage such as "
-                    f"take(3)), got {type(stage).__name__}: {stage!r:.80}"
+                    f"take(3)), got {describe(stage)}"
                 )
         self.stages = stages
         self._inbox: list[Event] = []

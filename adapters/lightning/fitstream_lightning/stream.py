@@ -10,6 +10,7 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerStatus
 
 from fitstream import Event
+from fitstream._checks import describe
 from fitstream.bridge import Emitter, PushStream
 
 from ._distributed import agree_to_stop
@@ -39,22 +40,18 @@ class _StreamEvents(EpochEvents):
             stop_at_this_epoch(trainer)
 
 
-def _describe(value: object) -> str:
-    return f"{type(value).__name__}: {value!r:.80}"
-
-
 def _check_arguments(trainer: object, model: object, datamodule: object) -> None:
     if not isinstance(trainer, Trainer):
         raise TypeError(
-            f"fit_stream: 'trainer' must be a lightning.pytorch.Trainer, got {_describe(trainer)}"
+            f"fit_stream: 'trainer' must be a lightning.pytorch.Trainer, got {describe(trainer)}"
         )
     module = getattr(model, "_orig_mod", model)  # a torch.compile'd LightningModule is fine
     if not isinstance(module, LightningModule):
-        raise TypeError(f"fit_stream: 'model' must be a LightningModule, got {_describe(model)}")
+        raise TypeError(f"fit_stream: 'model' must be a LightningModule, got {describe(model)}")
     if datamodule is not None and not isinstance(datamodule, LightningDataModule):
         raise TypeError(
             "fit_stream: 'datamodule' must be a LightningDataModule or None, "
-            f"got {_describe(datamodule)}"
+            f"got {describe(datamodule)}"
         )
     check_streamable(trainer, "fit_stream")
     with _streaming_lock:
