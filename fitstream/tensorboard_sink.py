@@ -7,13 +7,14 @@ imported when :func:`log_tensorboard` or :func:`collect_tensorboard` is called.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ._checks import check_positive_int
 from ._optional import require
-from ._records import check_key_names, missing_key_error
+from ._records import check_key_names
 from ._tensorboard_summary import (
     MetricHistory,
     check_hparams,
@@ -88,6 +89,20 @@ class _Run:
         self.tags: set[str] = set()
         self.layout: dict[str, Any] = {}
         self.history = MetricHistory()
+        self.keys_had: set[str] = set()  # with keys=: every key any event had
+
+    def never_had(self) -> KeyError | None:
+        """The error for names in ``keys`` that no event had (a typo, usually), else None."""
+        keys = self.options.keys
+        missing = [key for key in keys or () if key not in self.keys_had]
+        if not missing or self.count == 0:
+            return None
+        names = ", ".join(repr(key) for key in missing)
+        had = ", ".join(repr(key) for key in sorted(self.keys_had)) or "(none)"
+        return KeyError(
+            f"{self.options.caller}: keys names {names}, which none of the {self.count} events "
+            f"had; they had keys: {had}"
+        )
 
     def log_dir(self) -> str:
         return str(self.writer.get_logdir())
@@ -108,11 +123,11 @@ class _Run:
         if keys is None:
             found = ((key, scalar_value(value)) for key, value in event.items() if key != "step")
             return {k: float(v) for k, v in found if v is not None and not isinstance(v, bool)}
-        missing = [key for key in keys if key not in event]
-        if missing:
-            raise missing_key_error(self.options.caller, "keys", missing, event)
+        self.keys_had.update(event)
         scalars: dict[str, float] = {}
         for key in keys:
+            if key not in event:  # e.g. val_loss in an epoch without validation
+                continue
             value = scalar_value(event[key])
             if value is None:
                 raise TypeError(
@@ -178,6 +193,14 @@ def _logged(
             for event in it:
                 run.see(event)
                 yield event
+        error = run.never_had()
+        if error is not None:
+            raise error
+    except GeneratorExit:  # stopped early by the consumer: warn, an error here would be lost
+        error = run.never_had()
+        if error is not None:
+            warnings.warn(error.args[0], UserWarning, stacklevel=2)
+        raise
     finally:
         run.finish()
 
@@ -211,8 +234,11 @@ def log_tensorboard(
             ``runs/<date>_<host>``.
         writer: An open ``SummaryWriter`` to write into instead, e.g. the ``.experiment`` of a
             Lightning ``TensorBoardLogger`` so the values land in Lightning's own run.
-        keys: Log only these keys; every event must have them (KeyError listing its keys)
-            and their values must be numbers (TypeError).
+        keys: Log only these keys. An event may lack some of them (Lightning leaves
+            ``val_loss`` out of epochs without validation); a key that no event of the whole
+            stream had is a KeyError listing the keys the events had, raised when the stream
+            ends (a UserWarning if the consumer stopped it early). Their values must be
+            numbers (TypeError).
         every: Log every ``every``-th event (the 1st, ``every+1``-th, ...); the last event is
             always logged when the stream ends so the curves reach the final epoch.
         hparams: Hyperparameters of the run (numbers, strings, bools). When the stream ends
@@ -229,7 +255,7 @@ def log_tensorboard(
         ValueError: If both ``log_dir`` and ``writer`` are given, or ``keys`` is empty.
         TypeError: For a bad ``log_dir``, ``writer``, ``keys``, ``every`` or ``hparams`` (at
             the call); for an event whose ``step`` or named key is not a number (at that event).
-        KeyError: If an event lacks a key named in ``keys``.
+        KeyError: At the end of the stream, if no event had a key named in ``keys``.
 
     Example:
         >>> import tempfile

@@ -145,13 +145,38 @@ def test_keys_narrow_the_set_and_may_name_a_bool(tmp_path: Path) -> None:
     assert [v for _, v in scalars(tmp_path, "is_best")] == [0.0, 1.0, 0.0, 0.0]
 
 
-def test_a_missing_key_lists_the_event_keys(tmp_path: Path, counting_source: Any) -> None:
-    source = counting_source()
+def test_a_key_some_events_lack_is_logged_where_present(tmp_path: Path) -> None:
+    # As in a Lightning run with check_val_every_n_epoch=2: val_loss only every other epoch.
+    events = [
+        {"step": s, "train_loss": 1.0 / s, **({"val_loss": 2.0 / s} if s % 2 == 0 else {})}
+        for s in range(1, 5)
+    ]
+    assert len(list(log_tensorboard(events, tmp_path, keys=["train_loss", "val_loss"]))) == 4
+    assert scalars(tmp_path, "val_loss") == [(2, 1.0), (4, 0.5)]
+    assert [step for step, _ in scalars(tmp_path, "train_loss")] == [1, 2, 3, 4]
+
+
+def test_a_key_no_event_had_lists_the_keys_at_the_end(tmp_path: Path, counting_source: Any) -> None:
+    source = counting_source(n=3)
     stream = log_tensorboard(source, tmp_path, keys=["val_acc"])
+    assert [ev["step"] for ev in islice(stream, 3)] == [1, 2, 3]
     with pytest.raises(
-        KeyError, match=r"log_tensorboard: keys names 'val_acc'.*'step', 'val_loss'"
+        KeyError,
+        match=r"log_tensorboard: keys names 'val_acc', which none of the 3 events had; "
+        r"they had keys: 'step', 'val_loss'",
     ):
         next(stream)
+    assert source.closed
+
+
+def test_a_key_no_event_had_warns_when_the_consumer_stops_early(
+    tmp_path: Path, counting_source: Any
+) -> None:
+    source = counting_source()
+    stream = log_tensorboard(source, tmp_path, keys=["val_acc"])
+    next(stream)
+    with pytest.warns(UserWarning, match=r"keys names 'val_acc', which none of the 1 events had"):
+        stream.close()  # type: ignore[attr-defined]
     assert source.closed
 
 
