@@ -172,10 +172,18 @@ def test_a_thread_that_cannot_start_gives_a_clear_error(
         raise RuntimeError("can't start new thread")
 
     monkeypatch.setattr(threading.Thread, "start", refuse)
-    module = small_module()
-    with pytest.raises(RuntimeError, match="fit_stream: could not start the worker thread"):
-        next(fit_stream(make_trainer(), module))
+    module, trainer = small_module(), make_trainer()
+    events = fit_stream(trainer, module)
+    with pytest.raises(
+        RuntimeError, match=r"fit_stream: could not start the worker thread .*can.t start new"
+    ) as info:
+        next(events)
+    assert isinstance(info.value.__cause__, RuntimeError)  # the original error is chained
     assert module.batches == 0
+    assert list(events) == []  # the failed stream is over, it does not try again
+    monkeypatch.undo()
+    with fit_stream(trainer, module) as again:  # the trainer is not left marked as streaming
+        assert next(again)["step"] == 1
 
 
 def test_a_second_stream_on_a_streaming_trainer_is_refused(
