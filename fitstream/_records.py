@@ -5,12 +5,14 @@ The sinks (:func:`fitstream.collect`, :func:`fitstream.collect_jsonl`,
 
 - ``include`` and ``exclude`` are sequences of key names, never both at once;
 - without ``include``, live objects (the model, an optimizer, a Trainer) are left out;
-- a key named in ``include`` that an event lacks is an error listing the keys it has.
+- a key named in ``include`` is kept where an event has it (Lightning leaves ``val_loss`` out of
+  epochs without validation); one that no event of the stream had is an error listing the
+  keys the events had, raised when the stream ends.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -21,9 +23,10 @@ __all__ = [
     "KeySelection",
     "check_key_names",
     "check_selection",
-    "missing_key_error",
     "plain_value",
+    "records",
     "select",
+    "unseen_keys_error",
 ]
 
 
@@ -84,19 +87,29 @@ def check_selection(include: object, exclude: object, *, caller: str) -> KeySele
     return kept, frozenset(dropped or ())
 
 
-def missing_key_error(
-    caller: str, argument: str, missing: Iterable[str], event: Mapping[str, Any]
-) -> KeyError:
-    """Build the KeyError for keys an event lacks, listing the keys it has.
+def unseen_keys_error(
+    caller: str, argument: str, names: Iterable[str], seen: Iterable[str], count: int
+) -> KeyError | None:
+    """Build the KeyError for names that none of ``count`` events had, or return None.
+
+    ``seen`` is every key the events had. After no events at all, nothing can be said.
 
     Example:
-        >>> missing_key_error("collect", "include", ["val_acc"], {"step": 3, "val_loss": 0.1})
-        KeyError("collect: include names 'val_acc', which the event at step 3 lacks; ...")
+        >>> unseen_keys_error("collect", "include", ["val_acc"], {"step", "val_loss"}, 3)
+        KeyError("collect: include names 'val_acc', which none of the 3 events had; ...")
+        >>> unseen_keys_error("collect", "include", ["step"], {"step"}, 3) is None
+        True
     """
-    names = ", ".join(repr(key) for key in missing)
-    where = f"the event at step {event['step']!r}" if "step" in event else "an event"
-    has = ", ".join(repr(key) for key in event) or "(none)"
-    return KeyError(f"{caller}: {argument} names {names}, which {where} lacks; it has keys: {has}")
+    had = set(seen)
+    missing = [key for key in names if key not in had]
+    if not missing or count == 0:
+        return None
+    listed = ", ".join(repr(key) for key in missing)
+    keys = ", ".join(repr(key) for key in sorted(had)) or "(none)"
+    return KeyError(
+        f"{caller}: {argument} names {listed}, which none of the {count} events had; "
+        f"they had keys: {keys}"
+    )
 
 
 def plain_value(value: Any) -> Any:
@@ -116,8 +129,8 @@ def plain_value(value: Any) -> Any:
 def select(event: Mapping[str, Any], selection: KeySelection, *, caller: str) -> dict[str, Any]:
     """Return the record a sink keeps of ``event``, values passed through :func:`plain_value`.
 
-    With ``include``, exactly those keys in that order (a live object named there is kept);
-    otherwise every key but those in ``exclude`` and live objects.
+    With ``include``, those keys the event has, in that order (a live object named there is
+    kept); otherwise every key but those in ``exclude`` and live objects.
 
     Example:
         >>> from torch import nn
@@ -129,12 +142,36 @@ def select(event: Mapping[str, Any], selection: KeySelection, *, caller: str) ->
     """
     include, exclude = selection
     if include is not None:
-        missing = [key for key in include if key not in event]
-        if missing:
-            raise missing_key_error(caller, "include", missing, event)
-        return {key: plain_value(event[key]) for key in include}
+        return {key: plain_value(event[key]) for key in include if key in event}
     return {
         key: plain_value(value)
         for key, value in event.items()
         if key not in exclude and not is_live_object(value)
     }
+
+
+def records(
+    events: Iterable[Mapping[str, Any]], selection: KeySelection, *, caller: str
+) -> Iterator[dict[str, Any]]:
+    """Yield :func:`select`'s record of each event; check ``include`` once the events end.
+
+    Example:
+        >>> list(records([{"step": 1, "a": 1}, {"step": 2}], (("a",), frozenset()), caller="f"))
+        [{'a': 1}, {}]
+        >>> list(records([{"step": 1}], (("b",), frozenset()), caller="f"))
+        Traceback (most recent call last):
+        ...
+        KeyError: "f: include names 'b', which none of the 1 events had; they had keys: 'step'"
+    """
+    include = selection[0]
+    seen: set[str] = set()
+    count = 0
+    for event in events:
+        count += 1
+        if include is not None:
+            seen.update(event)
+        yield select(event, selection, caller=caller)
+    if include is not None:
+        error = unseen_keys_error(caller, "include", include, seen, count)
+        if error is not None:
+            raise error

@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from ._json import json_line
 from ._optional import require
-from ._records import check_selection, select
+from ._records import check_selection, records
 from .pipeline import is_stream, upstream
 
 if TYPE_CHECKING:
@@ -49,8 +49,10 @@ def collect(
 
     Args:
         events: The stream to consume, e.g. ``islice(epoch_stream(...), 100)``.
-        include: The keys to keep, in this order. Every event must have them: a missing key
-            raises KeyError listing the keys the event has. A live object named here is kept.
+        include: The keys to keep, in this order. A record leaves out a key its event lacks
+            (e.g. ``val_loss`` in an epoch without validation); a key that no event had raises
+            KeyError listing the keys the events had, once the stream ends. A live object
+            named here is kept.
         exclude: Keys to leave out besides the live objects (absent keys are ignored).
 
     Returns:
@@ -60,7 +62,7 @@ def collect(
         ValueError: If both ``include`` and ``exclude`` are given, or ``include`` is empty.
         TypeError: If ``events`` is not a stream or ``include``/``exclude`` is not a list of
             key names.
-        KeyError: If an event lacks a key named in ``include``.
+        KeyError: If no event had a key named in ``include``.
 
     Example:
         >>> import torch
@@ -80,7 +82,7 @@ def collect(
     _check_events(events, "collect")
     selection = check_selection(include, exclude, caller="collect")
     with upstream(events) as it:
-        return [select(event, selection, caller="collect") for event in it]
+        return list(records(it, selection, caller="collect"))
 
 
 def _open_target(dest: object) -> tuple[IO[str], bool]:
@@ -137,7 +139,7 @@ def collect_jsonl(
     Raises:
         ValueError: If both ``include`` and ``exclude`` are given, or ``include`` is empty.
         TypeError: If ``dest`` is neither a path nor a text file, or a value cannot be written.
-        KeyError: If an event lacks a key named in ``include``.
+        KeyError: If no event had a key named in ``include``.
 
     Example:
         >>> import io, torch
@@ -153,8 +155,7 @@ def collect_jsonl(
     handle, opened_here = _open_target(dest)
     try:
         with upstream(events) as it:
-            for event in it:
-                record = select(event, selection, caller="collect_jsonl")
+            for record in records(it, selection, caller="collect_jsonl"):
                 handle.write(json_line(record, caller="collect_jsonl"))
                 handle.flush()
     finally:
@@ -189,7 +190,7 @@ def collect_pd(
     Raises:
         ImportError: If pandas is not installed (checked before any event is pulled).
         ValueError: If both ``include`` and ``exclude`` are given, or ``include`` is empty.
-        KeyError: If an event lacks a key named in ``include``.
+        KeyError: If no event had a key named in ``include``.
 
     Example:
         >>> df = collect_pd([{"step": 1, "train_loss": 0.5}, {"step": 2, "train_loss": 0.25}])
@@ -204,7 +205,7 @@ def collect_pd(
     selection = check_selection(include, exclude, caller="collect_pd")
     pandas = require("pandas", "pandas", feature="collect_pd")
     with upstream(events) as it:
-        records = [select(event, selection, caller="collect_pd") for event in it]
+        rows = list(records(it, selection, caller="collect_pd"))
     columns = list(selection[0]) if selection[0] is not None else None
-    frame: pd.DataFrame = pandas.DataFrame(records, columns=columns)
+    frame: pd.DataFrame = pandas.DataFrame(rows, columns=columns)
     return frame

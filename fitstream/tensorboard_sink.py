@@ -14,7 +14,7 @@ from typing import Any
 
 from ._checks import check_positive_int
 from ._optional import require
-from ._records import check_key_names
+from ._records import check_key_names, unseen_keys_error
 from ._tensorboard_summary import (
     MetricHistory,
     check_hparams,
@@ -93,16 +93,8 @@ class _Run:
 
     def never_had(self) -> KeyError | None:
         """The error for names in ``keys`` that no event had (a typo, usually), else None."""
-        keys = self.options.keys
-        missing = [key for key in keys or () if key not in self.keys_had]
-        if not missing or self.count == 0:
-            return None
-        names = ", ".join(repr(key) for key in missing)
-        had = ", ".join(repr(key) for key in sorted(self.keys_had)) or "(none)"
-        return KeyError(
-            f"{self.options.caller}: keys names {names}, which none of the {self.count} events "
-            f"had; they had keys: {had}"
-        )
+        keys = self.options.keys or ()
+        return unseen_keys_error(self.options.caller, "keys", keys, self.keys_had, self.count)
 
     def log_dir(self) -> str:
         return str(self.writer.get_logdir())

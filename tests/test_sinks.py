@@ -105,12 +105,24 @@ def test_collect_include_keeps_a_live_object_named_explicitly() -> None:
     assert records[0]["model"] is events[0]["model"]
 
 
-def test_collect_include_missing_key_lists_the_event_keys(counting_source: Any) -> None:
-    source = counting_source()
-    with pytest.raises(KeyError, match=r"include names 'val_acc'.*step 1.*'step', 'val_loss'"):
+def test_collect_include_key_no_event_had_lists_the_keys_they_had(counting_source: Any) -> None:
+    source = counting_source(n=3)
+    with pytest.raises(
+        KeyError,
+        match=r"collect: include names 'val_acc', which none of the 3 events had; "
+        r"they had keys: 'step', 'val_loss'",
+    ):
         collect(source, include=["step", "val_acc"])
-    assert source.pulled == 1
     assert source.closed
+
+
+def test_collect_include_key_some_events_lack_is_kept_where_present() -> None:
+    # As fit_stream emits with check_val_every_n_epoch=2: val_loss only every other epoch.
+    events = [{"step": 1, "train_loss": 0.5}, {"step": 2, "train_loss": 0.4, "val_loss": 0.6}]
+    assert collect(events, include=["step", "val_loss"]) == [
+        {"step": 1},
+        {"step": 2, "val_loss": 0.6},
+    ]
 
 
 def test_collect_exclude_drops_more_keys() -> None:
@@ -311,9 +323,12 @@ def test_collect_jsonl_refuses_a_nested_dict_with_non_string_keys() -> None:
         collect_jsonl([{"step": 1, "counts": {1: 2}}], io.StringIO())
 
 
-def test_collect_jsonl_missing_include_key(tmp_path: pathlib.Path) -> None:
+def test_collect_jsonl_include_key_no_event_had(tmp_path: pathlib.Path) -> None:
+    dest = tmp_path / "h.jsonl"
     with pytest.raises(KeyError, match=r"collect_jsonl: include names 'val_loss'.*'step'"):
-        collect_jsonl([{"step": 1}], tmp_path / "h.jsonl", include=["val_loss"])
+        collect_jsonl([{"step": 1}, {"step": 2}], dest, include=["step", "val_loss"])
+    # What the events had was written before the error: nothing is lost.
+    assert dest.read_text().splitlines() == ['{"step": 1}', '{"step": 2}']
 
 
 @pytest.mark.parametrize(
@@ -382,6 +397,9 @@ def test_collect_pd_exclude_and_errors(counting_source: Any) -> None:
     ]
     with pytest.raises(KeyError, match=r"collect_pd: include names 'acc'"):
         collect_pd(counting_source(n=2), include=["acc"])
+    partial = collect_pd([{"step": 1}, {"step": 2, "acc": 0.5}], include=["step", "acc"])
+    assert partial["step"].tolist() == [1, 2]
+    assert partial["acc"].isna().tolist() == [True, False]
     source = counting_source(n=2)
     with pytest.raises(ValueError, match="collect_pd: pass include or exclude, not both"):
         collect_pd(source, include=["step"], exclude=["x"])
