@@ -14,12 +14,19 @@ __all__ = ["metric_value", "missing_key_error"]
 def missing_key_error(event: Mapping[str, Any], key: str, *, func: str) -> KeyError:
     """Build the ``KeyError`` for a key the event lacks, listing the keys it has.
 
+    The message also says what to do when the metric is only computed in some epochs (a
+    Lightning run with ``check_val_every_n_epoch > 1`` has no ``val_loss`` in between).
+
     Example:
         >>> missing_key_error({"step": 1, "train_loss": 0.5}, "val_loss", func="early_stop")
-        KeyError("early_stop: the event has no key 'val_loss'; its keys are 'step', 'train_loss'")
+        KeyError("early_stop: the event has no key 'val_loss'; its keys are 'step', ...")
     """
     present = ", ".join(repr(k) for k in event) or "(none)"
-    return KeyError(f"{func}: the event has no key {key!r}; its keys are {present}")
+    return KeyError(
+        f"{func}: the event has no key {key!r}; its keys are {present}. If {key!r} is only "
+        f"computed in some epochs (e.g. validation every n epochs), pass on just those: "
+        f"(ev for ev in events if {key!r} in ev)"
+    )
 
 
 def metric_value(event: Mapping[str, Any], key: str, *, func: str) -> float:

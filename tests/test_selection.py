@@ -168,6 +168,20 @@ def test_early_stop_missing_key_lists_event_keys(counting_source: Any) -> None:
     assert source.closed
 
 
+def test_early_stop_missing_key_message_names_the_filter_that_keeps_measured_epochs(
+    counting_source: Any,
+) -> None:
+    # Validation every other epoch: odd epochs carry no val_loss. The error says what to do,
+    # and doing it gives an early stop counted in validated epochs only.
+    source = counting_source(fields=lambda i: {"val_loss": 1.0} if i % 2 == 0 else {})
+    with pytest.raises(KeyError, match=r"pass on just those: \(ev for ev in events if 'val_loss'"):
+        next(early_stop(source, key="val_loss", patience=2))
+    source = counting_source(fields=lambda i: {"val_loss": 1.0} if i % 2 == 0 else {})
+    validated = (ev for ev in source if "val_loss" in ev)
+    assert [ev["step"] for ev in early_stop(validated, key="val_loss", patience=2)] == [2, 4, 6]
+    assert source.pulled == 6  # stopped at the epoch that decided, no extra epoch
+
+
 @pytest.mark.parametrize("value", ["high", True, torch.ones(2)])
 def test_early_stop_non_numeric_value(value: Any) -> None:
     stream = early_stop([{"val_loss": value}], key="val_loss", patience=3)
