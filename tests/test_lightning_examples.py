@@ -1,13 +1,16 @@
 """The Lightning examples run as users run them; the DDP one checks the cross-rank stop.
 
-Each example runs in a subprocess (DDP under torchrun, never inside pytest's own process),
-with a timeout so that a hang fails the test instead of blocking the suite.
+The single-process examples run in pytest's process as ``__main__`` (a subprocess would spend
+most of its time importing torch and Lightning again). The DDP example runs under torchrun in
+a subprocess (never inside pytest's own process: the launcher would re-run the pytest
+command), with a timeout so that a hang fails the test instead of blocking the suite.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import runpy
 import signal
 import subprocess
 import sys
@@ -18,7 +21,21 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TIMEOUT_S = 240  # importing torch and Lightning on a loaded 2-core machine takes a while
 
-pytestmark = pytest.mark.slow
+
+def run_here(
+    script: str,
+    workdir: Path,
+    epochs: int,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> str:
+    """Run ``examples/<script>`` as ``__main__`` in ``workdir``; return what it printed."""
+    monkeypatch.setenv("FITSTREAM_EXAMPLE_EPOCHS", str(epochs))
+    monkeypatch.chdir(workdir)
+    monkeypatch.syspath_prepend(str(EXAMPLES))  # as `python examples/<script>` would
+    capsys.readouterr()
+    runpy.run_path(str(EXAMPLES / script), run_name="__main__")
+    return capsys.readouterr().out
 
 
 def run(args: list[str], workdir: Path, epochs: int) -> subprocess.CompletedProcess[str]:
@@ -43,8 +60,10 @@ def run(args: list[str], workdir: Path, epochs: int) -> subprocess.CompletedProc
     return result
 
 
-def test_lightning_fit_stream_example(tmp_path: Path) -> None:
-    out = run([str(EXAMPLES / "lightning_fit_stream.py")], tmp_path, epochs=3).stdout
+def test_lightning_fit_stream_example(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = run_here("lightning_fit_stream.py", tmp_path, 3, monkeypatch, capsys)
     assert len(re.findall(r"^step=\d+ train_loss=\d\.\d+ val_loss=\d\.\d+", out, re.M)) == 3
     assert "trained 3 epochs" in out
     assert re.search(r"best epoch \d: val_loss=\d\.\d{4}", out)
@@ -53,13 +72,16 @@ def test_lightning_fit_stream_example(tmp_path: Path) -> None:
     assert len(log.read_text().splitlines()) == 3
 
 
-def test_lightning_callback_example(tmp_path: Path) -> None:
-    out = run([str(EXAMPLES / "lightning_callback.py")], tmp_path, epochs=3).stdout
+def test_lightning_callback_example(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = run_here("lightning_callback.py", tmp_path, 3, monkeypatch, capsys)
     assert len(re.findall(r"^step=\d+ train_loss=\d\.\d+ val_loss=\d\.\d+", out, re.M)) == 3
     assert "trained 3 epochs" in out
     assert re.search(r"best epoch \d: val_loss=\d\.\d{4}", out)
 
 
+@pytest.mark.slow
 def test_lightning_ddp_example_stops_every_rank_at_the_epoch_rank_0_chose(
     tmp_path: Path,
 ) -> None:
