@@ -60,13 +60,18 @@ def run(args: list[str], workdir: Path, epochs: int) -> subprocess.CompletedProc
     return result
 
 
+def assert_three_epochs_and_the_best(out: str) -> None:
+    """What both single-process examples promise to print after 3 epochs."""
+    assert len(re.findall(r"^step=\d+ train_loss=\d\.\d+ val_loss=\d\.\d+", out, re.M)) == 3
+    assert "trained 3 epochs" in out
+    assert re.search(r"best epoch \d: val_loss=\d\.\d{4}", out)
+
+
 def test_lightning_fit_stream_example(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = run_here("lightning_fit_stream.py", tmp_path, 3, monkeypatch, capsys)
-    assert len(re.findall(r"^step=\d+ train_loss=\d\.\d+ val_loss=\d\.\d+", out, re.M)) == 3
-    assert "trained 3 epochs" in out
-    assert re.search(r"best epoch \d: val_loss=\d\.\d{4}", out)
+    assert_three_epochs_and_the_best(out)
     assert re.search(r"validation accuracy of the best model: [01]\.\d{3}", out)
     log = tmp_path / "runs" / "lightning_fit_stream.jsonl"
     assert len(log.read_text().splitlines()) == 3
@@ -76,9 +81,7 @@ def test_lightning_callback_example(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = run_here("lightning_callback.py", tmp_path, 3, monkeypatch, capsys)
-    assert len(re.findall(r"^step=\d+ train_loss=\d\.\d+ val_loss=\d\.\d+", out, re.M)) == 3
-    assert "trained 3 epochs" in out
-    assert re.search(r"best epoch \d: val_loss=\d\.\d{4}", out)
+    assert_three_epochs_and_the_best(out)
 
 
 @pytest.mark.slow
