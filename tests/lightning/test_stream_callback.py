@@ -85,18 +85,24 @@ def test_a_stage_that_reads_ahead_still_works_and_sinks_are_closed(
 
 
 def test_an_error_in_a_stage_fails_the_fit_with_that_error(
-    make_trainer: MakeTrainer, small_module: Any, recording_logger: Any
+    make_trainer: MakeTrainer, small_module: Any, recording_logger: Any, hook_recorder: Any
 ) -> None:
+    error = ValueError("bad epoch")
+
     def check(ev: dict[str, Any]) -> None:
         if ev["step"] == 2:
-            raise ValueError("bad epoch")
+            raise error
 
-    trainer = make_trainer(callbacks=[StreamCallback(tap(check))], logger=recording_logger)
-    with pytest.raises(ValueError, match="bad epoch"):
+    trainer = make_trainer(
+        callbacks=[StreamCallback(tap(check)), hook_recorder], logger=recording_logger
+    )
+    with pytest.raises(ValueError, match="bad epoch") as info:
         trainer.fit(small_module())
+    assert info.value is error
+    assert hook_recorder.exceptions == [error]
     assert trainer.current_epoch == 1
     assert trainer.state.status == TrainerStatus.INTERRUPTED
-    assert recording_logger.statuses[-1] == "failed"
+    assert recording_logger.statuses == ["failed"]
 
 
 def test_a_training_error_closes_the_pipeline(make_trainer: MakeTrainer, small_module: Any) -> None:
