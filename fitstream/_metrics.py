@@ -9,8 +9,8 @@ Two kinds of metric are supported:
   methods alone, so torchmetrics is never imported here; ``compute()`` may return one value or
   a mapping of names to values (a collection).
 
-Values stay tensors until :func:`to_floats`, which reads them all back in one transfer per
-device, so an evaluation costs the host one synchronisation.
+Values stay tensors until :func:`fitstream._values.as_floats` reads them all back in one
+transfer per device, so an evaluation costs the host one synchronisation.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._values import scalar_value
+from ._values import exact_dtype, scalar_value
 
-__all__ = ["MetricSpec", "Value", "add_weighted", "is_stateful_metric", "scalar", "to_floats"]
+__all__ = ["MetricSpec", "Value", "add_weighted", "is_stateful_metric", "scalar"]
 
 Value = torch.Tensor | float
 """A metric value before conversion: a 0-d tensor (not yet read back) or a Python float."""
@@ -110,11 +110,6 @@ def scalar(value: object, *, func: str, label: str) -> Value:
     return float(number)
 
 
-def _accumulator_dtype(device: torch.device) -> torch.dtype:
-    # float64 keeps chunked sums as exact as one pass; Apple's MPS has no float64.
-    return torch.float32 if device.type == "mps" else torch.float64
-
-
 def add_weighted(total: Value | None, value: Value, weight: int) -> Value:
     """Return ``total + value * weight`` without reading a tensor back to the host.
 
@@ -125,33 +120,7 @@ def add_weighted(total: Value | None, value: Value, weight: int) -> Value:
         3.0
     """
     if isinstance(value, torch.Tensor):
-        value = value.to(_accumulator_dtype(value.device)) * weight
+        value = value.to(exact_dtype(value.device)) * weight
     else:
         value = value * weight
     return value if total is None else total + value
-
-
-def to_floats(values: Mapping[str, Value]) -> dict[str, float]:
-    """Turn metric values into Python floats with one host transfer per device.
-
-    Example:
-        >>> to_floats({"a": torch.tensor(0.5), "b": 2.0, "c": torch.tensor(3)})
-        {'a': 0.5, 'b': 2.0, 'c': 3.0}
-    """
-    by_device: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
-    for name, value in values.items():
-        if isinstance(value, torch.Tensor):
-            by_device.setdefault(value.device, []).append((name, value))
-    read: dict[str, float] = {}
-    for device, entries in by_device.items():
-        if len(entries) == 1:
-            name, tensor = entries[0]
-            read[name] = float(tensor.item())
-            continue
-        dtype = _accumulator_dtype(device)
-        stacked = torch.stack([tensor.to(dtype) for _, tensor in entries])
-        read.update(zip([name for name, _ in entries], stacked.tolist(), strict=True))
-    return {
-        name: read[name] if isinstance(value, torch.Tensor) else float(value)
-        for name, value in values.items()
-    }

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["is_live_object", "scalar_value"]
+__all__ = ["as_floats", "exact_dtype", "is_live_object", "scalar_value"]
 
 
 def scalar_value(value: object) -> int | float | bool | None:
@@ -54,3 +55,44 @@ def is_live_object(value: Any) -> bool:
     if callable(getattr(value, "state_dict", None)):
         return True
     return hasattr(value, "callback_metrics") and callable(getattr(value, "fit", None))
+
+
+def exact_dtype(device: torch.device) -> torch.dtype:
+    """The dtype for sums and read-backs on ``device``: float64, or float32 where that is all.
+
+    Example:
+        >>> exact_dtype(torch.device("cpu"))
+        torch.float64
+    """
+    return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+
+
+def as_floats(values: Mapping[str, object]) -> dict[str, float]:
+    """Return each scalar entry of ``values`` as a Python ``float``, in order.
+
+    One-element tensors are read back with one host transfer per device (stacked first), so
+    a GPU pays one synchronisation for all of them, not one per entry. Other entries go
+    through :func:`scalar_value`; entries that are not scalars are left out.
+
+    Example:
+        >>> as_floats({"val_loss": torch.tensor(0.5), "n": 3, "hist": torch.ones(3), "s": "x"})
+        {'val_loss': 0.5, 'n': 3.0}
+    """
+    numbers: dict[str, float] = {}
+    per_device: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
+    for key, value in values.items():
+        if isinstance(value, torch.Tensor):
+            if value.numel() == 1:
+                per_device.setdefault(value.device, []).append((key, value.detach().reshape(())))
+            continue
+        number = scalar_value(value)
+        if number is not None:
+            numbers[key] = float(number)
+    for device, pairs in per_device.items():
+        if len(pairs) == 1:
+            key, tensor = pairs[0]
+            numbers[key] = float(tensor.item())
+            continue
+        stacked = torch.stack([tensor.to(exact_dtype(device)) for _, tensor in pairs])
+        numbers.update(zip((key for key, _ in pairs), stacked.tolist(), strict=True))
+    return {key: numbers[key] for key in values if key in numbers}

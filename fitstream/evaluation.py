@@ -23,7 +23,8 @@ from ._checks import (
     check_tensor_data,
     describe,
 )
-from ._metrics import MetricSpec, Value, add_weighted, is_stateful_metric, scalar, to_floats
+from ._metrics import MetricSpec, Value, add_weighted, is_stateful_metric, scalar
+from ._values import as_floats
 
 __all__ = ["Augmenter", "evaluate", "evaluation_mode", "validation_loss"]
 
@@ -144,7 +145,7 @@ def _augmenter(
             for spec in specs:
                 spec.prepare(device)
             values = run(model)
-        return to_floats(values)
+        return as_floats(values)
 
     return augmenter
 

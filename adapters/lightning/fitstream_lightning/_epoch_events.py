@@ -24,11 +24,11 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import Checkpoint
 
 from fitstream import Event
-from fitstream._values import scalar_value
+from fitstream._values import as_floats
 
 from ._distributed import sum_across_ranks
 
-__all__ = ["EpochEvents", "append_callback", "metrics_as_floats", "remove_callback"]
+__all__ = ["EpochEvents", "append_callback", "remove_callback"]
 
 
 def remove_callback(trainer: Trainer, callback: Callback) -> None:
@@ -45,33 +45,6 @@ def append_callback(trainer: Trainer, callback: Callback) -> None:
     """Put ``callback`` at the end of ``trainer.callbacks`` (in a new list)."""
     callbacks: list[Callback] = getattr(trainer, "callbacks", [])
     trainer.callbacks = [*callbacks, callback]  # type: ignore[attr-defined]
-
-
-def metrics_as_floats(metrics: Mapping[str, object]) -> dict[str, float]:
-    """Convert each scalar entry of ``metrics`` to a Python ``float``, in order.
-
-    Tensors are stacked per device and copied to the host at once, so a GPU run pays one
-    synchronisation per epoch, not one per metric. Entries that are not scalars are left out.
-
-    Example:
-        >>> metrics_as_floats({"val_loss": torch.tensor(0.5), "n": 3, "hist": torch.ones(3)})
-        {'val_loss': 0.5, 'n': 3.0}
-    """
-    numbers: dict[str, float] = {}
-    per_device: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
-    for key, value in metrics.items():
-        if isinstance(value, torch.Tensor):
-            if value.numel() == 1:
-                per_device.setdefault(value.device, []).append((key, value.detach().reshape(())))
-            continue
-        number = scalar_value(value)
-        if number is not None:
-            numbers[key] = float(number)
-    for device, pairs in per_device.items():
-        dtype = torch.float32 if device.type == "mps" else torch.float64
-        values = torch.stack([tensor.to(dtype) for _, tensor in pairs]).tolist()
-        numbers.update(zip((key for key, _ in pairs), values, strict=True))
-    return {key: numbers[key] for key in metrics if key in numbers}
 
 
 class _AfterMonitors(Checkpoint):
@@ -206,7 +179,7 @@ class EpochEvents(Callback):
         }
         if "train_loss" not in values:
             values["train_loss"] = self._mean_loss(trainer, pl_module)
-        numbers = metrics_as_floats(values)
+        numbers = as_floats(values)
         event = Event(
             step=trainer.current_epoch + 1,
             global_step=trainer.global_step,
