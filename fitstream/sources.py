@@ -238,30 +238,16 @@ class _Loop:
         losses: list[torch.Tensor] = []
         keep = losses.append
         loss: Any = None
+        last_label = self.last_label
+        inputs, labels = (data[:-1] if last_label else data), data[-1]
         try:
-            if self.last_label and len(data) == 2:
-                features, labels = data
-                for rows in batches:
-                    zero_grad()
-                    loss = loss_fn(model(features[rows]), labels[rows])
-                    backward(loss)
-                    step()
-                    keep(loss.detach())
-            elif self.last_label:
-                *inputs, labels = data
-                for rows in batches:
-                    zero_grad()
-                    loss = loss_fn(model(*[t[rows] for t in inputs]), labels[rows])
-                    backward(loss)
-                    step()
-                    keep(loss.detach())
-            else:
-                for rows in batches:
-                    zero_grad()
-                    loss = loss_fn(model(*[t[rows] for t in data]))
-                    backward(loss)
-                    step()
-                    keep(loss.detach())
+            for rows in batches:
+                zero_grad()
+                prediction = model(*[tensor[rows] for tensor in inputs])
+                loss = loss_fn(prediction, labels[rows]) if last_label else loss_fn(prediction)
+                backward(loss)
+                step()
+                keep(loss.detach())
         except (TypeError, RuntimeError) as exc:
             _explain_bad_loss(loss, exc)
             raise
