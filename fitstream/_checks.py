@@ -10,8 +10,10 @@ from torch import nn
 
 __all__ = [
     "check_callable",
+    "check_generator",
     "check_name",
     "check_non_negative_int",
+    "check_one_device",
     "check_positive_int",
     "check_same_device",
     "check_tensor_data",
@@ -183,3 +185,45 @@ def check_same_device(
                 f"{func}: '{arg}[{position}]' is on device {tensor.device} but the model is on "
                 f"{first.device}; move them together first, e.g. tensor.to({str(first.device)!r})"
             )
+
+
+def check_one_device(tensors: Sequence[torch.Tensor], *, func: str, arg: str) -> None:
+    """Refuse tensors that do not all live on the first tensor's device.
+
+    Example:
+        >>> check_one_device([torch.zeros(2), torch.zeros(2)], func="f", arg="data")
+        >>> check_one_device([torch.zeros(2), torch.zeros(2, device="meta")], func="f", arg="data")
+        Traceback (most recent call last):
+        ...
+        ValueError: f: 'data[1]' is on device meta but 'data[0]' is on cpu; ...
+    """
+    device = tensors[0].device
+    for position, tensor in enumerate(tensors[1:], start=1):
+        if tensor.device != device:
+            raise ValueError(
+                f"{func}: '{arg}[{position}]' is on device {tensor.device} but '{arg}[0]' is on "
+                f"{device}; move every tensor to one device first"
+            )
+
+
+def check_generator(generator: object, device: torch.device, *, func: str) -> None:
+    """Refuse a ``generator`` that is not a :class:`torch.Generator` on the data's device.
+
+    Example:
+        >>> check_generator(None, torch.device("cpu"), func="f")
+        >>> check_generator(42, torch.device("cpu"), func="f")
+        Traceback (most recent call last):
+        ...
+        TypeError: f: 'generator' must be a torch.Generator or None, got int: 42
+    """
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"{func}: 'generator' must be a torch.Generator or None, got {describe(generator)}"
+        )
+    if generator.device.type != device.type:
+        raise ValueError(
+            f"{func}: 'generator' is on device {generator.device} but the data is on {device}; "
+            f"create it with torch.Generator(device={str(device)!r})"
+        )

@@ -12,13 +12,15 @@ from torch import nn
 
 from ._checks import (
     check_callable,
+    check_generator,
     check_non_negative_int,
+    check_one_device,
     check_positive_int,
     check_same_device,
     check_tensor_data,
     describe,
 )
-from .batching import batch_slices, check_generator, check_one_device, shuffled
+from .batching import batch_slices, shuffled
 from .events import Event
 
 __all__ = ["epoch_stream"]
