@@ -88,14 +88,7 @@ def tick(fn: Callable[[], object]) -> Stage:
         ['tick', 'tick']
     """
     check_callable(fn, func="tick", arg="fn")
-
-    def stage(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        with upstream(events) as it:
-            for event in it:
-                fn()
-                yield event
-
-    return stage
+    return tap(lambda _event: fn())
 
 
 _MAX_TEXT = 40
