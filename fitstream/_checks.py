@@ -18,6 +18,7 @@ __all__ = [
     "check_same_device",
     "check_tensor_data",
     "describe",
+    "model_device",
 ]
 
 
@@ -174,17 +175,28 @@ def check_same_device(
         ...
         ValueError: f: 'data[0]' is on device cpu but the model is on meta; ...
     """
+    device = model_device(model)
+    if device is None:
+        return
+    for position, tensor in enumerate(tensors):
+        if tensor.device != device:
+            raise ValueError(
+                f"{func}: '{arg}[{position}]' is on device {tensor.device} but the model is on "
+                f"{device}; move them together first, e.g. tensor.to({str(device)!r})"
+            )
+
+
+def model_device(model: nn.Module) -> torch.device | None:
+    """The device of the model's first parameter (else first buffer); None if it has neither.
+
+    Example:
+        >>> model_device(nn.Linear(2, 1)), model_device(nn.ReLU())
+        (device(type='cpu'), None)
+    """
     first: torch.Tensor | None = next(model.parameters(), None)
     if first is None:
         first = next(model.buffers(), None)
-    if first is None:
-        return
-    for position, tensor in enumerate(tensors):
-        if tensor.device != first.device:
-            raise ValueError(
-                f"{func}: '{arg}[{position}]' is on device {tensor.device} but the model is on "
-                f"{first.device}; move them together first, e.g. tensor.to({str(first.device)!r})"
-            )
+    return None if first is None else first.device
 
 
 def check_one_device(tensors: Sequence[torch.Tensor], *, func: str, arg: str) -> None:

@@ -14,26 +14,20 @@ __all__ = ["metric_value", "missing_key_error"]
 def missing_key_error(event: Mapping[str, Any], key: str, *, func: str) -> KeyError:
     """Build the ``KeyError`` for a key the event lacks, listing the keys it has.
 
-    The message also says what to do when the metric is only computed in some epochs (a
-    Lightning run with ``check_val_every_n_epoch > 1`` has no ``val_loss`` in between).
-
     Example:
-        >>> missing_key_error({"step": 1, "train_loss": 0.5}, "val_loss", func="early_stop")
-        KeyError("early_stop: the event has no key 'val_loss'; its keys are 'step', ...")
+        >>> missing_key_error({"step": 1, "train_loss": 0.5}, "model", func="best_model")
+        KeyError("best_model: the event has no key 'model'; its keys are 'step', 'train_loss'")
     """
     present = ", ".join(repr(k) for k in event) or "(none)"
-    return KeyError(
-        f"{func}: the event has no key {key!r}; its keys are {present}. If {key!r} is only "
-        f"computed in some epochs (e.g. validation every n epochs), pass on just those: "
-        f"(ev for ev in events if {key!r} in ev)"
-    )
+    return KeyError(f"{func}: the event has no key {key!r}; its keys are {present}")
 
 
 def metric_value(event: Mapping[str, Any], key: str, *, func: str) -> float:
     """Return ``event[key]`` as a ``float`` (numbers, 0-d tensors and NumPy scalars; not bools).
 
     Raises:
-        KeyError: The event has no ``key``; the message lists the keys it has.
+        KeyError: The event has no ``key``; the message lists the keys it has and how to keep
+            only the events that have it.
         TypeError: The value is not a single number; the message quotes it.
 
     Example:
@@ -45,10 +39,15 @@ def metric_value(event: Mapping[str, Any], key: str, *, func: str) -> float:
         ...
         TypeError: ema: the value of 'val_loss' must be a number or a 0-d tensor, got str: 'low'
     """
-    try:
-        raw = event[key]
-    except KeyError:
-        raise missing_key_error(event, key, func=func) from None
+    if key not in event:
+        # A metric may be computed in some epochs only (a Lightning run validating every n
+        # epochs has no val_loss in between): say how to keep just those.
+        error = missing_key_error(event, key, func=func)
+        raise KeyError(
+            f"{error.args[0]}. If {key!r} is only computed in some epochs (e.g. validation "
+            f"every n epochs), pass on just those: (ev for ev in events if {key!r} in ev)"
+        )
+    raw = event[key]
     number = scalar_value(raw)
     if number is None or isinstance(number, bool):
         raise TypeError(

@@ -22,7 +22,9 @@ from ._checks import (
     check_same_device,
     check_tensor_data,
     describe,
+    model_device,
 )
+from ._lookup import missing_key_error
 from ._metrics import MetricSpec, Value, add_weighted, is_stateful_metric, scalar
 from ._values import as_floats
 
@@ -65,21 +67,11 @@ def _model_of(event: Mapping[str, Any], func: str) -> nn.Module:
     if not isinstance(event, Mapping):
         raise TypeError(f"{func}: the augmenter expects an event dict, got {describe(event)}")
     if "model" not in event:
-        raise KeyError(
-            f"{func}: the event has no 'model' key to evaluate; it has keys "
-            f"{sorted(map(str, event))}"
-        )
+        raise missing_key_error(event, "model", func=func)
     model = event["model"]
     if not isinstance(model, nn.Module):
         raise TypeError(f"{func}: event['model'] must be a torch.nn.Module, got {describe(model)}")
     return model
-
-
-def _device_of(model: nn.Module, default: torch.device) -> torch.device:
-    first: torch.Tensor | None = next(model.parameters(), None)
-    if first is None:
-        first = next(model.buffers(), None)
-    return default if first is None else first.device
 
 
 def _note(exc: BaseException, text: str) -> None:
@@ -140,7 +132,7 @@ def _augmenter(
     def augmenter(event: Mapping[str, Any]) -> dict[str, float]:
         model = _model_of(event, func)
         check_same_device(tensors, model, func=func, arg="val_data")
-        device = _device_of(model, tensors[0].device)
+        device = model_device(model) or tensors[0].device
         with torch.no_grad(), evaluation_mode(model):
             for spec in specs:
                 spec.prepare(device)

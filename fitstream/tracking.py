@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ._checks import check_name, describe
-from ._lookup import metric_value
+from ._lookup import metric_value, missing_key_error
 
 __all__ = ["BestModel", "best_model"]
 
@@ -108,10 +108,7 @@ class BestModel:
         if not self._improves(value):
             return
         if "model" not in event:
-            raise KeyError(
-                f"best_model: the event has no 'model' key to snapshot; it has keys "
-                f"{sorted(map(str, event))}"
-            )
+            raise missing_key_error(event, "model", func="best_model")
         model = event["model"]
         state_dict = getattr(model, "state_dict", None)
         if not callable(state_dict):

@@ -184,7 +184,9 @@ def test_non_numeric_metric_names_key_and_value(value: Any) -> None:
 
 def test_improving_event_without_model_lists_the_keys() -> None:
     best = best_model("val_loss")
-    with pytest.raises(KeyError, match=r"no 'model' key to snapshot.*\['step', 'val_loss'\]"):
+    with pytest.raises(
+        KeyError, match=r"best_model: the event has no key 'model'; its keys are 'step', 'val_loss'"
+    ):
         best({"step": 1, "val_loss": 0.1})
 
 
