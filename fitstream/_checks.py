@@ -16,6 +16,7 @@ __all__ = [
     "check_one_device",
     "check_positive_int",
     "check_same_device",
+    "check_strings",
     "check_tensor_data",
     "describe",
     "model_device",
@@ -146,6 +147,23 @@ def check_name(value: Any, *, func: str, what: str) -> None:
         raise error(
             f"{func}: {what} must be a non-empty string such as 'val_loss', got {describe(value)}"
         )
+
+
+def check_strings(values: Sequence[object], *, func: str, arg: str) -> None:
+    """Refuse a sequence of event keys holding something other than strings.
+
+    Example:
+        >>> check_strings(["train_loss", 3], func="progress", arg="keys")
+        Traceback (most recent call last):
+        ...
+        TypeError: progress: keys must be strings (event keys such as 'train_loss'), got int ...
+    """
+    for position, value in enumerate(values):
+        if not isinstance(value, str):
+            raise TypeError(
+                f"{func}: {arg} must be strings (event keys such as 'train_loss'), "
+                f"got {type(value).__name__} at position {position}: {value!r:.60}"
+            )
 
 
 def check_callable(value: Any, *, func: str, arg: str) -> None:

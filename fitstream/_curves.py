@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._checks import check_strings
 from ._values import scalar_value
 
 if TYPE_CHECKING:
@@ -41,12 +42,7 @@ def check_keys(keys: object, *, func: str) -> tuple[str, ...]:
             f"{func}: keys must be a string or a sequence of strings, "
             f"got {type(keys).__name__}: {keys!r:.60}"
         )
-    for position, key in enumerate(keys):
-        if not isinstance(key, str):
-            raise TypeError(
-                f"{func}: keys must be strings (event names such as 'train_loss'), "
-                f"got {type(key).__name__} at position {position}: {key!r:.60}"
-            )
+    check_strings(keys, func=func, arg="keys")
     if not keys:
         raise ValueError(
             f"{func}: keys must name at least one event value, e.g. 'train_loss', got {keys!r}"

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ._checks import check_strings
 from ._values import is_live_object, scalar_value
 
 __all__ = [
@@ -52,11 +53,7 @@ def check_key_names(value: object, *, name: str, caller: str) -> tuple[str, ...]
             f"{value!r:.80} (write {name}=[...] even for one key)"
         )
     names = tuple(value)
-    for key in names:
-        if not isinstance(key, str):
-            raise TypeError(
-                f"{caller}: {name} must hold key names (str), got {type(key).__name__}: {key!r:.80}"
-            )
+    check_strings(names, func=caller, arg=name)
     if not names:
         raise ValueError(f"{caller}: {name} must name at least one key, got an empty {name}")
     return names

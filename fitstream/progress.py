@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
+from ._checks import check_positive_int, check_strings
 from ._optional import require
 from ._values import scalar_value
 from .events import Stage
@@ -88,20 +89,8 @@ def progress(
         >>> out.getvalue()
         ''
     """
-    for position, key in enumerate(keys):
-        if not isinstance(key, str):
-            raise TypeError(
-                f"progress: keys must be strings (event names such as 'train_loss'), "
-                f"got {type(key).__name__} at position {position}: {key!r:.60}"
-            )
-    if total is not None:
-        if isinstance(total, bool) or not isinstance(total, int):
-            raise TypeError(
-                f"progress: total must be a positive int or None, "
-                f"got {type(total).__name__}: {total!r:.60}"
-            )
-        if total < 1:
-            raise ValueError(f"progress: total must be a positive int or None, got {total!r}")
+    check_strings(keys, func="progress", arg="keys")
+    check_positive_int(total, func="progress", arg="total", allow_none=True)
     if disable is not None and not isinstance(disable, bool):
         raise TypeError(
             f"progress: disable must be True, False or None, "

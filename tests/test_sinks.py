@@ -144,7 +144,11 @@ def test_collect_include_and_exclude_together_refused_before_pulling(
     [
         ({"include": "step"}, TypeError, r"include must be a list of key names, got str: 'step'"),
         ({"exclude": 3}, TypeError, r"exclude must be a list of key names, got int: 3"),
-        ({"include": ["step", 1]}, TypeError, r"include must hold key names \(str\), got int"),
+        (
+            {"include": ["step", 1]},
+            TypeError,
+            r"include must be strings \(event keys such as 'train_loss'\), got int at position 1",
+        ),
         ({"include": []}, ValueError, r"include must name at least one key"),
     ],
 )
