@@ -20,7 +20,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from .events import Stage
 
-__all__ = ["StageFactory", "is_stream", "pipe", "stage_factory", "upstream"]
+__all__ = ["StageFactory", "check_stages", "is_stream", "pipe", "stage_factory", "upstream"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -117,16 +117,28 @@ def pipe(stream: Iterable[dict[str, Any]], *stages: Stage) -> Iterator[dict[str,
             f"pipe: 'stream' must be an iterable of event dicts, got {type(stream).__name__}: "
             f"{stream!r:.80}"
         )
-    for position, stage in enumerate(stages, start=1):
-        if not callable(stage):
-            raise TypeError(
-                f"pipe: stage {position} must be callable (a stage such as take(3)), "
-                f"got {type(stage).__name__}: {stage!r:.80}"
-            )
+    check_stages(stages, func="pipe")
     result: Iterable[dict[str, Any]] = stream
     for stage in stages:
         result = stage(result)
     return iter(result)
+
+
+def check_stages(stages: Iterable[object], *, func: str) -> None:
+    """Refuse a stage that is not callable, naming its 1-based position.
+
+    Example:
+        >>> check_stages([print, 3], func="pipe")
+        Traceback (most recent call last):
+        ...
+        TypeError: pipe: stage 2 must be callable (a stage such as take(3)), got int: 3
+    """
+    for position, stage in enumerate(stages, start=1):
+        if not callable(stage):
+            raise TypeError(
+                f"{func}: stage {position} must be callable (a stage such as take(3)), "
+                f"got {type(stage).__name__}: {stage!r:.80}"
+            )
 
 
 @contextmanager

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 from lightning.pytorch import LightningModule, Trainer
 
 from fitstream import Event, Stage, pipe
-from fitstream._checks import describe
 from fitstream.bridge import Emitter, PushStream
+from fitstream.pipeline import check_stages
 
 from ._distributed import agree_to_stop
 from ._epoch_events import EpochEvents
@@ -77,12 +77,7 @@ class StreamCallback(EpochEvents):
 
     def __init__(self, *stages: Stage) -> None:
         super().__init__()
-        for position, stage in enumerate(stages, start=1):
-            if not callable(stage):
-                raise TypeError(
-                    f"StreamCallback: stage {position} must be callable (a stage such as "
-                    f"take(3)), got {describe(stage)}"
-                )
+        check_stages(stages, func="StreamCallback")
         self.stages = stages
         self._inbox: list[Event] = []
         self._pipeline: PushStream[None] | None = None
