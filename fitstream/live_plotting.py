@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from . import _curves
 from ._optional import require
-from .pipeline import is_stream, upstream
+from .pipeline import check_stream, is_stream, upstream
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -105,11 +105,7 @@ class LivePlot:
 
     def __call__(self, events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """Follow ``events``: pass each one through and redraw when ``min_interval`` allows."""
-        if not is_stream(events):
-            raise TypeError(
-                f"live_plot: expected a stream of event dicts, got {type(events).__name__}: "
-                f"{events!r:.60}"
-            )
+        check_stream(events, func="live_plot")
         stream = self._follow(events)
         self._open.add(stream)
         return stream

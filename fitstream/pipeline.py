@@ -20,7 +20,15 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from .events import Stage
 
-__all__ = ["StageFactory", "check_stages", "is_stream", "pipe", "stage_factory", "upstream"]
+__all__ = [
+    "StageFactory",
+    "check_stages",
+    "check_stream",
+    "is_stream",
+    "pipe",
+    "stage_factory",
+    "upstream",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -48,6 +56,22 @@ def is_stream(obj: object) -> bool:
     if isinstance(obj, Sequence) and len(obj) > 0:
         return isinstance(obj[0], Mapping)
     return True
+
+
+def check_stream(obj: object, *, func: str, arg: str = "events") -> None:
+    """Refuse an argument that is not a stream of events (see :func:`is_stream`).
+
+    Example:
+        >>> check_stream(3, func="collect")
+        Traceback (most recent call last):
+        ...
+        TypeError: collect: 'events' must be an iterable of event dicts, got int: 3
+    """
+    if not is_stream(obj):
+        raise TypeError(
+            f"{func}: '{arg}' must be an iterable of event dicts, got {type(obj).__name__}: "
+            f"{obj!r:.80}"
+        )
 
 
 class StageFactory(Protocol, Generic[P]):
@@ -112,11 +136,7 @@ def pipe(stream: Iterable[dict[str, Any]], *stages: Stage) -> Iterator[dict[str,
         >>> [ev["step"] for ev in pipe(events, take(3))]
         [1, 2, 3]
     """
-    if not is_stream(stream):
-        raise TypeError(
-            f"pipe: 'stream' must be an iterable of event dicts, got {type(stream).__name__}: "
-            f"{stream!r:.80}"
-        )
+    check_stream(stream, func="pipe", arg="stream")
     check_stages(stages, func="pipe")
     result: Iterable[dict[str, Any]] = stream
     for stage in stages:

@@ -19,20 +19,12 @@ from typing import IO, TYPE_CHECKING, Any
 from ._json import json_line
 from ._optional import require
 from ._records import check_selection, records
-from .pipeline import is_stream, upstream
+from .pipeline import check_stream, upstream
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["collect", "collect_jsonl", "collect_pd"]
-
-
-def _check_events(events: object, caller: str) -> None:
-    if not is_stream(events):
-        raise TypeError(
-            f"{caller}: 'events' must be an iterable of event dicts, got "
-            f"{type(events).__name__}: {events!r:.80}"
-        )
 
 
 def collect(
@@ -79,7 +71,7 @@ def collect(
         >>> collect(events, exclude=["lr"])
         [{'step': 1, 'train_loss': 0.5}, {'step': 2, 'train_loss': 0.25}]
     """
-    _check_events(events, "collect")
+    check_stream(events, func="collect")
     selection = check_selection(include, exclude, caller="collect")
     with upstream(events) as it:
         return list(records(it, selection, caller="collect"))
@@ -150,7 +142,7 @@ def collect_jsonl(
         {"step": 1, "train_loss": 0.5}
         {"step": 2, "train_loss": 0.25}
     """
-    _check_events(events, "collect_jsonl")
+    check_stream(events, func="collect_jsonl")
     selection = check_selection(include, exclude, caller="collect_jsonl")
     handle, opened_here = _open_target(dest)
     try:
@@ -201,7 +193,7 @@ def collect_pd(
         >>> list(collect_pd([], include=["step", "val_loss"]).columns)
         ['step', 'val_loss']
     """
-    _check_events(events, "collect_pd")
+    check_stream(events, func="collect_pd")
     selection = check_selection(include, exclude, caller="collect_pd")
     pandas = require("pandas", "pandas", feature="collect_pd")
     with upstream(events) as it:

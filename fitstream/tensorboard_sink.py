@@ -23,7 +23,7 @@ from ._tensorboard_summary import (
 )
 from ._values import scalar_value
 from .events import Stage
-from .pipeline import is_stream, stage_factory, upstream
+from .pipeline import check_stream, stage_factory, upstream
 
 __all__ = ["collect_tensorboard", "log_tensorboard"]
 
@@ -291,11 +291,7 @@ def collect_tensorboard(
         ...     collect_tensorboard(events, run_dir) == run_dir
         True
     """
-    if not is_stream(events):
-        raise TypeError(
-            "collect_tensorboard: 'events' must be an iterable of event dicts, got "
-            f"{type(events).__name__}: {events!r:.80}"
-        )
+    check_stream(events, func="collect_tensorboard")
     options = _check_options(
         "collect_tensorboard",
         log_dir=log_dir,
