@@ -266,7 +266,9 @@ def test_refuses_bad_arguments_at_call(
 
 def test_refuses_a_non_stream() -> None:
     lp = live_plot("loss")
-    with pytest.raises(TypeError, match=r"live_plot: 'events' must be an iterable of event dicts, got int"):
+    with pytest.raises(
+        TypeError, match=r"live_plot: 'events' must be an iterable of event dicts, got int"
+    ):
         lp(3)  # type: ignore[arg-type]
 
 
