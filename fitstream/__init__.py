@@ -5,19 +5,32 @@ epoch; stages (:func:`augment`, :func:`early_stop`, :func:`tap`, ...) transform 
 composed with :func:`pipe`; sinks (:func:`collect`, :func:`collect_jsonl`, ...) consume it.
 """
 
-from .batching import iter_batches
 from .evaluation import evaluate, validation_loss
 from .events import Event, EventStream, Stage
 from .pipeline import pipe
-from .plotting import LivePlot, live_plot, plot_history
-from .progress import progress
-from .selection import early_stop, take
-from .side_effects import print_keys, tap, tick
-from .sinks import collect, collect_jsonl, collect_pd
-from .sources import epoch_stream
-from .tensorboard_sink import collect_tensorboard, log_tensorboard
-from .tracking import BestModel, best_model
-from .transforms import augment, ema
+from .sinks import (
+    LivePlot,
+    collect,
+    collect_jsonl,
+    collect_pd,
+    collect_tensorboard,
+    live_plot,
+    log_tensorboard,
+    plot_history,
+)
+from .sources import epoch_stream, iter_batches
+from .stages import (
+    BestModel,
+    augment,
+    best_model,
+    early_stop,
+    ema,
+    print_keys,
+    progress,
+    take,
+    tap,
+    tick,
+)
 
 __version__ = "0.5.0"
 

@@ -31,8 +31,8 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TypeVar
 
-from ._checks import describe
-from ._rendezvous import Channel, Emitter, StreamAborted, shut_down, work
+from ._internal.checks import describe
+from ._internal.rendezvous import Channel, Emitter, StreamAborted, shut_down, work
 
 __all__ = ["Emitter", "PushStream", "StreamAborted"]
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import (
+from ._internal.checks import (
     check_callable,
     check_name,
     check_positive_int,
@@ -24,9 +24,9 @@ from ._checks import (
     describe,
     model_device,
 )
-from ._lookup import missing_key_error
-from ._metrics import MetricSpec, Value, add_weighted, is_stateful_metric, scalar
-from ._values import as_floats
+from ._internal.lookup import missing_key_error
+from ._internal.metrics import MetricSpec, Value, add_weighted, is_stateful_metric, scalar
+from ._internal.values import as_floats
 
 __all__ = ["Augmenter", "evaluate", "evaluation_mode", "validation_loss"]
 

@@ -18,8 +18,9 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from fitstream import live_plot, live_plotting, pipe, take
-from fitstream.plotting import LivePlot
+from fitstream import live_plot, pipe, take
+from fitstream.sinks import live_plotting
+from fitstream.sinks.plotting import LivePlot
 
 
 class FakeClock:

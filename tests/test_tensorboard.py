@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils import tensorboard as torch_tensorboard
 
 from fitstream import collect, collect_tensorboard, log_tensorboard, pipe, take
-from fitstream._tensorboard_summary import (
+from fitstream.sinks._tensorboard_summary import (
     MetricHistory,
     custom_scalars_layout,
     lower_is_better,

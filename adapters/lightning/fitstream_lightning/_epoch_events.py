@@ -24,7 +24,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import Checkpoint
 
 from fitstream import Event
-from fitstream._values import as_floats
+from fitstream._internal.values import as_floats
 
 from ._distributed import sum_across_ranks
 

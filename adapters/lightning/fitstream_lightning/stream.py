@@ -10,7 +10,7 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerStatus
 
 from fitstream import Event
-from fitstream._checks import describe
+from fitstream._internal.checks import describe
 from fitstream.bridge import Emitter, PushStream
 
 from ._distributed import agree_to_stop

@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 
-from ._checks import check_callable, check_non_negative_int, check_positive_int, describe
-from ._values import scalar_value
-from .events import Stage
-from .pipeline import stage_factory, upstream
+from .._internal.checks import check_callable, check_non_negative_int, check_positive_int, describe
+from .._internal.values import scalar_value
+from ..events import Stage
+from ..pipeline import stage_factory, upstream
 
 __all__ = ["print_keys", "tap", "tick"]
 

@@ -12,10 +12,10 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from ._checks import check_callable, check_name, describe
-from ._lookup import metric_value
-from .events import Stage
-from .pipeline import stage_factory, upstream
+from .._internal.checks import check_callable, check_name, describe
+from .._internal.lookup import metric_value
+from ..events import Stage
+from ..pipeline import stage_factory, upstream
 
 __all__ = ["augment", "ema"]
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, overload
 
+from .._internal.optional import require
+from ..pipeline import check_stream, is_stream, upstream
 from . import _curves
-from ._optional import require
-from .pipeline import check_stream, is_stream, upstream
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

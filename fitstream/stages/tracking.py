@@ -17,8 +17,8 @@ from typing import Any, Literal, TypeVar
 import torch
 from torch import nn
 
-from ._checks import check_name, describe
-from ._lookup import metric_value, missing_key_error
+from .._internal.checks import check_name, describe
+from .._internal.lookup import metric_value, missing_key_error
 
 __all__ = ["BestModel", "best_model"]
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import (
+from .._internal.checks import (
     check_callable,
     check_generator,
     check_non_negative_int,
@@ -20,8 +20,8 @@ from ._checks import (
     check_tensor_data,
     describe,
 )
+from ..events import Event
 from .batching import batch_slices, shuffled
-from .events import Event
 
 __all__ = ["epoch_stream"]
 

@@ -10,10 +10,10 @@ import math
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
-from ._checks import check_name, check_non_negative_int, check_positive_int, describe
-from ._lookup import metric_value
-from .events import Stage
-from .pipeline import stage_factory, upstream
+from .._internal.checks import check_name, check_non_negative_int, check_positive_int, describe
+from .._internal.lookup import metric_value
+from ..events import Stage
+from ..pipeline import stage_factory, upstream
 
 __all__ = ["early_stop", "take"]
 

@@ -9,7 +9,7 @@ Two kinds of metric are supported:
   methods alone, so torchmetrics is never imported here; ``compute()`` may return one value or
   a mapping of names to values (a collection).
 
-Values stay tensors until :func:`fitstream._values.as_floats` reads them all back in one
+Values stay tensors until :func:`fitstream._internal.values.as_floats` reads them all back in one
 transfer per device, so an evaluation costs the host one synchronisation.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._values import exact_dtype, scalar_value
+from .values import exact_dtype, scalar_value
 
 __all__ = ["MetricSpec", "Value", "add_weighted", "is_stateful_metric", "scalar"]
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ._values import scalar_value
+from .._internal.values import scalar_value
 
 __all__ = [
     "LAYOUT_CATEGORY",

@@ -6,7 +6,12 @@ from collections.abc import Iterator
 
 import torch
 
-from ._checks import check_generator, check_one_device, check_positive_int, check_tensor_data
+from .._internal.checks import (
+    check_generator,
+    check_one_device,
+    check_positive_int,
+    check_tensor_data,
+)
 
 __all__ = ["iter_batches"]
 

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._checks import check_strings
-from ._values import scalar_value
+from .._internal.checks import check_strings
+from .._internal.values import scalar_value
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

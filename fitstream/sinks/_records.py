@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from ._checks import check_strings
-from ._values import is_live_object, scalar_value
+from .._internal.checks import check_strings
+from .._internal.values import is_live_object, scalar_value
 
 __all__ = [
     "KeySelection",

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._internal.optional import require
 from . import _curves
-from ._optional import require
 from .live_plotting import LivePlot, live_plot
 
 if TYPE_CHECKING:

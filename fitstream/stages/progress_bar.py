@@ -11,11 +11,11 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
-from ._checks import check_positive_int, check_strings
-from ._optional import require
-from ._values import scalar_value
-from .events import Stage
-from .pipeline import stage_factory, upstream
+from .._internal.checks import check_positive_int, check_strings
+from .._internal.optional import require
+from .._internal.values import scalar_value
+from ..events import Stage
+from ..pipeline import stage_factory, upstream
 
 __all__ = ["progress"]
 

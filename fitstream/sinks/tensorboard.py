@@ -12,8 +12,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._checks import check_positive_int
-from ._optional import require
+from .._internal.checks import check_positive_int
+from .._internal.optional import require
+from .._internal.values import scalar_value
+from ..events import Stage
+from ..pipeline import check_stream, stage_factory, upstream
 from ._records import check_key_names, unseen_keys_error
 from ._tensorboard_summary import (
     MetricHistory,
@@ -21,9 +24,6 @@ from ._tensorboard_summary import (
     custom_scalars_layout,
     write_hparams,
 )
-from ._values import scalar_value
-from .events import Stage
-from .pipeline import check_stream, stage_factory, upstream
 
 __all__ = ["collect_tensorboard", "log_tensorboard"]
 

@@ -2,7 +2,7 @@
 
 Every sink keeps one record per event. By default a record is the event without its live
 objects (the ``model``, an optimizer, a Lightning ``Trainer``: anything
-:func:`fitstream._values.is_live_object` recognises); ``exclude`` drops more keys, or
+:func:`fitstream._internal.values.is_live_object` recognises); ``exclude`` drops more keys, or
 ``include`` names exactly the keys to keep. 0-d tensors and NumPy scalars become Python numbers.
 Arguments are checked before the first event is pulled, and the stream is closed when the sink
 returns or fails.
@@ -16,10 +16,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from .._internal.optional import require
+from ..pipeline import check_stream, upstream
 from ._json import json_line
-from ._optional import require
 from ._records import check_selection, records
-from .pipeline import check_stream, upstream
 
 if TYPE_CHECKING:
     import pandas as pd

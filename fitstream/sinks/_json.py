@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ._values import scalar_value
+from .._internal.values import scalar_value
 
 __all__ = ["json_line", "json_ready"]
 

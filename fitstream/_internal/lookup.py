@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ._checks import describe
-from ._values import scalar_value
+from .checks import describe
+from .values import scalar_value
 
 __all__ = ["metric_value", "missing_key_error"]
 
