@@ -17,6 +17,13 @@ How the producer learns that the consumer is gone:
   :class:`StreamAborted` inside the worker, so the framework's own failure handling runs. The
   consumer's exception reaches the consumer's caller unchanged.
 
+Inside the stream's ``with`` block, a pipeline over it that is closed or dropped (its stage
+generators close the stream with only ``GeneratorExit`` in flight) leaves the producer paused
+until the block ends, and the block's end decides: an exception unwinding the block, which
+the stage could not see, aborts the producer; a normal end stops it normally. So
+``with PushStream(...) as items: for x in pipe(items, ...): raise ...`` fails the producer
+exactly as a loop over ``items`` itself does.
+
 An exception raised by the producer is re-raised from ``next()`` with its original type and
 traceback. :meth:`PushStream.close` returns only after the worker thread has ended.
 """
@@ -97,6 +104,8 @@ class PushStream(Iterator[T]):
         self._run: Callable[[Emitter[T]], object] | None = run
         self._ch = Channel(name)
         self._ambient = 0  # id of an exception the consumer was already handling at next()
+        self._with_depth = 0  # how many `with` blocks over this stream are open
+        self._close_deferred = False  # a pipeline was closed inside the `with` block
         self._finalizer = weakref.finalize(self, _finalize, self._ch)
 
     @property
@@ -125,6 +134,9 @@ class PushStream(Iterator[T]):
 
     def __next__(self) -> T:
         ch = self._ch
+        if self._close_deferred:  # a pipeline over this stream closed it inside the with block
+            self._close_deferred = False
+            self._close_normally()
         if ch.done and not ch.has_item:
             return self._end()
         if not ch.started:
@@ -179,9 +191,13 @@ class PushStream(Iterator[T]):
 
         Called while a new exception is propagating (e.g. from a stage's ``finally`` block as
         that stage fails), it behaves like :meth:`abort` with that exception, so the run is
-        marked failed. Otherwise the
-        producer's next ``emit`` returns ``False`` and it finishes normally. An exception the
-        producer raises while finishing is raised here. Calling it again does nothing.
+        marked failed. Called with ``GeneratorExit`` in flight inside the stream's ``with``
+        block (a pipeline over the stream is being closed or dropped, perhaps because an
+        exception is unwinding the block, which ``close`` cannot see), it leaves the producer
+        paused and lets the end of the block decide: abort on an exception, else a normal
+        stop; the stream yields nothing more either way. Otherwise the producer's next ``emit``
+        returns ``False`` and it finishes normally. An exception the producer raises while
+        finishing is raised here. Calling it again does nothing.
 
         Example:
             >>> def produce(emit):
@@ -198,6 +214,9 @@ class PushStream(Iterator[T]):
             []
         """
         pending = sys.exc_info()[1]
+        if isinstance(pending, GeneratorExit) and self._with_depth > 0:
+            self._close_deferred = True  # __exit__ knows whether the block failed
+            return
         if (
             pending is not None
             and not isinstance(pending, GeneratorExit | StopIteration)
@@ -245,6 +264,7 @@ class PushStream(Iterator[T]):
             )
 
     def __enter__(self) -> PushStream[T]:
+        self._with_depth += 1
         return self
 
     def __exit__(
@@ -253,6 +273,8 @@ class PushStream(Iterator[T]):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        self._with_depth = max(0, self._with_depth - 1)
+        self._close_deferred = False
         if exc is None or isinstance(exc, GeneratorExit):
             self._close_normally()
         else:

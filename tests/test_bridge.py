@@ -179,6 +179,57 @@ def test_break_out_of_the_with_block_is_a_normal_stop() -> None:
     assert producer.outcome == "stopped"
 
 
+def _pass_through(events: Any) -> Iterator[dict[str, Any]]:
+    # As FitStream's stages do: the stream is closed by upstream, with GeneratorExit in flight
+    # (``yield from it`` would close it directly, with no exception in flight).
+    with upstream(events) as it:
+        for ev in it:  # noqa: UP028
+            yield ev
+
+
+@pytest.mark.parametrize("error", [ValueError("consumer failed"), KeyboardInterrupt()])
+def test_error_in_the_with_block_aborts_the_producer_when_the_loop_runs_over_a_pipeline(
+    error: BaseException,
+) -> None:
+    producer = Producer()
+
+    def consume() -> None:
+        with PushStream(producer) as items:
+            for ev in pipe(items, _pass_through):
+                if ev["step"] == 2:
+                    raise error
+
+    with pytest.raises(type(error)) as info:
+        consume()
+    assert info.value is error
+    assert producer.outcome == "aborted"  # not "stopped": the stage's close did not win
+    assert producer.reason is error
+    assert not bridge_threads()
+
+
+def test_a_pipeline_closed_inside_the_with_block_stops_the_producer_when_the_block_ends() -> None:
+    producer = Producer()
+    with PushStream(producer) as items:
+        for ev in pipe(items, _pass_through):
+            if ev["step"] == 2:
+                break
+        assert producer.outcome is None  # paused, as after a break out of a loop over items
+        assert list(items) == []  # but the closed stream yields nothing more
+        assert producer.outcome == "stopped"
+    assert producer.emitted == 2
+    assert not bridge_threads()
+
+
+def test_a_pipeline_left_open_stops_normally_at_the_end_of_the_with_block() -> None:
+    producer = Producer()
+    with PushStream(producer) as items:
+        stream = pipe(items, _pass_through)
+        next(stream)
+        stream.close()
+        assert producer.outcome is None
+    assert producer.outcome == "stopped"
+
+
 def test_a_failing_stage_aborts_the_producer() -> None:
     def failing(events: Any) -> Iterator[dict[str, Any]]:
         with upstream(events) as it:

@@ -16,7 +16,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.trainer.states import TrainerStatus
 
-from fitstream import pipe, tap
+from fitstream import early_stop, pipe, tap
 from fitstream.bridge import StreamAborted
 
 pytestmark = pytest.mark.filterwarnings(
@@ -104,6 +104,76 @@ def test_keyboard_interrupt_raised_in_the_with_block_fails_the_run_and_the_proce
     assert hook_recorder.calls == ["on_exception"]
     # Lightning's own Ctrl-C path (ignore SIGINT, then sys.exit) did not run
     assert signal.getsignal(signal.SIGINT) is handler
+
+
+@pytest.mark.parametrize("error", [ValueError("my analysis failed"), KeyboardInterrupt()])
+def test_error_in_the_with_block_fails_the_run_when_the_loop_runs_over_a_pipeline(  # noqa: PLR0917
+    make_trainer: MakeTrainer,
+    small_module: Any,
+    recording_logger: Any,
+    hook_recorder: Any,
+    bridge_threads: Callable[[], list[str]],
+    error: BaseException,
+) -> None:
+    module = small_module()
+    trainer = make_trainer(logger=recording_logger, callbacks=[hook_recorder])
+    tapped: list[int] = []
+
+    def consume() -> None:
+        with fit_stream(trainer, module) as events:
+            record = tap(lambda ev: tapped.append(ev["step"]))
+            for ev in pipe(events, record, early_stop(key="val_loss", patience=9)):
+                if ev["step"] == 2:
+                    raise error
+
+    with pytest.raises(type(error)) as info:
+        consume()
+    assert info.value is error
+    assert tapped == [1, 2]
+    assert module.batches == 8  # stopped at once: no batch of epoch 3
+    assert not bridge_threads()
+    # the same as a loop directly over `events`, not a normal stop by the dropped stages
+    assert trainer.state.status == TrainerStatus.INTERRUPTED
+    assert recording_logger.statuses == ["failed"]
+    assert hook_recorder.calls == ["on_exception"]
+    (seen,) = hook_recorder.exceptions
+    assert isinstance(seen, StreamAborted)
+    assert seen.reason is error
+    assert "on_train_end" not in module.hooks
+
+
+def test_a_pipeline_left_early_inside_the_with_block_ends_the_run_normally(
+    make_trainer: MakeTrainer, small_module: Any, recording_logger: Any, hook_recorder: Any
+) -> None:
+    module = small_module()
+    trainer = make_trainer(logger=recording_logger, callbacks=[hook_recorder])
+    with fit_stream(trainer, module) as events:
+        for ev in pipe(events, tap(lambda ev: None)):
+            if ev["step"] == 2:
+                break
+    assert module.batches == 8
+    assert trainer.state.status == TrainerStatus.FINISHED
+    assert recording_logger.statuses == ["success"]
+    assert hook_recorder.calls == ["on_train_end", "on_fit_end"]
+
+
+def test_a_stage_raising_inside_the_with_block_fails_the_run_with_its_error(
+    make_trainer: MakeTrainer, small_module: Any, recording_logger: Any, hook_recorder: Any
+) -> None:
+    def check(ev: dict[str, Any]) -> None:
+        if ev["step"] == 2:
+            raise KeyError("val_acc")
+
+    module = small_module()
+    trainer = make_trainer(logger=recording_logger, callbacks=[hook_recorder])
+    with pytest.raises(KeyError, match="val_acc"), fit_stream(trainer, module) as events:
+        for _ in pipe(events, tap(check)):
+            pass
+    assert module.batches == 8
+    assert recording_logger.statuses == ["failed"]
+    (seen,) = hook_recorder.exceptions
+    assert isinstance(seen, StreamAborted)
+    assert isinstance(seen.reason, KeyError)
 
 
 def test_error_in_a_pipeline_stage_marks_the_run_failed(
