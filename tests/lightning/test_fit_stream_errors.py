@@ -268,6 +268,30 @@ def test_a_second_stream_on_a_streaming_trainer_is_refused(
         assert next(again)["step"] == 2  # a second fit on a trainer continues its epochs
 
 
+def test_fit_or_evaluation_on_a_trainer_whose_stream_is_paused_is_refused_and_it_goes_on(
+    make_trainer: MakeTrainer, small_module: Any, recording_logger: Any
+) -> None:
+    module = small_module()
+    trainer = make_trainer(max_epochs=3, logger=recording_logger)
+    events = fit_stream(trainer, module)  # a notebook cell: next(events) ... a later cell:
+    assert next(events)["step"] == 1
+    for name in ("validate", "fit", "test", "predict"):
+        with pytest.raises(
+            RuntimeError,
+            match=rf"trainer\.{name}\(\) cannot run now: a fit_stream on this trainer is still "
+            r"open .*one stream or fit per Trainer at a time",
+        ):
+            getattr(trainer, name)(module)
+    assert trainer.state.status == TrainerStatus.RUNNING  # the refused calls changed nothing
+    assert [ev["step"] for ev in events] == [2, 3]  # the paused stream goes on where it was
+    assert module.batches == 12
+    assert trainer.state.status == TrainerStatus.FINISHED
+    assert recording_logger.statuses == ["success"]
+    assert not {"fit", "validate", "test", "predict"} & set(vars(trainer))
+    trainer.validate(module, verbose=False)  # the trainer is free again
+    assert trainer.state.status == TrainerStatus.FINISHED
+
+
 def test_two_streams_created_first_then_iterated_are_refused(
     make_trainer: MakeTrainer, small_module: Any
 ) -> None:

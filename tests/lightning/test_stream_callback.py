@@ -105,6 +105,25 @@ def test_an_error_in_a_stage_fails_the_fit_with_that_error(
     assert recording_logger.statuses == ["failed"]
 
 
+def test_a_stage_that_starts_a_fit_or_evaluation_on_the_same_trainer_fails_the_fit_clearly(
+    make_trainer: MakeTrainer, small_module: Any, recording_logger: Any
+) -> None:
+    module = small_module()
+    callback = StreamCallback(tap(lambda ev: ev["trainer"].validate(ev["model"])))
+    trainer = make_trainer(max_epochs=3, callbacks=[callback], logger=recording_logger)
+    with pytest.raises(
+        RuntimeError,
+        match=r"trainer\.validate\(\) cannot run now: this trainer's fit is paused while "
+        r"StreamCallback's stages run; one stream or fit per Trainer at a time",
+    ):
+        trainer.fit(module)
+    assert module.batches == 4  # refused at the first event, before any other batch
+    assert trainer.state.status == TrainerStatus.INTERRUPTED
+    assert recording_logger.statuses == ["failed"]
+    assert "validate" not in vars(trainer)
+    trainer.validate(module, verbose=False)  # usable again once the fit is over
+
+
 def test_a_training_error_closes_the_pipeline(make_trainer: MakeTrainer, small_module: Any) -> None:
     closed: list[str] = []
 

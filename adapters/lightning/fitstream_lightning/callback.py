@@ -12,9 +12,15 @@ from fitstream.pipeline import check_stages
 
 from ._distributed import agree_to_stop
 from ._epoch_events import EpochEvents
+from ._exclusive import EntryGuard
 from ._stopping import Limits, stop_at_this_epoch
 
 __all__ = ["StreamCallback"]
+
+_BUSY = (
+    "this trainer's fit is paused while StreamCallback's stages run; one stream or fit per "
+    "Trainer at a time. Use another Trainer in a stage"
+)
 
 
 def _drive(stages: tuple[Stage, ...], inbox: list[Event]) -> Callable[[Emitter[None]], None]:
@@ -97,7 +103,8 @@ class StreamCallback(EpochEvents):
         if not self._ended and self._pipeline is not None:
             self._inbox.append(event)
             try:
-                next(self._pipeline)
+                with EntryGuard(trainer, _BUSY):  # a stage must not start a fit of its own
+                    next(self._pipeline)
             except StopIteration:
                 self._ended = True
         if agree_to_stop(trainer, self._ended):

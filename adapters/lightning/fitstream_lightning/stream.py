@@ -15,10 +15,17 @@ from fitstream.bridge import Emitter, PushStream
 
 from ._distributed import agree_to_stop
 from ._epoch_events import EpochEvents, append_callback, remove_callback
+from ._exclusive import EntryGuard
 from ._stopping import Limits, stop_at_this_epoch
 from ._strategies import check_streamable
 
 __all__ = ["fit_stream"]
+
+_BUSY = (
+    "a fit_stream on this trainer is still open (its fit is paused between epochs, or "
+    "running); one stream or fit per Trainer at a time. Finish or close that stream first "
+    "(events.close(), or leave its `with` block), or use another Trainer"
+)
 
 _streaming: weakref.WeakSet[Trainer] = weakref.WeakSet()
 _streaming_lock = threading.Lock()
@@ -163,13 +170,19 @@ def fit_stream(  # noqa: PLR0917 (the positional parameters of Trainer.fit, mirr
 def _fit_with_events(
     trainer: Trainer, model: LightningModule, fit_kwargs: dict[str, Any], emit: Emitter[Event]
 ) -> None:
-    """Body of the worker thread: ``trainer.fit`` with the event callback attached."""
+    """Body of the worker thread: ``trainer.fit`` with the event callback attached.
+
+    While it runs (paused at an epoch included), the trainer's own ``fit``, ``validate``,
+    ``test`` and ``predict`` raise at once instead of corrupting this fit.
+    """
+    fit = trainer.fit  # taken before the guard shadows it
     events = _StreamEvents(emit)
     limits = Limits(trainer)
-    append_callback(trainer, events)
-    try:
-        trainer.fit(model, **fit_kwargs)
-    finally:
-        events.detach(trainer)
-        remove_callback(trainer, events)
-        limits.restore(trainer)
+    with EntryGuard(trainer, _BUSY):
+        append_callback(trainer, events)
+        try:
+            fit(model, **fit_kwargs)
+        finally:
+            events.detach(trainer)
+            remove_callback(trainer, events)
+            limits.restore(trainer)
