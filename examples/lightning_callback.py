@@ -14,13 +14,14 @@ import os
 
 import torch
 from fitstream_lightning import StreamCallback
-from lightning_fit_stream import DigitsClassifier, DigitsData, quiet_trainer
+from lightning_fit_stream import DigitsClassifier, DigitsData, quiet_lightning, quiet_trainer
 
 from fitstream import best_model, early_stop, print_keys, tap
 
 
 def main() -> None:
     max_epochs = int(os.environ.get("FITSTREAM_EXAMPLE_EPOCHS", "60"))
+    quiet_lightning()
     torch.manual_seed(0)
     model, data = DigitsClassifier(), DigitsData()
     best = best_model("val_loss", device="cpu")

@@ -18,13 +18,14 @@ from itertools import islice
 
 import torch
 from fitstream_lightning import fit_stream
-from lightning_fit_stream import DigitsClassifier, DigitsData, quiet_trainer
+from lightning_fit_stream import DigitsClassifier, DigitsData, quiet_lightning, quiet_trainer
 
 from fitstream import early_stop, pipe, print_keys, tap
 
 
 def main() -> None:
     max_epochs = int(os.environ.get("FITSTREAM_EXAMPLE_EPOCHS", "30"))
+    quiet_lightning()
     torch.manual_seed(0)
     trainer = quiet_trainer(
         1000, strategy="ddp", devices=int(os.environ.get("LOCAL_WORLD_SIZE", "1"))

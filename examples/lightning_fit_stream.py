@@ -13,7 +13,9 @@ improving, keep the weights of the best epoch and write every epoch to
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,21 @@ class DigitsData(LightningDataModule):
         return DataLoader(self.val_set, batch_size=360)
 
 
+def quiet_lightning() -> None:
+    """Keep the script's output to its own lines.
+
+    At INFO level Lightning announces the hardware ("GPU available: ...") and advertises a
+    cloud logger, and this Lightning release triggers a PyTorch deprecation warning inside
+    ``fit``; none of it is about the example. Real warnings and errors still show.
+    """
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+    )
+
+
 def quiet_trainer(max_epochs: int, **options: Any) -> Trainer:
     """A CPU Trainer without progress bar, summary, logger or checkpoints (the stream logs)."""
     return Trainer(
@@ -92,6 +109,7 @@ def quiet_trainer(max_epochs: int, **options: Any) -> Trainer:
 
 def main() -> None:
     max_epochs = int(os.environ.get("FITSTREAM_EXAMPLE_EPOCHS", "60"))
+    quiet_lightning()
     torch.manual_seed(0)
     model, data = DigitsClassifier(), DigitsData()
     trainer = quiet_trainer(max_epochs, devices=1)
