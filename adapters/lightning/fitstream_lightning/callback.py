@@ -56,6 +56,15 @@ class StreamCallback(EpochEvents):
     restored afterwards) and ends ``fit`` normally. An exception in a stage fails the ``fit``
     with that exception. Under DDP the ranks agree, so all stop at the same epoch.
 
+    Failures: the callbacks' ``on_exception`` receive the exception itself, as in any
+    ``trainer.fit`` (a stage's error; ``KeyboardInterrupt`` on Ctrl-C, after which Lightning
+    ends the process as usual), and the stages see :class:`fitstream.bridge.StreamAborted`
+    with it in ``reason``. (Under :func:`fitstream_lightning.fit_stream`, a failure on the
+    consumer's side reaches the callbacks as ``StreamAborted``; see there.) While the stages
+    run, training is paused, and a stage that calls ``trainer.fit``, ``validate``, ``test`` or
+    ``predict`` on the same Trainer gets a ``RuntimeError`` (one stream or fit per Trainer at
+    a time).
+
     The stages run in a helper thread in lockstep with training (training is paused while they
     work), so a stage may read several events before it yields one. Sinks are closed when
     ``fit`` ends.

@@ -101,8 +101,19 @@ def fit_stream(  # noqa: PLR0917 (the positional parameters of Trainer.fit, mirr
     ``EarlyStopping``) the stream ends after the last event. An exception in training is
     raised from ``next()`` unchanged. Use the stream as a context manager to have an exception
     in your loop (or ``KeyboardInterrupt``) stop training at once and mark the run failed the
-    Lightning way (``on_exception`` hooks, loggers finalised as ``"failed"``); the exception
-    then reaches you unchanged and the Python session survives.
+    Lightning way (``on_exception`` hooks, loggers finalised as ``"failed"``), also when the
+    loop runs over ``pipe(events, ...)``; the exception then reaches you unchanged and the
+    Python session survives.
+
+    A failure on the consumer's side (Ctrl-C, an exception in the ``with`` block or in a stage)
+    stops training by raising :class:`fitstream.bridge.StreamAborted` inside it, so that is
+    what the callbacks' ``on_exception`` receive; the consumer's exception (the
+    ``KeyboardInterrupt`` for Ctrl-C) is its ``reason``. A callback that saves a checkpoint on
+    Ctrl-C tests ``isinstance(exception, StreamAborted)`` and looks at ``exception.reason``.
+
+    One stream or fit per Trainer at a time: while the stream is open (paused at an event
+    included), ``trainer.fit``, ``validate``, ``test`` and ``predict`` raise ``RuntimeError``
+    at once and leave the stream as it was.
 
     Under ``strategy="ddp"`` launched by ``torchrun`` every process runs the same stream; a stop
     decided in any process stops all of them at the same epoch.
