@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+from torch import nn
 
 
 class CountingSource:
@@ -50,6 +51,98 @@ class CountingSource:
 def counting_source() -> type[CountingSource]:
     """The :class:`CountingSource` class, to build sources with the arguments a test needs."""
     return CountingSource
+
+
+class StandInEnsemble(nn.Module):
+    """A stand-in for ``ensemble_stream``'s ensemble, satisfying ``EnsembleLike``.
+
+    ``k`` members, each ``nn.Linear(n_in, n_out)`` (followed by ``nn.Dropout(dropout)`` when
+    ``dropout`` > 0); ``forward`` stacks the members' outputs on a new leading dim, giving
+    ``(k, batch, n_out)``. ``hparams`` default to ``{"lr": 0.1 * (k + 1), "seed": k}``.
+    :meth:`train_epoch` stands for an epoch of training: it moves every *active* member's
+    weights by one, so a frozen member keeps the weights it had when it was frozen.
+    ``freezes`` records the ``freeze`` calls in order.
+    """
+
+    def __init__(
+        self,
+        k: int = 3,
+        n_in: int = 3,
+        n_out: int = 1,
+        *,
+        hparams: list[dict[str, Any]] | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            nn.Sequential(nn.Linear(n_in, n_out), nn.Dropout(dropout))
+            if dropout
+            else nn.Linear(n_in, n_out)
+            for _ in range(k)
+        )
+        self._hparams = hparams or [{"lr": 0.1 * (i + 1), "seed": i} for i in range(k)]
+        self._active = [True] * k
+        self.freezes: list[int] = []
+
+    @property
+    def members(self) -> list[nn.Module]:
+        return list(self.layers)
+
+    @property
+    def hparams(self) -> list[dict[str, Any]]:
+        return [dict(h) for h in self._hparams]
+
+    @property
+    def active(self) -> list[bool]:
+        return list(self._active)
+
+    def freeze(self, member: int) -> None:
+        self._active[member] = False
+        self.freezes.append(member)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(x) for member in self.layers])
+
+    def train_epoch(self) -> StandInEnsemble:
+        """Move every active member's parameters by +1 (an epoch of "training")."""
+        with torch.no_grad():
+            for member, active in zip(self.layers, self._active, strict=True):
+                if active:
+                    for p in member.parameters():
+                        p.add_(1.0)
+        return self
+
+
+@pytest.fixture
+def stand_in_ensemble() -> type[StandInEnsemble]:
+    """The :class:`StandInEnsemble` class, to build ensembles of the size a test needs."""
+    return StandInEnsemble
+
+
+def ensemble_source(
+    ensemble: StandInEnsemble,
+    values: dict[str, list[list[float]]],
+    *,
+    fail_at: int | None = None,
+) -> CountingSource:
+    """A counting source of ensemble events: event i trains the active members once, then
+    holds ``model=ensemble`` and, per key, the per-member list ``values[key][i - 1]``."""
+    n = len(next(iter(values.values())))
+
+    def fields(i: int) -> dict[str, Any]:
+        ensemble.train_epoch()
+        return {"model": ensemble, **{key: list(rows[i - 1]) for key, rows in values.items()}}
+
+    return CountingSource(n, fields, fail_at=fail_at)
+
+
+@pytest.fixture
+def ensemble_events() -> Callable[..., CountingSource]:
+    """:func:`ensemble_source`, to build counting sources of ensemble events."""
+    return ensemble_source
 
 
 @pytest.fixture(autouse=True)

@@ -6,9 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from .checks import describe
+from .members import ensemble_of, is_per_member
 from .values import scalar_value
 
-__all__ = ["metric_value", "missing_key_error"]
+__all__ = ["metric_value", "metric_values", "missing_key_error"]
 
 
 def missing_key_error(event: Mapping[str, Any], key: str, *, func: str) -> KeyError:
@@ -28,7 +29,8 @@ def metric_value(event: Mapping[str, Any], key: str, *, func: str) -> float:
     Raises:
         KeyError: The event has no ``key``; the message lists the keys it has and how to keep
             only the events that have it.
-        TypeError: The value is not a single number; the message quotes it.
+        TypeError: The value is not a single number; the message quotes it (a per-member
+            list gets its own message: use :func:`metric_values` where lists are supported).
 
     Example:
         >>> import torch
@@ -39,6 +41,22 @@ def metric_value(event: Mapping[str, Any], key: str, *, func: str) -> float:
         ...
         TypeError: ema: the value of 'val_loss' must be a number or a 0-d tensor, got str: 'low'
     """
+    raw = _raw_value(event, key, func=func)
+    if is_per_member(raw):
+        raise TypeError(
+            f"{func}: the value of {key!r} is per-member (a list of {len(raw)} values, one per "
+            f"ensemble member), and {func} here takes one number per event; pick one member "
+            f"first, e.g. augment(lambda ev: {{'{key}_0': ev[{key!r}][0]}})"
+        )
+    number = scalar_value(raw)
+    if number is None or isinstance(number, bool):
+        raise TypeError(
+            f"{func}: the value of {key!r} must be a number or a 0-d tensor, got {describe(raw)}"
+        )
+    return float(number)
+
+
+def _raw_value(event: Mapping[str, Any], key: str, *, func: str) -> Any:
     if key not in event:
         # A metric may be computed in some epochs only (a Lightning run validating every n
         # epochs has no val_loss in between): say how to keep just those.
@@ -47,10 +65,42 @@ def metric_value(event: Mapping[str, Any], key: str, *, func: str) -> float:
             f"{error.args[0]}. If {key!r} is only computed in some epochs (e.g. validation "
             f"every n epochs), pass on just those: (ev for ev in events if {key!r} in ev)"
         )
-    raw = event[key]
-    number = scalar_value(raw)
-    if number is None or isinstance(number, bool):
+    return event[key]
+
+
+def metric_values(event: Mapping[str, Any], key: str, *, func: str) -> float | list[float]:
+    """Return ``event[key]`` as a ``float``, or a per-member value as a list of K floats.
+
+    A per-member value (a list of numbers, see :mod:`fitstream._internal.members`) must come
+    with an ensemble under ``model``, one entry per member, or with no ``model`` at all (a
+    history replayed from a sink).
+
+    Raises:
+        KeyError: The event has no ``key`` (as :func:`metric_value`).
+        TypeError: The value is neither a number nor a per-member list of numbers, or is a
+            list while ``event["model"]`` is a single model.
+        ValueError: The list's length differs from the number of the ensemble's members.
+
+    Example:
+        >>> metric_values({"val_loss": [0.5, 0.25]}, "val_loss", func="ema")
+        [0.5, 0.25]
+        >>> metric_values({"val_loss": 0.5}, "val_loss", func="ema")
+        0.5
+    """
+    raw = _raw_value(event, key, func=func)
+    if not is_per_member(raw):
+        return metric_value(event, key, func=func)
+    ensemble = ensemble_of(event)
+    if ensemble is None and event.get("model") is not None:
         raise TypeError(
-            f"{func}: the value of {key!r} must be a number or a 0-d tensor, got {describe(raw)}"
+            f"{func}: the value of {key!r} must be a number or a 0-d tensor, got "
+            f"{describe(raw)}; a list of numbers is read as per-member values, which needs an "
+            f"ensemble under 'model' (as ensemble_stream gives), but event['model'] is "
+            f"{describe(event['model'])}"
         )
-    return float(number)
+    if ensemble is not None and len(raw) != len(ensemble):
+        raise ValueError(
+            f"{func}: the value of {key!r} is a list of {len(raw)} values but the event's "
+            f"ensemble has {len(ensemble)} members; a per-member value has one per member"
+        )
+    return [float(v) for v in raw]

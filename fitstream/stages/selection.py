@@ -11,7 +11,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 from .._internal.checks import check_name, check_non_negative_int, check_positive_int, describe
-from .._internal.lookup import metric_value
+from .._internal.lookup import metric_values
+from .._internal.members import EnsembleLike, ensemble_of
 from ..events import Stage
 from ..pipeline import stage_factory, upstream
 
@@ -69,6 +70,65 @@ def _check_min_delta(min_delta: float) -> float:
     return float(min_delta)
 
 
+class _Patience:
+    """The patience count of one metric, for one model or per member of an ensemble.
+
+    Scores are ``sign * value``, so lower is better. ``members`` is ``None`` for one model;
+    otherwise K, and each member counts on its own until it stops.
+    """
+
+    def __init__(self, key: str, delta: float, patience: int) -> None:
+        self.key, self.delta, self.patience = key, delta, patience
+        self.members: int | None = None
+        self.best: list[float] = []
+        self.stale: list[int] = []
+        self.seen: list[bool] = []  # whether a number (not NaN) came yet: the first improves
+        self.stopped: list[bool] = []
+
+    def _start(self, count: int | None) -> None:
+        self.members = count
+        size = 1 if count is None else count
+        self.best, self.stale = [math.inf] * size, [0] * size
+        self.seen, self.stopped = [False] * size, [False] * size
+
+    def _score(self, index: int, score: float) -> None:
+        if not math.isnan(score) and (
+            not self.seen[index] or score < self.best[index] - self.delta
+        ):
+            self.best[index], self.stale[index], self.seen[index] = score, 0, True
+        else:
+            self.stale[index] += 1
+
+    def update(self, scores: float | list[float], ensemble: EnsembleLike | None) -> bool:
+        """Count one event; freeze the members whose patience ran out; tell whether to end."""
+        count = len(scores) if isinstance(scores, list) else None
+        if not self.best:
+            self._start(count)
+        elif count != self.members:
+            was = "one number" if self.members is None else f"a list of {self.members} values"
+            now = "one number" if count is None else f"a list of {count} values"
+            raise ValueError(
+                f"early_stop: the value of {self.key!r} was {was} in earlier events and is "
+                f"{now} now; a stream keeps one kind (per-member lists keep their length)"
+            )
+        if not isinstance(scores, list):
+            self._score(0, scores)
+            return self.stale[0] >= self.patience
+        active = ensemble.active if ensemble is not None else [True] * len(scores)
+        for member, score in enumerate(scores):
+            if self.stopped[member]:
+                continue  # a stopped member's later values are ignored
+            if not active[member]:
+                self.stopped[member] = True  # frozen elsewhere: it will not improve here
+                continue
+            self._score(member, score)
+            if self.stale[member] >= self.patience:
+                self.stopped[member] = True
+                if ensemble is not None:
+                    ensemble.freeze(member)
+        return all(self.stopped)
+
+
 @stage_factory
 def early_stop(
     key: str,
@@ -88,6 +148,16 @@ def early_stop(
     best value as it was, so a diverging run stops instead of training on. Values may be Python
     numbers, 0-d tensors or NumPy scalars. Events pass through unchanged.
 
+    **Per member.** When the value is per-member (a list of K numbers, as
+    :func:`fitstream.ensemble_stream` gives for an ensemble), each member has its own patience
+    count, best value and ``min_delta`` (the same ``mode`` and ``min_delta`` for all members,
+    each compared with that member's own best). A member whose patience runs out is frozen
+    with ``event["model"].freeze(k)`` before the event is passed on, so its weights stay those
+    of that event; its later values are ignored. A member the ensemble already reports as
+    inactive (frozen elsewhere) counts as stopped. The stream ends, without pulling another
+    event, after the event where the last member stopped. Without an ensemble under
+    ``"model"`` (a replayed history), members are counted the same way but nothing is frozen.
+
     Args:
         key: The monitored metric, e.g. ``"val_loss"``.
         patience: How many consecutive events without improvement end the stream; int >= 1.
@@ -106,7 +176,9 @@ def early_stop(
             ``"min"`` or ``"max"``, or a negative ``min_delta``.
         KeyError: While iterating, for an event without ``key`` (the message lists its keys).
         TypeError: While iterating, for a value of ``key`` that is not a number (a bool
-            included).
+            included) or a per-member list of numbers.
+        ValueError: While iterating, for a per-member list whose length is not the
+            ensemble's member count, or a value that changes kind or length between events.
 
     Example:
         >>> from fitstream import pipe
@@ -115,6 +187,13 @@ def early_stop(
         [1, 2, 3, 4]
         >>> [ev["step"] for ev in early_stop(events, key="val_loss", patience=3)]
         [1, 2, 3, 4, 5]
+
+        Per member: member 1 stops at step 3, member 0 at step 4, and step 5 is never pulled.
+
+        >>> losses = [[5, 5], [4, 5], [4, 5], [4, 4], [3, 3]]
+        >>> events = [{"step": i, "val_loss": v} for i, v in enumerate(losses, 1)]
+        >>> [ev["step"] for ev in early_stop(events, key="val_loss", patience=2)]
+        [1, 2, 3, 4]
     """
     check_name(key, func="early_stop", what="'key'")
     check_positive_int(patience, func="early_stop", arg="patience")
@@ -124,18 +203,14 @@ def early_stop(
     sign = 1.0 if mode == "min" else -1.0  # compare sign * value, where lower is better
 
     def stage(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        best = math.inf
-        seen_number = False
-        stale = 0
+        counter = _Patience(key, delta, patience)
         with upstream(events) as it:
             for event in it:
-                score = sign * metric_value(event, key, func="early_stop")
-                if not math.isnan(score) and (not seen_number or score < best - delta):
-                    best, seen_number, stale = score, True, 0
-                else:
-                    stale += 1
+                value = metric_values(event, key, func="early_stop")
+                scores = [sign * v for v in value] if isinstance(value, list) else sign * value
+                done = counter.update(scores, ensemble_of(event))
                 yield event
-                if stale >= patience:
+                if done:
                     return
 
     return stage

@@ -3,7 +3,8 @@
 A :class:`BestModel` is a callback for :func:`fitstream.tap`: on each event it looks at one
 metric and, when that metric improves, keeps a copy of the model's ``state_dict()``. The copy is
 independent of the live model, so training on does not change it, and
-:meth:`BestModel.load_into` puts the best weights back at the end.
+:meth:`BestModel.load_into` puts the best weights back at the end. On an ensemble's events
+(a per-member metric) it keeps one best snapshot per member.
 """
 
 from __future__ import annotations
@@ -11,18 +12,19 @@ from __future__ import annotations
 import copy
 import math
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 import torch
 from torch import nn
 
 from .._internal.checks import check_name, describe
-from .._internal.lookup import metric_value, missing_key_error
+from .._internal.lookup import metric_values, missing_key_error
+from .._internal.members import EnsembleLike, ensemble_of
 
 __all__ = ["BestModel", "best_model"]
 
-ModelT = TypeVar("ModelT", bound=nn.Module)
+ModelT = TypeVar("ModelT")
 
 _DIRECTIONS = ("min", "max")
 
@@ -45,6 +47,11 @@ class BestModel:
     Call it with each event (``tap(best)`` does); it returns nothing and never changes the
     event. Read :attr:`best_value`, :attr:`best_step` and :attr:`state_dict`, or restore the
     weights with :meth:`load_into`.
+
+    On an ensemble's events, where the metric is a per-member list of K numbers, each member
+    is tracked on its own: the three attributes become lists of K entries (``None`` for a
+    member without a number yet), each member's snapshot is its own module's
+    ``state_dict()``, and :attr:`members` is K.
 
     Example:
         >>> model = nn.Linear(2, 1)
@@ -76,24 +83,45 @@ class BestModel:
                 ) from exc
         self.metric_key = metric_key
         self.direction = direction
-        self._best_value: float | None = None
-        self._best_step: Any = None
-        self._state: dict[str, Any] | None = None
+        # One entry per member; one in all for a single model (self._members is None).
+        self._members: int | None = None
+        self._values: list[float | None] = []
+        self._steps: list[Any] = []
+        self._states: list[dict[str, Any] | None] = []
 
     @property
-    def best_value(self) -> float | None:
-        """The best value of the metric seen so far, or ``None`` before any (NaN never counts)."""
-        return self._best_value
+    def members(self) -> int | None:
+        """K once a per-member value was seen (an ensemble), else ``None``."""
+        return self._members
+
+    def _one_or_all(self, entries: list[Any]) -> Any:
+        if self._members is not None:
+            return list(entries)
+        return entries[0] if entries else None
+
+    @property
+    def best_value(self) -> Any:
+        """The best value of the metric seen so far, or ``None`` before any (NaN never counts).
+
+        Per member: a list of K such values.
+        """
+        return self._one_or_all(self._values)
 
     @property
     def best_step(self) -> Any:
-        """The ``step`` of the event with the best value (``None`` before any, or if absent)."""
-        return self._best_step
+        """The ``step`` of the event with the best value (``None`` before any, or if absent).
+
+        Per member: a list of K such steps.
+        """
+        return self._one_or_all(self._steps)
 
     @property
-    def state_dict(self) -> dict[str, Any] | None:
-        """The snapshot of ``model.state_dict()`` at the best event, or ``None`` before any."""
-        return self._state
+    def state_dict(self) -> Any:
+        """The snapshot of ``model.state_dict()`` at the best event, or ``None`` before any.
+
+        Per member: a list of K snapshots, member k's of ``members[k].state_dict()``.
+        """
+        return self._one_or_all(self._states)
 
     def __call__(self, event: Mapping[str, Any]) -> None:
         """Look at one event; snapshot its model if its metric is strictly better than the best.
@@ -101,39 +129,70 @@ class BestModel:
         Raises:
             KeyError: The event lacks the metric (or, on improvement, ``"model"``); the message
                 lists the keys it has.
-            TypeError: The metric's value is not a number, or ``event["model"]`` has no
-                ``state_dict()``.
+            TypeError: The metric's value is not a number or a per-member list, or
+                ``event["model"]`` has no ``state_dict()`` (per member: is not an ensemble).
+            ValueError: The value changes between one number and a per-member list, or a
+                list's length differs from the member count.
         """
-        value = metric_value(event, self.metric_key, func="best_model")
-        if not self._improves(value):
+        value = metric_values(event, self.metric_key, func="best_model")
+        values = value if isinstance(value, list) else [value]
+        count = len(values) if isinstance(value, list) else None
+        if not self._values:
+            self._members = count
+            self._values, self._steps = [None] * len(values), [None] * len(values)
+            self._states = [None] * len(values)
+        elif count != self._members:
+            raise ValueError(
+                f"best_model: the value of {self.metric_key!r} was {_kind(self._members)} in "
+                f"earlier events and is {_kind(count)} now; a stream keeps one kind"
+            )
+        better = [k for k, v in enumerate(values) if self._improves(v, self._values[k])]
+        if not better:
             return
+        modules = self._modules(event, better)
+        for k in better:
+            self._states[k] = _snapshot(modules[k].state_dict(), self._device)
+            self._values[k], self._steps[k] = values[k], event.get("step")
+
+    def _modules(self, event: Mapping[str, Any], members: list[int]) -> dict[int, nn.Module]:
+        """The modules to snapshot, by member: the model, or the ensemble's members."""
         if "model" not in event:
             raise missing_key_error(event, "model", func="best_model")
         model = event["model"]
-        state_dict = getattr(model, "state_dict", None)
-        if not callable(state_dict):
-            raise TypeError(
-                f"best_model: event['model'] must have a state_dict() (an nn.Module), got "
-                f"{describe(model)}"
-            )
-        self._state = _snapshot(state_dict(), self._device)
-        self._best_value = value
-        self._best_step = event.get("step")
+        if self._members is None:
+            if not callable(getattr(model, "state_dict", None)):
+                raise TypeError(
+                    f"best_model: event['model'] must have a state_dict() (an nn.Module), got "
+                    f"{describe(model)}"
+                )
+            return {0: model}
+        ensemble = ensemble_of(event)
+        if ensemble is None:  # metric_values refuses this first; kept for the type checker
+            raise TypeError(f"best_model: event['model'] is no ensemble: {describe(model)}")
+        return {k: ensemble.members[k] for k in members}
 
-    def _improves(self, value: float) -> bool:
+    def _improves(self, value: float, best: float | None) -> bool:
         if math.isnan(value):
             return False
-        if self._best_value is None:
+        if best is None:
             return True
         if self.direction == "min":
-            return value < self._best_value
-        return value > self._best_value
+            return value < best
+        return value > best
 
-    def load_into(self, model: ModelT) -> ModelT:
+    def load_into(self, model: ModelT, member: int | None = None) -> ModelT:
         """Load the best snapshot into ``model`` (in place) and return ``model``.
 
+        Per member, ``load_into(module, member=k)`` loads member k's best weights into one
+        module of the members' architecture, and ``load_into(target)`` loads every member's:
+        ``target`` is the ensemble (each into ``target.members[k]``) or a sequence of K modules
+        (e.g. the list of models given to the ensemble).
+
         Raises:
-            RuntimeError: No snapshot has been taken yet.
+            RuntimeError: No snapshot has been taken yet (of that member).
+            ValueError: ``member`` is given for a single model, or is out of range, or
+                ``target`` does not hold one module per member.
+            TypeError: ``member`` is not an int, or a module has no ``load_state_dict``.
 
         Example:
             >>> model = nn.Linear(1, 1)
@@ -144,19 +203,60 @@ class BestModel:
             >>> best.load_into(model).weight.item() == best.state_dict["weight"].item()
             True
         """
-        if self._state is None:
-            raise RuntimeError(
-                f"best_model: no snapshot to load yet; no event so far had a number under "
-                f"{self.metric_key!r} (NaN never counts as best)"
+        if self._members is None:
+            if member is not None:
+                raise ValueError(
+                    f"best_model: 'member' is for per-member values (an ensemble), but "
+                    f"{self.metric_key!r} was one number per event; call load_into(model)"
+                )
+            self._load(model, 0)
+            return model
+        if member is not None:
+            if isinstance(member, bool) or not isinstance(member, int):
+                raise TypeError(f"best_model: 'member' must be an int, got {describe(member)}")
+            if not 0 <= member < self._members:
+                raise ValueError(
+                    f"best_model: 'member' must be in 0..{self._members - 1} (there are "
+                    f"{self._members} members), got {member}"
+                )
+            self._load(model, member)
+            return model
+        targets = model.members if isinstance(model, EnsembleLike) else model
+        if not isinstance(targets, Sequence) or len(targets) != self._members:
+            raise ValueError(
+                f"best_model: load_into(target) without 'member' needs the ensemble or a "
+                f"sequence of {self._members} modules, one per member, got {describe(model)}; "
+                f"to load one member, pass member=k"
             )
-        model.load_state_dict(self._state)
+        for k, target in enumerate(targets):
+            self._load(target, k)
         return model
+
+    def _load(self, model: object, member: int) -> None:
+        state = self._states[member] if self._states else None
+        if state is None:
+            which = "" if self._members is None else f" of member {member}"
+            raise RuntimeError(
+                f"best_model: no snapshot{which} to load yet; no event so far had a number "
+                f"under {self.metric_key!r}{which} (NaN never counts as best)"
+            )
+        load = getattr(model, "load_state_dict", None)
+        if not callable(load):
+            raise TypeError(
+                f"best_model: load_into needs a module with load_state_dict(), got "
+                f"{describe(model)}"
+            )
+        load(state)
 
     def __repr__(self) -> str:
         return (
             f"BestModel({self.metric_key!r}, direction={self.direction!r}, "
-            f"best_value={self._best_value!r}, best_step={self._best_step!r})"
+            f"best_value={self.best_value!r}, best_step={self.best_step!r})"
         )
+
+
+def _kind(members: int | None) -> str:
+    return "one number" if members is None else f"a per-member list of {members} values"
 
 
 def best_model(

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from .._internal.checks import check_callable, check_name, describe
-from .._internal.lookup import metric_value
+from .._internal.lookup import metric_values
 from ..events import Stage
 from ..pipeline import stage_factory, upstream
 
@@ -104,6 +104,10 @@ def _decay_from(decay: float | None, half_life: float | None) -> float:
     return float(decay)
 
 
+def _kind(per_member: bool, count: int) -> str:
+    return f"a per-member list of {count} values" if per_member else "one number"
+
+
 @stage_factory
 def ema(
     key: str,
@@ -124,6 +128,9 @@ def ema(
     Values may be Python numbers, 0-d tensors or NumPy scalars. A NaN or infinite value is
     averaged in as it is, so the average shows it from then on (it is never hidden).
 
+    A per-member value (a list of K numbers, from an ensemble) gets one average per member:
+    the stage writes a list of K averages, in member order.
+
     Args:
         key: The metric to smooth, e.g. ``"val_loss"``.
         decay: Weight of the past, strictly between 0 and 1 (e.g. 0.9).
@@ -139,7 +146,10 @@ def ema(
         ValueError: At the call, for both or neither of ``decay`` and ``half_life``, a value
             outside its range, or an empty ``key`` or ``out_key``.
         TypeError: At the call, for a ``key`` or ``out_key`` that is not a string; while
-            iterating, for a value of ``key`` that is not a number (a bool included).
+            iterating, for a value of ``key`` that is not a number (a bool included) or a
+            per-member list of numbers.
+        ValueError: While iterating, for a value that changes between one number and a
+            per-member list, or a list that changes length.
         KeyError: While iterating, for an event without ``key`` (the message lists its keys).
 
     Example:
@@ -150,6 +160,12 @@ def ema(
         >>> smooth = ema(events, "loss", half_life=1, out_key="smooth", bias_correction=False)
         >>> [ev["smooth"] for ev in smooth]
         [5.0, 12.5, 21.25]
+
+        Per member, a list in gives a list out:
+
+        >>> members = [{"loss": [10.0, 1.0]}, {"loss": [20.0, 3.0]}]
+        >>> [ev["loss_ema"] for ev in ema(members, "loss", decay=0.5, bias_correction=False)]
+        [[5.0, 0.5], [12.5, 1.75]]
     """
     check_name(key, func="ema", what="'key'")
     if out_key is not None:
@@ -159,14 +175,25 @@ def ema(
     correct = bool(bias_correction)
 
     def stage(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        average = 0.0
+        averages: list[float] | None = None  # one per member; one in all for a single model
+        per_member = False
         weight = 1.0  # decay ** t, the share of the initial 0 still in the average
         with upstream(events) as it:
             for event in it:
-                value = metric_value(event, key, func="ema")
-                average = factor * average + (1.0 - factor) * value
+                value = metric_values(event, key, func="ema")
+                values = value if isinstance(value, list) else [value]
+                if averages is None:
+                    averages, per_member = [0.0] * len(values), isinstance(value, list)
+                elif isinstance(value, list) != per_member or len(values) != len(averages):
+                    raise ValueError(
+                        f"ema: the value of {key!r} changed kind between events (from "
+                        f"{_kind(per_member, len(averages))} to "
+                        f"{_kind(isinstance(value, list), len(values))}); a stream keeps one"
+                    )
+                pairs = zip(averages, values, strict=True)
+                averages = [factor * a + (1.0 - factor) * v for a, v in pairs]
                 weight *= factor
-                smoothed = average / (1.0 - weight) if correct else average
-                yield _extended(event, {target: smoothed})
+                smoothed = [a / (1.0 - weight) for a in averages] if correct else averages
+                yield _extended(event, {target: smoothed if per_member else smoothed[0]})
 
     return stage
