@@ -4,12 +4,17 @@
 dict of new keys, used as ``augment(validation_loss(...))``. Each evaluation runs without
 gradients, with the model (every submodule) in eval mode, and restores each submodule's own
 train/eval flag afterwards, also when the evaluation raises.
+
+On an ensemble's event (``event["model"]`` an ensemble, as :func:`fitstream.ensemble_stream`
+gives) each key holds a per-member list of K floats, from one forward pass of the ensemble per
+chunk: member k's value equals evaluating ``members[k]`` alone.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
@@ -24,13 +29,15 @@ from ._internal.checks import (
     describe,
     model_device,
 )
+from ._internal.chunks import Chunks
 from ._internal.lookup import missing_key_error
-from ._internal.metrics import MetricSpec, Value, add_weighted, is_stateful_metric, scalar
-from ._internal.values import as_floats
+from ._internal.members import ensemble_of
+from ._internal.metrics import MetricSpec, is_stateful_metric, prepare_metric
+from ._internal.values import as_float_lists, as_floats
 
 __all__ = ["Augmenter", "evaluate", "evaluation_mode", "validation_loss"]
 
-Augmenter = Callable[[Mapping[str, Any]], dict[str, float]]
+Augmenter = Callable[[Mapping[str, Any]], dict[str, Any]]
 """A function from an event to the keys it adds, as :func:`fitstream.augment` takes."""
 
 
@@ -74,10 +81,24 @@ def _model_of(event: Mapping[str, Any], func: str) -> nn.Module:
     return model
 
 
-def _note(exc: BaseException, text: str) -> None:
-    add_note = getattr(exc, "add_note", None)  # Python 3.11+
-    if callable(add_note):
-        add_note(text)
+def _clones(spec: MetricSpec, members: int, kept: dict[str, list[Any]]) -> list[Any]:
+    """One copy of a stateful metric per member, made on the first ensemble event (or new K)."""
+    copies = kept.get(spec.name)
+    if copies is None or len(copies) != members:
+        copies = kept[spec.name] = [copy.deepcopy(spec.fn) for _ in range(members)]
+    return copies
+
+
+@contextmanager
+def _members_evaluation_mode(model: nn.Module, members: Sequence[Any]) -> Iterator[None]:
+    """Eval mode for the ensemble and for any member module outside its module tree."""
+    inside = {id(module) for module in model.modules()}
+    with ExitStack() as stack:
+        stack.enter_context(evaluation_mode(model))
+        for member in members:
+            if isinstance(member, nn.Module) and id(member) not in inside:
+                stack.enter_context(evaluation_mode(member))
+        yield
 
 
 def _augmenter(
@@ -88,56 +109,35 @@ def _augmenter(
     last_label: bool,
     batch_size: int | None,
 ) -> Augmenter:
-    n_total = tensors[0].shape[0]
-    step = n_total if batch_size is None else min(batch_size, n_total)
-    chunked = step < n_total
-    # The chunks are views made once, so an evaluation slices nothing.
-    chunks = [
-        (tuple(t[start : start + step] for t in tensors), min(step, n_total - start))
-        for start in range(0, n_total, step)
-    ]
+    chunks = Chunks(tensors, specs, func=func, last_label=last_label, batch_size=batch_size)
+    kept: dict[str, list[Any]] = {}  # per-member copies of the stateful metrics
 
-    def run(model: nn.Module) -> dict[str, Value]:
-        sums: dict[str, Value | None] = {spec.name: None for spec in specs}
-        for chunk, size in chunks:
-            pred = model(*chunk[:-1]) if last_label else model(*chunk)
-            args = (pred, chunk[-1]) if last_label else (pred,)
-            for spec in specs:
-                try:
-                    if spec.stateful:
-                        spec.fn.update(*args)
-                        continue
-                    value = scalar(spec.fn(*args), func=func, label=spec.label)
-                except Exception as exc:
-                    _note(exc, f"(raised by {func}'s {spec.label})")
-                    raise
-                sums[spec.name] = add_weighted(sums[spec.name], value, size) if chunked else value
-        values: dict[str, Value] = {}
-        for spec in specs:
-            if spec.stateful:
-                results = spec.results(spec.fn.compute(), func=func)
-            else:
-                total = sums[spec.name]
-                assert total is not None  # at least one chunk ran
-                results = [(spec.name, total / n_total if chunked else total)]
-            for name, value in results:
-                if name in values:
-                    raise ValueError(
-                        f"{func}: {spec.label} gives the key {name!r}, which another metric "
-                        f"already gives; rename one of them"
-                    )
-                values[name] = value
-        return values
-
-    def augmenter(event: Mapping[str, Any]) -> dict[str, float]:
+    def augmenter(event: Mapping[str, Any]) -> dict[str, Any]:
         model = _model_of(event, func)
         check_same_device(tensors, model, func=func, arg="val_data")
         device = model_device(model) or tensors[0].device
-        with torch.no_grad(), evaluation_mode(model):
+        ensemble = ensemble_of(event)
+        members = None if ensemble is None else len(ensemble)
+        fns = {
+            spec.name: [spec.fn]
+            if members is None or not spec.stateful
+            else _clones(spec, members, kept)
+            for spec in specs
+        }
+        mode = (
+            evaluation_mode(model)
+            if ensemble is None
+            else _members_evaluation_mode(model, ensemble.members)
+        )
+        with torch.no_grad(), mode:
             for spec in specs:
-                spec.prepare(device)
-            values = run(model)
-        return as_floats(values)
+                if spec.stateful:
+                    for fn in fns[spec.name]:
+                        prepare_metric(fn, device)
+            values = chunks.run(model, fns, members)
+        if members is None:
+            return as_floats({name: entries[0] for name, entries in values.items()})
+        return as_float_lists(values)
 
     return augmenter
 
@@ -157,6 +157,11 @@ def validation_loss(
     ``{key: loss}`` with the loss as a Python float. Use it as ``augment(validation_loss(...))``.
     A NaN or infinite loss is reported as it is.
 
+    On an ensemble's event the loss is a per-member list of K floats: the ensemble's forward
+    runs once per chunk, giving the members' outputs stacked as ``(K, n, ...)``, and
+    ``loss_fn`` is applied to each member's slice, so member k's value equals
+    ``validation_loss`` on ``members[k]`` alone.
+
     Args:
         val_data: Tensors with one row per sample, e.g. ``(X_val, y_val)``; they must be on the
             model's device.
@@ -170,10 +175,11 @@ def validation_loss(
             for a mean-reduced loss (the usual ``reduction="mean"``), not for a summed one.
 
     Returns:
-        The augmenter, ``event -> {key: float}``. It reads the loss back to the host once per
-        evaluation, however many chunks there are. Called with an event, it raises KeyError
-        when the event has no ``"model"`` (listing the keys it has), ValueError when
-        ``val_data`` is on another device than the model, and TypeError when ``loss_fn`` gives
+        The augmenter, ``event -> {key: float}`` (``{key: [float, ...]}`` per member). It
+        reads the loss back to the host once per evaluation, however many chunks there are.
+        Called with an event, it raises KeyError when the event has no ``"model"`` (listing
+        the keys it has), ValueError when ``val_data`` is on another device than the model or
+        an ensemble's output is not stacked by member, and TypeError when ``loss_fn`` gives
         more than one number.
 
     Raises:
@@ -237,6 +243,12 @@ def evaluate(
     afterwards, also on error); the values are read back to the host together, as Python
     floats. NaN values are reported as they are.
 
+    On an ensemble's event each key holds a per-member list of K floats, from one forward of
+    the ensemble per chunk (its output stacked as ``(K, n, ...)``), each metric applied to each
+    member's slice: member k's values equal ``evaluate`` on ``members[k]`` alone. A stateful
+    metric is copied once per member (``copy.deepcopy``, on the first ensemble event) and the
+    copies are updated and computed; the object you passed is left unused for ensembles.
+
     Args:
         val_data: Tensors with one row per sample, e.g. ``(X_val, y_val)``, on the model's device.
         metrics: Names mapped to metrics, as above.
@@ -244,10 +256,11 @@ def evaluate(
         batch_size: Evaluate in chunks of this many samples instead of one forward pass.
 
     Returns:
-        The augmenter, ``event -> {name: float, ...}``. Called with an event, it raises
-        KeyError when the event has no ``"model"`` (listing the keys it has), ValueError when
-        ``val_data`` is on another device than the model or two metrics give one key, and
-        TypeError when a metric gives more than one number.
+        The augmenter, ``event -> {name: float, ...}`` (lists of K floats per member). Called
+        with an event, it raises KeyError when the event has no ``"model"`` (listing the keys
+        it has), ValueError when ``val_data`` is on another device than the model, two metrics
+        give one key or an ensemble's output is not stacked by member, and TypeError when a
+        metric gives more than one number.
 
     Raises:
         TypeError: ``metrics`` is not a mapping of string names to callables, or ``val_data`` is

@@ -80,7 +80,7 @@ def test_a_frozen_member_keeps_the_weights_of_its_event(
 
 
 @pytest.mark.parametrize(
-    ("mode", "min_delta", "values", "stops"),
+    "case",
     [
         # max: member 0 rises, member 1 flat -> member 1 stops at step 3, member 0 at step 5
         ("max", 0.0, [[0.1, 0.5], [0.2, 0.5], [0.3, 0.5], [0.3, 0.9], [0.3, 0.9]], [5, 3]),
@@ -89,13 +89,9 @@ def test_a_frozen_member_keeps_the_weights_of_its_event(
     ],
 )
 def test_mode_and_min_delta_apply_to_each_member(
-    stand_in_ensemble: Any,
-    ensemble_events: Callable[..., Any],
-    mode: Any,
-    min_delta: float,
-    values: list[list[float]],
-    stops: list[int],
+    stand_in_ensemble: Any, ensemble_events: Callable[..., Any], case: Any
 ) -> None:
+    mode, min_delta, values, stops = case
     ensemble = stand_in_ensemble(2)
     source = ensemble_events(ensemble, {"acc": values})
     stopped_at: dict[int, int] = {}

@@ -24,7 +24,14 @@ from torch import nn
 
 from .values import exact_dtype, scalar_value
 
-__all__ = ["MetricSpec", "Value", "add_weighted", "is_stateful_metric", "scalar"]
+__all__ = [
+    "MetricSpec",
+    "Value",
+    "add_weighted",
+    "is_stateful_metric",
+    "prepare_metric",
+    "scalar",
+]
 
 Value = torch.Tensor | float
 """A metric value before conversion: a 0-d tensor (not yet read back) or a Python float."""
@@ -57,11 +64,8 @@ class MetricSpec:
 
     def prepare(self, device: torch.device) -> None:
         """Reset a stateful metric and move it (if it is a module) to ``device``."""
-        if not self.stateful:
-            return
-        if isinstance(self.fn, nn.Module) and getattr(self.fn, "device", None) != device:
-            self.fn.to(device)
-        self.fn.reset()
+        if self.stateful:
+            prepare_metric(self.fn, device)
 
     def results(self, computed: object, *, func: str) -> list[tuple[str, Value]]:
         """The event keys and values of a stateful metric's ``compute()`` result.
@@ -80,6 +84,13 @@ class MetricSpec:
             )
             for sub, value in computed.items()
         ]
+
+
+def prepare_metric(metric: Any, device: torch.device) -> None:
+    """Move a stateful metric (if it is a module) to ``device`` and reset it."""
+    if isinstance(metric, nn.Module) and getattr(metric, "device", None) != device:
+        metric.to(device)
+    metric.reset()
 
 
 def scalar(value: object, *, func: str, label: str) -> Value:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["as_floats", "exact_dtype", "is_live_object", "scalar_value"]
+__all__ = ["as_float_lists", "as_floats", "exact_dtype", "is_live_object", "scalar_value"]
 
 
 def scalar_value(value: object) -> int | float | bool | None:
@@ -96,3 +96,21 @@ def as_floats(values: Mapping[str, object]) -> dict[str, float]:
         stacked = torch.stack([tensor.to(exact_dtype(device)) for _, tensor in pairs])
         numbers.update(zip((key for key, _ in pairs), stacked.tolist(), strict=True))
     return {key: numbers[key] for key in values if key in numbers}
+
+
+def as_float_lists(values: Mapping[str, Sequence[object]]) -> dict[str, list[float]]:
+    """Return each entry's list of scalars as a list of Python floats (see :func:`as_floats`).
+
+    All the tensors of all the lists are read back together, one transfer per device.
+
+    Example:
+        >>> as_float_lists({"val_loss": [torch.tensor(0.5), 0.25], "acc": [torch.tensor(1.0)]})
+        {'val_loss': [0.5, 0.25], 'acc': [1.0]}
+    """
+    flat = {
+        f"{key}\0{k}": value for key, entries in values.items() for k, value in enumerate(entries)
+    }
+    floats = as_floats(flat)
+    return {
+        key: [floats[f"{key}\0{k}"] for k in range(len(entries))] for key, entries in values.items()
+    }
