@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING, Any
 from .._internal.optional import require
 from ..pipeline import check_stream, upstream
 from ._json import json_line
+from ._members import rows_by_member
 from ._records import check_selection, records
 
 if TYPE_CHECKING:
@@ -37,7 +38,8 @@ def collect(
 
     Values are kept as they are, except that 0-d tensors and NumPy scalars become Python
     numbers (so a history holds no tensors and no autograd graphs) and live objects are left
-    out.
+    out. An ensemble's per-member values stay lists of K numbers, one record per event (see
+    :func:`collect_pd` for one row per member).
 
     Args:
         events: The stream to consume, e.g. ``islice(epoch_stream(...), 100)``.
@@ -118,7 +120,8 @@ def collect_jsonl(
     tensors and arrays as lists; NaN and infinities are written as ``NaN``, ``Infinity`` and
     ``-Infinity`` (Python's :mod:`json` default, read back by :func:`json.loads` and
     :func:`pandas.read_json`). A value that is none of these raises a TypeError naming its key
-    and type; the lines already written stay.
+    and type; the lines already written stay. An ensemble's per-member values are written as
+    lists of K numbers, one line per event.
 
     Args:
         events: The stream to consume.
@@ -170,6 +173,14 @@ def collect_pd(
     values (NaN) in those rows. Needs the optional dependency pandas (``fitstream[pandas]``),
     imported only when this function is called.
 
+    An ensemble's event (``event["model"]`` an ensemble, as :func:`fitstream.ensemble_stream`
+    gives) becomes one row per member: ``step``, a ``member`` column (0 to K-1), the member's
+    hyperparameters (``ensemble.hparams[k]``: ``optimizer``, ``lr``, ...; an event key of the
+    same name wins), and each per-member list's entry for that member; values shared by the
+    members (``train_time_sec``, a list of another length) repeat in each of its rows. The
+    hyperparameters are read at each event, before the model is left out. ``include`` may
+    name ``member`` and the hyperparameters.
+
     Args:
         events: The stream to consume.
         include: The columns to keep, in this order (see :func:`collect`).
@@ -181,7 +192,8 @@ def collect_pd(
 
     Raises:
         ImportError: If pandas is not installed (checked before any event is pulled).
-        ValueError: If both ``include`` and ``exclude`` are given, or ``include`` is empty.
+        ValueError: If both ``include`` and ``exclude`` are given, or ``include`` is empty, or
+            an ensemble's event already has a key ``member``.
         KeyError: If no event had a key named in ``include``.
 
     Example:
@@ -197,7 +209,8 @@ def collect_pd(
     selection = check_selection(include, exclude, caller="collect_pd")
     pandas = require("pandas", "pandas", feature="collect_pd")
     with upstream(events) as it:
-        rows = list(records(it, selection, caller="collect_pd"))
+        spread = rows_by_member(it, caller="collect_pd")
+        rows = list(records(spread, selection, caller="collect_pd"))
     columns = list(selection[0]) if selection[0] is not None else None
     frame: pd.DataFrame = pandas.DataFrame(rows, columns=columns)
     return frame

@@ -5,12 +5,15 @@ Also :func:`print_keys`, a ready-made callback for :func:`tap` that prints one l
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
 
 from .._internal.checks import check_callable, check_non_negative_int, check_positive_int, describe
+from .._internal.members import is_per_member
 from .._internal.values import scalar_value
 from ..events import Stage
 from ..pipeline import stage_factory, upstream
@@ -94,8 +97,30 @@ def tick(fn: Callable[[], object]) -> Stage:
 _MAX_TEXT = 40
 
 
+_LISTED_MEMBERS = 4  # up to this many members, every value is printed
+
+
+def _format_members(values: list[float], precision: int) -> str:
+    """Format a per-member value: all of a few members, else min, median and max of K."""
+    if len(values) <= _LISTED_MEMBERS:
+        return "[" + ", ".join(f"{float(v):.{precision}f}" for v in values) + "]"
+    numbers = [(float(v), k) for k, v in enumerate(values) if not math.isnan(v)]
+    nans = len(values) - len(numbers)
+    if not numbers:
+        return f"[nan in all {nans}]"
+    (low, low_k), (high, high_k) = min(numbers), max(numbers)
+    median = statistics.median(v for v, _ in numbers)
+    text = (
+        f"[min {low:.{precision}f} #{low_k}, med {median:.{precision}f}, "
+        f"max {high:.{precision}f} #{high_k}"
+    )
+    return text + (f", nan in {nans}]" if nans else "]")
+
+
 def _format(value: object, precision: int) -> str:
     """Format one event value for :func:`print_keys` (numbers compact, objects by type)."""
+    if is_per_member(value):
+        return _format_members(value, precision)  # type: ignore[arg-type]
     number = scalar_value(value)
     if isinstance(number, bool):
         return str(number)
@@ -127,6 +152,12 @@ def print_keys(
     ``str`` when short, else as ``<TypeName>`` (a tensor with more than one element as
     ``<Tensor shape=(...)>``), so a line stays one line. Each line is flushed at once.
 
+    A per-member value of an ensemble (a list of K numbers) prints all its values for up to
+    four members, ``val_loss=[0.3100, 0.2900, 0.4000]``; for more it prints the spread with
+    the members that hold the ends, ``val_loss=[min 0.2900 #1, med 0.3100, max 0.4000 #7]``
+    (the best member is the ``min`` for a loss, the ``max`` for an accuracy), and how many
+    members have NaN, if any. So a line stays readable at K = 64.
+
     Args:
         *keys: The event keys to print, in order.
         precision: Digits after the decimal point for floats; an int >= 0.
@@ -150,6 +181,11 @@ def print_keys(
         >>> _ = list(pipe(events, tap(print_keys("train_loss"), every=2)))
         step=0001 train_loss=1.0000
         step=0003 train_loss=0.3333
+
+        Per-member values, as an ensemble gives them:
+
+        >>> show({"step": 2, "train_loss": [0.5, 0.25], "val_loss": [0.1 * k for k in range(64)]})
+        step=0002 train_loss=[0.500, 0.250] val_loss=[min 0.000 #0, med 3.150, max 6.300 #63]
     """
     for position, key in enumerate(keys, start=1):
         if not isinstance(key, str):

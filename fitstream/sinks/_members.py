@@ -1,0 +1,69 @@
+"""One row per (event, member): how the table sinks spread an ensemble's event out.
+
+An ensemble's event holds per-member lists (``val_loss == [0.31, 0.29, 0.40]``). A table
+wants one row per member instead, each with the member's own value, its index under
+``member`` and its hyperparameters (read from the ensemble now, before a sink drops the
+model), while the values shared by all members (``step``, ``train_time_sec``) repeat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from .._internal.members import ensemble_of, is_per_member
+
+__all__ = ["MEMBER_KEY", "member_rows", "rows_by_member"]
+
+MEMBER_KEY = "member"
+"""The column that holds a row's member index."""
+
+
+def member_rows(event: Mapping[str, Any], *, caller: str) -> list[dict[str, Any]] | None:
+    """Spread an ensemble's event into one row per member; ``None`` for a single model's.
+
+    In each row ``step`` comes first, then ``member`` and the member's hyperparameters, then
+    the event's other keys: a per-member list of K values gives the member's entry, anything
+    else (a scalar, a list of another length) is repeated. A hyperparameter named like one of
+    the event's keys gives way to the event's value.
+
+    Raises:
+        ValueError: The event already has a key ``"member"``.
+    """
+    ensemble = ensemble_of(event)
+    if ensemble is None:
+        return None
+    if MEMBER_KEY in event:
+        raise ValueError(
+            f"{caller}: an ensemble's event is spread into one row per member under the "
+            f"column {MEMBER_KEY!r}, but the event already has a key {MEMBER_KEY!r}; rename it"
+        )
+    count = len(ensemble)
+    hparams = list(ensemble.hparams)
+    rows = []
+    for member in range(count):
+        row: dict[str, Any] = {"step": event["step"]} if "step" in event else {}
+        row[MEMBER_KEY] = member
+        row.update((k, v) for k, v in hparams[member].items() if k not in event)
+        for key, value in event.items():
+            spread = is_per_member(value) and len(value) == count
+            row[key] = value[member] if spread else value
+        rows.append(row)
+    return rows
+
+
+def rows_by_member(
+    events: Iterable[Mapping[str, Any]], *, caller: str
+) -> Iterator[Mapping[str, Any]]:
+    """Pass a single model's events on; spread each ensemble's event into its members' rows.
+
+    Example:
+        >>> list(rows_by_member([{"step": 1, "loss": 0.5}], caller="collect_pd"))
+        [{'step': 1, 'loss': 0.5}]
+    """
+    for event in events:
+        rows = member_rows(event, caller=caller)
+        if rows is None:
+            yield event
+        else:
+            yield from rows
