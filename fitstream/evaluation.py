@@ -91,13 +91,17 @@ def _clones(spec: MetricSpec, members: int, kept: dict[str, list[Any]]) -> list[
 
 @contextmanager
 def _members_evaluation_mode(model: nn.Module, members: Sequence[Any]) -> Iterator[None]:
-    """Eval mode for the ensemble and for any member module outside its module tree."""
+    """Eval mode for the ensemble and for any member module outside its module tree.
+
+    The members' flags are recorded first and given back last: an ensemble's own ``train()``
+    may set every member to its mode, which must not overwrite a member's own flags.
+    """
     inside = {id(module) for module in model.modules()}
     with ExitStack() as stack:
-        stack.enter_context(evaluation_mode(model))
         for member in members:
             if isinstance(member, nn.Module) and id(member) not in inside:
                 stack.enter_context(evaluation_mode(member))
+        stack.enter_context(evaluation_mode(model))
         yield
 
 

@@ -129,7 +129,7 @@ def test_members_are_evaluated_in_eval_mode_without_grad(stand_in_ensemble: Any,
     assert first == pytest.approx([alone(add, m)["val_loss"] for m in linear], rel=1e-6)
 
 
-def test_members_outside_the_ensembles_module_tree_are_put_in_eval_mode(
+def test_members_outside_the_ensembles_module_tree_are_put_in_eval_mode_and_back(
     stand_in_ensemble: Any, data: Any
 ) -> None:
     inner = stand_in_ensemble(2, dropout=0.9)
@@ -153,14 +153,22 @@ def test_members_outside_the_ensembles_module_tree_are_put_in_eval_mode(
         def __len__(self) -> int:
             return len(self._inner)
 
+        def train(self, mode: bool = True) -> Outside:  # sets every member, as Ensemble does
+            super().train(mode)
+            for member in self._inner.members:
+                member.train(mode)
+            return self
+
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             seen.append(any(m.training for mb in self._inner.members for m in mb.modules()))
             out: torch.Tensor = self._inner(x)
             return out
 
+    inner.members[1][1].eval()  # a submodule of a member the user keeps in eval mode
+    before = [m.training for m in inner.modules()]
     validation_loss(data, nn.MSELoss())({"step": 1, "model": Outside()})
     assert seen == [False]
-    assert all(m.training for m in inner.modules())  # given back afterwards
+    assert [m.training for m in inner.modules()] == before  # each flag given back
 
 
 def test_a_forward_that_does_not_stack_the_members_is_refused(
