@@ -335,3 +335,44 @@ def test_best_model_per_member_errors(stand_in_ensemble: Any) -> None:
     single({"step": 1, "model": nn.Linear(1, 1), "val_loss": 0.5})
     with pytest.raises(ValueError, match=r"best_model: 'member' is for per-member values"):
         single.load_into(nn.Linear(1, 1), member=0)
+
+
+# -- the stage contract on ensemble events ------------------------------------------------------
+
+MEMBER_STAGES = {
+    "early_stop": lambda: early_stop(key="val_loss", patience=50),
+    "ema": lambda: ema("val_loss", decay=0.5),
+    "best_model": lambda: tap(best_model("val_loss")),
+}
+every_member_stage = pytest.mark.parametrize(
+    "make", MEMBER_STAGES.values(), ids=MEMBER_STAGES.keys()
+)
+
+
+def falling(n: int, k: int) -> dict[str, list[list[float]]]:
+    return {"val_loss": [[1.0 / (i + m) for m in range(k)] for i in range(1, n + 1)]}
+
+
+@every_member_stage
+def test_member_stage_pulls_one_event_per_event_it_emits(
+    make: Callable[[], Any], stand_in_ensemble: Any, ensemble_events: Callable[..., Any]
+) -> None:
+    source = ensemble_events(stand_in_ensemble(3), falling(10, 3))
+    stream = pipe(source, make())
+    assert source.pulled == 0
+    assert [ev["step"] for ev in islice(stream, 3)] == [1, 2, 3]
+    assert source.pulled == 3
+    stream.close()
+    assert source.closed
+
+
+@every_member_stage
+def test_member_stage_closes_the_source_and_passes_its_error_on(
+    make: Callable[[], Any], stand_in_ensemble: Any, ensemble_events: Callable[..., Any]
+) -> None:
+    source = ensemble_events(stand_in_ensemble(3), falling(10, 3), fail_at=4)
+    stream = pipe(source, make())
+    with pytest.raises(RuntimeError, match="source failed at event 4"):
+        list(stream)
+    assert source.closed
+    assert source.pulled == 3
