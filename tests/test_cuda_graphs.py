@@ -82,6 +82,7 @@ class FakeCuda:
         self.replays = 0
         self.in_warm_up = False
         self.fail_capture: BaseException | None = None
+        self.during_capture: Callable[[], None] | None = None
 
     def side_stream(self) -> str:
         return "side"
@@ -99,6 +100,8 @@ class FakeCuda:
         if self.fail_capture is not None:
             raise self.fail_capture
         self.captures += 1
+        if self.during_capture is not None:
+            self.during_capture()
         key = world_key(self.model, self.optimizer)
 
         def replay() -> None:
@@ -327,6 +330,20 @@ def test_a_failed_recapture_keeps_the_model_of_the_last_event(fake: Callable[...
     for p_state, saved in zip(opt.state_dict()["state"].values(), state_2.values(), strict=True):
         assert all(torch.equal(p_state[k], saved[k]) for k in saved)
     assert opt.param_groups[0]["lr"] == 0.5
+
+
+def test_state_created_while_capturing_is_refused_and_removed(fake: Callable[..., Any]) -> None:
+    (model, opt), _ = _pair("sgd-momentum")
+    stream, cuda = fake(model, opt, batch_size=8)
+    weight = model[0].weight
+    cuda.during_capture = lambda: opt.state[weight].update(late=torch.zeros(1))
+    with pytest.raises(
+        RuntimeError,
+        match=r"^epoch_stream: cuda_graphs=True cannot capture the "
+        r"training step: the model or optimizer created or replaced tensors",
+    ):
+        next(stream)
+    assert len(opt.state) == 0
 
 
 def test_an_ordinary_error_in_the_step_propagates_unchanged(fake: Callable[..., Any]) -> None:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "CaptureError",
     "Snapshot",
     "check_state",
     "explain_capture_failure",
@@ -31,6 +32,10 @@ __all__ = [
     "optimizer_params",
     "world_key",
 ]
+
+
+class CaptureError(RuntimeError):
+    """The training step cannot be captured as a CUDA graph; the message says what to change."""
 
 
 def optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
@@ -178,7 +183,8 @@ def check_state(optimizer: torch.optim.Optimizer, *, func: str) -> None:
     """Refuse optimizer state that a graph would freeze: Python numbers, off-device tensors.
 
     Raises:
-        RuntimeError: Naming the state entry, what it is, and what to change.
+        CaptureError: A ``RuntimeError`` naming the state entry, what it is, and what to
+            change.
 
     Example:
         >>> p = nn.Parameter(torch.zeros(2))
@@ -187,7 +193,7 @@ def check_state(optimizer: torch.optim.Optimizer, *, func: str) -> None:
         >>> check_state(opt, func="epoch_stream")
         Traceback (most recent call last):
         ...
-        RuntimeError: epoch_stream: cuda_graphs=True cannot capture the optimizer step: ...
+        fitstream.sources._step_state.CaptureError: epoch_stream: cuda_graphs=True cannot ...
     """
     for p in optimizer_params(optimizer):
         for name, value in optimizer.state.get(p, {}).items():
@@ -199,7 +205,7 @@ def check_state(optimizer: torch.optim.Optimizer, *, func: str) -> None:
                 what = f"a Python {type(value).__name__} ({value!r})"
             else:
                 continue
-            raise RuntimeError(
+            raise CaptureError(
                 f"{func}: cuda_graphs=True cannot capture the optimizer step: "
                 f"{type(optimizer).__name__} keeps its state {name!r} as {what}, which a "
                 "CUDA graph would replay frozen at its captured value. Use an optimizer that "
@@ -288,10 +294,11 @@ def _copy(value: object) -> object:
     return copy.deepcopy(value)
 
 
-def explain_capture_failure(exc: BaseException, *, func: str) -> RuntimeError | None:
+def explain_capture_failure(exc: BaseException, *, func: str) -> CaptureError | None:
     """Turn an error met while warming up or capturing the step into one that says what to do.
 
-    Returns ``None`` for errors that are not about capture (they propagate unchanged).
+    Returns ``None`` for errors that are not about capture (they propagate unchanged), and
+    for a :class:`CaptureError`, which says what to change already.
 
     Example:
         >>> error = RuntimeError("called a synchronizing CUDA operation")
@@ -300,10 +307,13 @@ def explain_capture_failure(exc: BaseException, *, func: str) -> RuntimeError | 
         >>> explain_capture_failure(ValueError("shapes differ"), func="epoch_stream") is None
         True
     """
+    if isinstance(exc, CaptureError):
+        return None
     text = str(exc)
     fix = (
         "Move that code out of the model, loss_fn and optimizer (compute such values on the "
-        "device, without reading them back), or pass cuda_graphs=False"
+        "device, without reading them back; optimizers without a capturable flag, such as "
+        "Adagrad, read their step count back), or pass cuda_graphs=False"
     )
     if "synchronizing CUDA operation" in text:
         cause = (
@@ -320,7 +330,7 @@ def explain_capture_failure(exc: BaseException, *, func: str) -> RuntimeError | 
         )
     else:
         return None
-    return RuntimeError(
+    return CaptureError(
         f"{func}: cuda_graphs=True cannot capture the training step: {cause}. {fix}. "
         "The model and optimizer are as they were before this epoch."
     )

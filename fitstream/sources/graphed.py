@@ -39,6 +39,7 @@ from torch import nn
 from .._internal.checks import describe
 from ._loop import explain_bad_loss
 from ._step_state import (
+    CaptureError,
     Snapshot,
     check_state,
     explain_capture_failure,
@@ -292,7 +293,7 @@ class GraphedSteps:
 
         graph = self.cuda.capture(step, stream)
         if program.key() != key:
-            raise RuntimeError(
+            raise CaptureError(
                 f"{self.func}: cuda_graphs=True cannot capture the training step: the model or "
                 "optimizer created or replaced tensors while the step was captured (lazy "
                 "modules, or optimizer state created late), which a graph would replay "
