@@ -21,9 +21,10 @@ from .._internal.checks import (
     describe,
 )
 from ..events import Event
+from ._cuda import CudaGraphs, check_cuda_graphs
 from ._loop import Loop
 from .batching import batch_slices, shuffled
-from .graphed import CudaGraphs, GraphedSteps, ModelStep, check_cuda_graphs
+from .graphed import GraphedSteps, ModelStep
 
 __all__ = ["epoch_stream"]
 

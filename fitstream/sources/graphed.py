@@ -28,15 +28,13 @@ The step itself is a :class:`StepProgram`, so a source that trains something oth
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Hashable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from .._internal.checks import describe
+from ._cuda import CudaGraphs
 from ._loop import explain_bad_loss
 from ._step_state import (
     CaptureError,
@@ -49,16 +47,30 @@ from ._step_state import (
     world_key,
 )
 
-__all__ = ["CudaGraphs", "GraphedSteps", "ModelStep", "StepProgram", "check_cuda_graphs"]
+__all__ = ["GraphedSteps", "ModelStep", "Restorable", "StepProgram"]
 
 WARM_UP_STEPS = 3
 
 
+class Restorable(Protocol):
+    """A record of values taken earlier, that can put them back."""
+
+    def restore(self) -> None:
+        """Put the recorded values back."""
+
+
 class StepProgram(Protocol):
-    """One training step of some trainable thing, with what capture needs to know about it."""
+    """One training step of some trainable thing, with what capture needs to know about it.
+
+    :class:`ModelStep` is the one of :func:`~fitstream.epoch_stream`. A source that trains K
+    stacked members with vectorised optimizers implements the same methods: its ``step``
+    returns the K members' losses as a ``(K,)`` tensor (the epoch's sums then are ``(K,)``
+    too), and hyperparameters it keeps in device tensors that the step reads need no place in
+    its ``key``: changed in place, they reach the graph by themselves.
+    """
 
     def step(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """Forward, loss, backward and update on ``batch``; return the detached loss."""
+        """Forward, loss, backward and update on ``batch``; return the detached loss(es)."""
 
     def release_grads(self) -> None:
         """Set the trained tensors' gradients to ``None`` (``zero_grad(set_to_none=True)``)."""
@@ -66,8 +78,8 @@ class StepProgram(Protocol):
     def key(self) -> Hashable:
         """What the captured step depends on; a change means capture again."""
 
-    def snapshot(self) -> Snapshot:
-        """Record every value a step changes, to restore it."""
+    def snapshot(self) -> Restorable:
+        """Record every value a step changes (and the random generators), to restore it."""
 
     def needs_first_step(self) -> bool:
         """Whether the next step would be a first step (creating optimizer state)."""
@@ -138,42 +150,6 @@ class ModelStep:
     def set_grads(self, grads: Sequence[torch.Tensor | None]) -> None:  # noqa: D102
         for p, grad in zip(optimizer_params(self.optimizer), grads, strict=True):
             p.grad = grad
-
-
-class CudaGraphs:
-    """The CUDA calls of capture and replay, kept apart so that tests can stand in for them."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-
-    def side_stream(self) -> Any:
-        """A stream for warm-up and capture (one for both: libraries cache handles per stream)."""
-        return torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
-
-    @contextmanager
-    def warm_up(self, stream: Any) -> Iterator[None]:
-        """Run the block on ``stream``, with host synchronisations raised as errors."""
-        current = torch.cuda.current_stream(self.device)
-        stream.wait_stream(current)
-        previous = torch.cuda.get_sync_debug_mode()
-        try:
-            with torch.cuda.stream(stream), warnings.catch_warnings():
-                # capturable=True optimizers warn when stepped outside capture: expected here.
-                warnings.filterwarnings("ignore", message=".*capturable=True.*")
-                torch.cuda.set_sync_debug_mode("error")
-                try:
-                    yield
-                finally:
-                    torch.cuda.set_sync_debug_mode(previous)
-        finally:
-            current.wait_stream(stream)
-
-    def capture(self, fn: Callable[[], None], stream: Any) -> Any:
-        """Capture ``fn``'s CUDA work into a graph (nothing runs yet); return the graph."""
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=stream):
-            fn()
-        return graph
 
 
 class _Captured:
@@ -303,9 +279,8 @@ class GraphedSteps:
 
 
 def _accumulator(loss: torch.Tensor) -> torch.Tensor:
-    """A zero on the loss's device, at least float32 (half sums over an epoch lose digits)."""
-    dtype = torch.promote_types(loss.dtype, torch.float32)
-    return torch.zeros((), dtype=dtype, device=loss.device)
+    """Zeros shaped as the loss, at least float32 (half sums over an epoch lose digits)."""
+    return torch.zeros_like(loss, dtype=torch.promote_types(loss.dtype, torch.float32))
 
 
 def _one_slice_per_size(slices: list[tuple[slice, int]]) -> list[tuple[slice, int]]:
@@ -313,53 +288,3 @@ def _one_slice_per_size(slices: list[tuple[slice, int]]) -> list[tuple[slice, in
     for rows, size in slices:
         first.setdefault(size, rows)
     return [(rows, size) for size, rows in first.items()]
-
-
-def check_cuda_graphs(
-    cuda_graphs: object,
-    tensors: Sequence[torch.Tensor],
-    model: nn.Module,
-    optimizer: object,
-    *,
-    func: str,
-) -> bool:
-    """Check ``cuda_graphs`` and, when it is true, that the training can run on CUDA graphs.
-
-    Example:
-        >>> check_cuda_graphs(False, [torch.zeros(2)], nn.Linear(1, 1), None, func="f")
-        False
-        >>> check_cuda_graphs(True, [torch.zeros(2)], nn.Linear(1, 1), None, func="f")
-        Traceback (most recent call last):
-        ...
-        ValueError: f: cuda_graphs=True needs the data and the model on a CUDA device, ...
-    """
-    if not isinstance(cuda_graphs, bool):
-        raise TypeError(f"{func}: 'cuda_graphs' must be True or False, got {describe(cuda_graphs)}")
-    if not cuda_graphs:
-        return False
-    device = tensors[0].device
-    if device.type != "cuda":
-        raise ValueError(
-            f"{func}: cuda_graphs=True needs the data and the model on a CUDA device, got "
-            f"data on {device}; move both with .to('cuda'), or pass cuda_graphs=False"
-        )
-    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
-        if tensor.device != device:
-            raise ValueError(
-                f"{func}: cuda_graphs=True needs every parameter and buffer of the model on "
-                f"the data's device {device}, but {name!r} is on {tensor.device}; move the "
-                f"model with model.to({str(device)!r})"
-            )
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(
-            f"{func}: cuda_graphs=True needs a torch.optim.Optimizer (its state is recorded "
-            f"and restored around the capture), got {describe(optimizer)}; pass "
-            "cuda_graphs=False for other optimizers"
-        )
-    for p in optimizer_params(optimizer):
-        if p.device != device:
-            raise ValueError(
-                f"{func}: cuda_graphs=True needs every parameter of the optimizer on the "
-                f"data's device {device}, got one on {p.device}"
-            )
-    return True
