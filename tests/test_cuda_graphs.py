@@ -56,6 +56,13 @@ def test_cuda_graphs_with_cpu_data_is_refused_at_the_call() -> None:
     assert opt.param_groups[0]["capturable"] is False
 
 
+def test_cuda_graphs_is_checked_before_the_model_device() -> None:
+    model = nn.Linear(3, 1, device="meta")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=r"cuda_graphs=True needs .* got data on cpu"):
+        epoch_stream(_data(), model, opt, nn.MSELoss(), cuda_graphs=True)
+
+
 def test_cuda_graphs_false_is_the_default_eager_loop() -> None:
     results = []
     for flag in ({}, {"cuda_graphs": False}):

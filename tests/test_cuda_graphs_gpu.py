@@ -196,6 +196,15 @@ def test_optimizer_state_held_in_python_numbers_is_refused() -> None:
 
 
 def test_call_refusals_name_cuda_graphs() -> None:
+    cpu_model = _model().cpu()
+    opt = torch.optim.SGD(cpu_model.parameters(), lr=0.1)
+    with pytest.raises(
+        ValueError,
+        match=r"cuda_graphs=True needs every parameter and buffer .*"
+        r"'0.weight' is on cpu",
+    ):
+        epoch_stream(_data(64), cpu_model, opt, nn.MSELoss(), cuda_graphs=True)
+
     model = _model()
     model.register_buffer("scale", torch.ones(1))  # left on the CPU
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

@@ -124,11 +124,12 @@ def epoch_stream(
     check_callable(loss_fn, func=_FUNC, arg="loss_fn")
     check_positive_int(batch_size, func=_FUNC, arg="batch_size")
     check_one_device(tensors, func=_FUNC, arg="train_data")
+    # Before the device match, so that a model or data on the CPU is refused naming cuda_graphs.
+    graphed = check_cuda_graphs(cuda_graphs, tensors, model, optimizer, func=_FUNC)
     check_same_device(tensors, model, func=_FUNC, arg="train_data")
     check_generator(generator, tensors[0].device, func=_FUNC)
     constants = _check_extra(extra)
     check_non_negative_int(step_offset, func=_FUNC, arg="step_offset")
-    graphed = check_cuda_graphs(cuda_graphs, tensors, model, optimizer, func=_FUNC)
     return _epochs(
         tensors,
         model,
