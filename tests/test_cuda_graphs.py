@@ -129,9 +129,9 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
         cuda = FakeCuda(model, opt)
         made.append(cuda)
         monkeypatch.setattr(epochs, "CudaGraphs", lambda device: cuda)
-        stream = epoch_stream(
-            _data(kwargs.pop("n", 50)), model, opt, nn.MSELoss(), cuda_graphs=True, **kwargs
-        )
+        data = kwargs.pop("data", None) or _data(kwargs.pop("n", 50))
+        loss_fn = kwargs.pop("loss_fn", nn.MSELoss())
+        stream = epoch_stream(data, model, opt, loss_fn, cuda_graphs=True, **kwargs)
         return stream, cuda
 
     monkeypatch.setattr(epochs, "check_cuda_graphs", lambda flag, *args, **kwargs: flag)
@@ -210,6 +210,31 @@ def test_graphed_path_equals_the_eager_loop(
     assert _same_model(m_eager, m_graph)
     assert cuda.captures == (2 if n % 8 else 1)  # full batches, and a short last batch
     assert cuda.replays == 5 * -(-n // 8) - 1  # the first step of all is trained eagerly
+
+
+def test_graphed_path_without_labels_equals_the_eager_loop(fake: Callable[..., Any]) -> None:
+    (m_eager, o_eager), (m_graph, o_graph) = _pair("adam")
+    X, _ = _data()
+
+    def loss_fn(pred: torch.Tensor) -> torch.Tensor:
+        return (pred - 1.0).square().mean()
+
+    kwargs = {"batch_size": 8, "last_label": False}
+    eager = epoch_stream(
+        (X,), m_eager, o_eager, loss_fn, generator=torch.Generator().manual_seed(2), **kwargs
+    )
+    stream, cuda = fake(
+        m_graph,
+        o_graph,
+        data=(X,),
+        loss_fn=loss_fn,
+        generator=torch.Generator().manual_seed(2),
+        **kwargs,
+    )
+    runs = [_run(eager, 3), _run(stream, 3)]
+    assert runs[1] == pytest.approx(runs[0], rel=1e-6)
+    assert _same_model(m_eager, m_graph)
+    assert cuda.replays > 0
 
 
 def test_a_single_short_batch_is_trained_eagerly_then_replayed(fake: Callable[..., Any]) -> None:

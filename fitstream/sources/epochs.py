@@ -79,8 +79,9 @@ def epoch_stream(
         step_offset: Added to ``step``, e.g. to continue a run that already did that many epochs.
         cuda_graphs: On a CUDA device, capture each training step (forward, loss, backward,
             optimizer step) once as a CUDA graph and replay it for every batch: the same
-            events and numbers, many times faster for small models (see the Speed page of
-            the documentation for the figures and the constraints). The first epoch, and any
+            events and numbers (to rounding), with far less launch overhead for small models
+            (the Speed page of the documentation has figures and constraints). The first
+            epoch, and any
             epoch after the model's tensors, the optimizer's state objects or its
             hyperparameters changed, captures again; an optimizer with a ``capturable`` flag
             is switched to ``capturable=True``. A step that cannot be captured (a host
