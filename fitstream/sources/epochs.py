@@ -21,7 +21,10 @@ from .._internal.checks import (
     describe,
 )
 from ..events import Event
+from ._cuda import CudaGraphs, check_cuda_graphs
+from ._loop import Loop
 from .batching import batch_slices, shuffled
+from .graphed import GraphedSteps, ModelStep
 
 __all__ = ["epoch_stream"]
 
@@ -41,6 +44,7 @@ def epoch_stream(
     generator: torch.Generator | None = None,
     extra: Mapping[str, Any] | None = None,
     step_offset: int = 0,
+    cuda_graphs: bool = False,
 ) -> Iterator[Event]:
     """Train ``model`` epoch after epoch on in-memory tensors, yielding one event per epoch.
 
@@ -73,6 +77,17 @@ def epoch_stream(
         generator: Random source for the shuffle, for reproducible runs.
         extra: Constant entries added to every event, e.g. ``{"run": "baseline"}``.
         step_offset: Added to ``step``, e.g. to continue a run that already did that many epochs.
+        cuda_graphs: On a CUDA device, capture each training step (forward, loss, backward,
+            optimizer step) once as a CUDA graph and replay it for every batch: the same
+            events and numbers (to rounding), with far less launch overhead for small models
+            (the Speed page of the documentation has figures and constraints). The first
+            epoch, and any
+            epoch after the model's tensors, the optimizer's state objects or its
+            hyperparameters changed, captures again; an optimizer with a ``capturable`` flag
+            is switched to ``capturable=True``. A step that cannot be captured (a host
+            synchronisation such as ``.item()``, a data-dependent shape) raises a
+            ``RuntimeError`` at that ``next()`` that says what to change, with the model and
+            optimizer left as they were.
 
     Returns:
         An endless iterator of :class:`~fitstream.Event` dicts. While it is iterated, an
@@ -85,7 +100,8 @@ def epoch_stream(
         TypeError: For arguments of the wrong type.
         ValueError: For empty data, differing first dimensions, data on another device than
             the model, ``last_label=True`` with one tensor, ``batch_size < 1``, a negative
-            ``step_offset``, or ``extra`` keys that clash with the event's own keys.
+            ``step_offset``, ``extra`` keys that clash with the event's own keys, or
+            ``cuda_graphs=True`` with data, model or optimizer not all on one CUDA device.
 
     Example:
         >>> from itertools import islice
@@ -109,6 +125,8 @@ def epoch_stream(
     check_callable(loss_fn, func=_FUNC, arg="loss_fn")
     check_positive_int(batch_size, func=_FUNC, arg="batch_size")
     check_one_device(tensors, func=_FUNC, arg="train_data")
+    # Before the device match, so that a model or data on the CPU is refused naming cuda_graphs.
+    graphed = check_cuda_graphs(cuda_graphs, tensors, model, optimizer, func=_FUNC)
     check_same_device(tensors, model, func=_FUNC, arg="train_data")
     check_generator(generator, tensors[0].device, func=_FUNC)
     constants = _check_extra(extra)
@@ -124,6 +142,7 @@ def epoch_stream(
         generator=generator,
         constants=constants,
         step_offset=step_offset,
+        cuda_graphs=graphed,
     )
 
 
@@ -173,17 +192,23 @@ def _epochs(
     generator: torch.Generator | None,
     constants: dict[str, Any],
     step_offset: int,
+    cuda_graphs: bool,
 ) -> Iterator[Event]:
     n_samples = tensors[0].shape[0]
     slices = batch_slices(n_samples, batch_size)
-    # Full batches share one weight, so their losses are summed as they are and scaled once at
-    # the end of the epoch; only a short last batch needs a weight of its own.
-    full = [rows for rows, size in slices if size == batch_size]
-    short = slices[-1] if slices[-1][1] != batch_size else None
-    zero_grad: Callable[[], Any] = optimizer.zero_grad
-    if isinstance(optimizer, torch.optim.Optimizer):
-        zero_grad = functools.partial(optimizer.zero_grad, set_to_none=True)
-    loop = _Loop(model, loss_fn, zero_grad, optimizer.step, last_label)
+    run_epoch: Callable[[tuple[torch.Tensor, ...]], torch.Tensor]
+    if cuda_graphs:
+        program = ModelStep(
+            model, optimizer, loss_fn, last_label=last_label, device=tensors[0].device, func=_FUNC
+        )
+        graphed = GraphedSteps(program, func=_FUNC, cuda=CudaGraphs(tensors[0].device))
+        run_epoch = functools.partial(graphed.run_epoch, slices=slices)
+    else:
+        zero_grad: Callable[[], Any] = optimizer.zero_grad
+        if isinstance(optimizer, torch.optim.Optimizer):
+            zero_grad = functools.partial(optimizer.zero_grad, set_to_none=True)
+        loop = Loop(model, loss_fn, zero_grad, optimizer.step, last_label)
+        run_epoch = _eager_epochs(loop, slices, batch_size)
     clock = time.perf_counter
     train = model.train
     step = step_offset
@@ -191,14 +216,7 @@ def _epochs(
         started = clock()
         train()
         data = shuffled(tensors, generator) if shuffle else tensors
-        losses = loop.run(data, full)
-        total = _stack(losses).sum() * batch_size if losses else None
-        if short is not None:
-            rows, size = short
-            last = loop.run(data, [rows])[0] * size
-            total = last if total is None else total + last
-        assert total is not None  # at least one batch: the data is never empty
-        train_loss = total.item() / n_samples
+        train_loss = run_epoch(data).item() / n_samples
         elapsed = clock() - started
         step += 1
         yield Event(
@@ -206,75 +224,32 @@ def _epochs(
         )
 
 
+def _eager_epochs(
+    loop: Loop,
+    slices: list[tuple[slice, int]],
+    batch_size: int,
+) -> Callable[[tuple[torch.Tensor, ...]], torch.Tensor]:
+    """The careful hand loop: one epoch per call, returning the size-weighted loss sum."""
+    # Full batches share one weight, so their losses are summed as they are and scaled once at
+    # the end of the epoch; only a short last batch needs a weight of its own.
+    full = [rows for rows, size in slices if size == batch_size]
+    short = slices[-1] if slices[-1][1] != batch_size else None
+
+    def run_epoch(data: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        losses = loop.run(data, full)
+        total = _stack(losses).sum() * batch_size if losses else None
+        if short is not None:
+            rows, size = short
+            last = loop.run(data, [rows])[0] * size
+            total = last if total is None else total + last
+        assert total is not None  # at least one batch: the data is never empty
+        return total
+
+    return run_epoch
+
+
 def _stack(losses: list[torch.Tensor]) -> torch.Tensor:
     stacked = torch.stack(losses)
     if stacked.is_floating_point() and stacked.element_size() < 4:
         stacked = stacked.float()  # half-precision sums over many batches would lose digits
     return stacked
-
-
-_backward: Callable[[torch.Tensor], None] = torch.Tensor.backward
-
-
-class _Loop:
-    """The per-batch work of one epoch, with every lookup done once, outside the loop."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        loss_fn: Callable[..., torch.Tensor],
-        zero_grad: Callable[[], Any],
-        step: Callable[[], Any],
-        last_label: bool,
-    ) -> None:
-        self.model = model
-        self.loss_fn = loss_fn
-        self.zero_grad = zero_grad
-        self.step = step
-        self.last_label = last_label
-
-    def run(self, data: tuple[torch.Tensor, ...], batches: list[slice]) -> list[torch.Tensor]:
-        """Train on each batch of rows in turn; return the detached batch losses."""
-        model, loss_fn, zero_grad, step = self.model, self.loss_fn, self.zero_grad, self.step
-        backward = _backward
-        losses: list[torch.Tensor] = []
-        keep = losses.append
-        loss: Any = None
-        last_label = self.last_label
-        inputs, labels = (data[:-1] if last_label else data), data[-1]
-        try:
-            for rows in batches:
-                zero_grad()
-                prediction = model(*[tensor[rows] for tensor in inputs])
-                loss = loss_fn(prediction, labels[rows]) if last_label else loss_fn(prediction)
-                backward(loss)
-                step()
-                keep(loss.detach())
-        except (TypeError, RuntimeError) as exc:
-            _explain_bad_loss(loss, exc)
-            raise
-        return losses
-
-
-def _explain_bad_loss(loss: object, exc: BaseException) -> None:
-    """Replace PyTorch's error about an unusable loss value with one that says what came.
-
-    ``loss`` is the last value ``loss_fn`` returned; when it is a usable loss the error came
-    from elsewhere (the model, the loss function itself) and is left to propagate unchanged.
-    """
-    if loss is None:
-        return
-    if not isinstance(loss, torch.Tensor):
-        raise TypeError(
-            f"{_FUNC}: 'loss_fn' must return a scalar tensor, got {describe(loss)}"
-        ) from exc
-    if loss.numel() != 1:
-        raise ValueError(
-            f"{_FUNC}: 'loss_fn' must return a scalar tensor (one value per batch, e.g. a "
-            f"mean), got a tensor of shape {tuple(loss.shape)}"
-        ) from exc
-    if not loss.requires_grad:
-        raise ValueError(
-            f"{_FUNC}: the loss returned by 'loss_fn' does not depend on any parameter that "
-            f"requires grad (was it computed under torch.no_grad(), or detached?)"
-        ) from exc

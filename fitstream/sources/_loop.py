@@ -1,0 +1,81 @@
+"""The eager per-batch loop of :func:`fitstream.epoch_stream`, and its explanation of bad losses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._internal.checks import describe
+
+__all__ = ["Loop", "explain_bad_loss"]
+
+_FUNC = "epoch_stream"
+
+_backward: Callable[[torch.Tensor], None] = torch.Tensor.backward
+
+
+class Loop:
+    """The per-batch work of one epoch, with every lookup done once, outside the loop."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[..., torch.Tensor],
+        zero_grad: Callable[[], Any],
+        step: Callable[[], Any],
+        last_label: bool,
+    ) -> None:
+        self.model = model
+        self.loss_fn = loss_fn
+        self.zero_grad = zero_grad
+        self.step = step
+        self.last_label = last_label
+
+    def run(self, data: tuple[torch.Tensor, ...], batches: list[slice]) -> list[torch.Tensor]:
+        """Train on each batch of rows in turn; return the detached batch losses."""
+        model, loss_fn, zero_grad, step = self.model, self.loss_fn, self.zero_grad, self.step
+        backward = _backward
+        losses: list[torch.Tensor] = []
+        keep = losses.append
+        loss: Any = None
+        last_label = self.last_label
+        inputs, labels = (data[:-1] if last_label else data), data[-1]
+        try:
+            for rows in batches:
+                zero_grad()
+                prediction = model(*[tensor[rows] for tensor in inputs])
+                loss = loss_fn(prediction, labels[rows]) if last_label else loss_fn(prediction)
+                backward(loss)
+                step()
+                keep(loss.detach())
+        except (TypeError, RuntimeError) as exc:
+            explain_bad_loss(loss, exc)
+            raise
+        return losses
+
+
+def explain_bad_loss(loss: object, exc: BaseException) -> None:
+    """Replace PyTorch's error about an unusable loss value with one that says what came.
+
+    ``loss`` is the last value ``loss_fn`` returned; when it is a usable loss the error came
+    from elsewhere (the model, the loss function itself) and is left to propagate unchanged.
+    """
+    if loss is None:
+        return
+    if not isinstance(loss, torch.Tensor):
+        raise TypeError(
+            f"{_FUNC}: 'loss_fn' must return a scalar tensor, got {describe(loss)}"
+        ) from exc
+    if loss.numel() != 1:
+        raise ValueError(
+            f"{_FUNC}: 'loss_fn' must return a scalar tensor (one value per batch, e.g. a "
+            f"mean), got a tensor of shape {tuple(loss.shape)}"
+        ) from exc
+    if not loss.requires_grad:
+        raise ValueError(
+            f"{_FUNC}: the loss returned by 'loss_fn' does not depend on any parameter that "
+            f"requires grad (was it computed under torch.no_grad(), or detached?)"
+        ) from exc
