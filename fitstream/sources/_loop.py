@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._internal.checks import describe
+from ._shared import explain_bad_loss as explain_loss
 
 __all__ = ["Loop", "explain_bad_loss"]
 
@@ -58,24 +58,5 @@ class Loop:
 
 
 def explain_bad_loss(loss: object, exc: BaseException) -> None:
-    """Replace PyTorch's error about an unusable loss value with one that says what came.
-
-    ``loss`` is the last value ``loss_fn`` returned; when it is a usable loss the error came
-    from elsewhere (the model, the loss function itself) and is left to propagate unchanged.
-    """
-    if loss is None:
-        return
-    if not isinstance(loss, torch.Tensor):
-        raise TypeError(
-            f"{_FUNC}: 'loss_fn' must return a scalar tensor, got {describe(loss)}"
-        ) from exc
-    if loss.numel() != 1:
-        raise ValueError(
-            f"{_FUNC}: 'loss_fn' must return a scalar tensor (one value per batch, e.g. a "
-            f"mean), got a tensor of shape {tuple(loss.shape)}"
-        ) from exc
-    if not loss.requires_grad:
-        raise ValueError(
-            f"{_FUNC}: the loss returned by 'loss_fn' does not depend on any parameter that "
-            f"requires grad (was it computed under torch.no_grad(), or detached?)"
-        ) from exc
+    """:func:`._shared.explain_bad_loss` in ``epoch_stream``'s words."""
+    explain_loss(loss, exc, func=_FUNC)

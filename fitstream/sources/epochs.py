@@ -23,13 +23,13 @@ from .._internal.checks import (
 from ..events import Event
 from ._cuda import CudaGraphs, check_cuda_graphs
 from ._loop import Loop
+from ._shared import check_extra, check_optimizer, stack_losses
 from .batching import batch_slices, shuffled
 from .graphed import GraphedSteps, ModelStep
 
 __all__ = ["epoch_stream"]
 
 _FUNC = "epoch_stream"
-RESERVED_KEYS = frozenset({"step", "model", "train_loss", "train_time_sec"})
 
 
 def epoch_stream(
@@ -121,7 +121,7 @@ def epoch_stream(
     tensors = check_tensor_data(train_data, func=_FUNC, arg="train_data", last_label=last_label)
     if not isinstance(model, nn.Module):
         raise TypeError(f"{_FUNC}: 'model' must be a torch.nn.Module, got {describe(model)}")
-    _check_optimizer(optimizer)
+    check_optimizer(optimizer, func=_FUNC, arg="optimizer")
     check_callable(loss_fn, func=_FUNC, arg="loss_fn")
     check_positive_int(batch_size, func=_FUNC, arg="batch_size")
     check_one_device(tensors, func=_FUNC, arg="train_data")
@@ -129,7 +129,7 @@ def epoch_stream(
     graphed = check_cuda_graphs(cuda_graphs, tensors, model, optimizer, func=_FUNC)
     check_same_device(tensors, model, func=_FUNC, arg="train_data")
     check_generator(generator, tensors[0].device, func=_FUNC)
-    constants = _check_extra(extra)
+    constants = check_extra(extra, func=_FUNC)
     check_non_negative_int(step_offset, func=_FUNC, arg="step_offset")
     return _epochs(
         tensors,
@@ -144,40 +144,6 @@ def epoch_stream(
         step_offset=step_offset,
         cuda_graphs=graphed,
     )
-
-
-def _check_optimizer(optimizer: object) -> None:
-    if isinstance(optimizer, torch.optim.Optimizer):
-        return
-    missing = [
-        name for name in ("step", "zero_grad") if not callable(getattr(optimizer, name, None))
-    ]
-    if missing:
-        raise TypeError(
-            f"{_FUNC}: 'optimizer' must be a torch optimizer (an object with step() and "
-            f"zero_grad()), got {describe(optimizer)} "
-            f"(missing {', '.join(missing)})"
-        )
-
-
-def _check_extra(extra: object) -> dict[str, Any]:
-    if extra is None:
-        return {}
-    if not isinstance(extra, Mapping):
-        raise TypeError(
-            f"{_FUNC}: 'extra' must be a mapping of constant event entries such as "
-            f"{{'run': 'baseline'}}, got {describe(extra)}"
-        )
-    bad_keys = [key for key in extra if not isinstance(key, str)]
-    if bad_keys:
-        raise TypeError(f"{_FUNC}: the keys of 'extra' must be str, got {bad_keys!r:.60}")
-    clashes = sorted(RESERVED_KEYS.intersection(extra))
-    if clashes:
-        raise ValueError(
-            f"{_FUNC}: 'extra' must not set the event's own keys {sorted(RESERVED_KEYS)}, "
-            f"got {clashes}"
-        )
-    return dict(extra)
 
 
 def _epochs(
@@ -237,7 +203,7 @@ def _eager_epochs(
 
     def run_epoch(data: tuple[torch.Tensor, ...]) -> torch.Tensor:
         losses = loop.run(data, full)
-        total = _stack(losses).sum() * batch_size if losses else None
+        total = stack_losses(losses).sum() * batch_size if losses else None
         if short is not None:
             rows, size = short
             last = loop.run(data, [rows])[0] * size
@@ -246,10 +212,3 @@ def _eager_epochs(
         return total
 
     return run_epoch
-
-
-def _stack(losses: list[torch.Tensor]) -> torch.Tensor:
-    stacked = torch.stack(losses)
-    if stacked.is_floating_point() and stacked.element_size() < 4:
-        stacked = stacked.float()  # half-precision sums over many batches would lose digits
-    return stacked

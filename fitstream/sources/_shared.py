@@ -1,0 +1,104 @@
+"""Pieces the in-memory sources share: argument checks, loss sums and bad-loss messages."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from .._internal.checks import describe
+
+__all__ = ["RESERVED_KEYS", "check_extra", "check_optimizer", "explain_bad_loss", "stack_losses"]
+
+RESERVED_KEYS = frozenset({"step", "model", "train_loss", "train_time_sec"})
+
+
+def check_optimizer(optimizer: object, *, func: str, arg: str) -> None:
+    """Refuse an object that is neither a torch optimizer nor has ``step()`` and ``zero_grad()``.
+
+    Example:
+        >>> check_optimizer(object(), func="f", arg="optimizer")
+        Traceback (most recent call last):
+        ...
+        TypeError: f: 'optimizer' must be a torch optimizer (an object with step() and ...
+    """
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return
+    missing = [
+        name for name in ("step", "zero_grad") if not callable(getattr(optimizer, name, None))
+    ]
+    if missing:
+        raise TypeError(
+            f"{func}: '{arg}' must be a torch optimizer (an object with step() and "
+            f"zero_grad()), got {describe(optimizer)} "
+            f"(missing {', '.join(missing)})"
+        )
+
+
+def check_extra(extra: object, *, func: str) -> dict[str, Any]:
+    """Check ``extra`` (constant event entries) and return it as a new dict.
+
+    Example:
+        >>> check_extra({"run": "a"}, func="f")
+        {'run': 'a'}
+        >>> check_extra({"step": 3}, func="f")
+        Traceback (most recent call last):
+        ...
+        ValueError: f: 'extra' must not set the event's own keys [...], got ['step']
+    """
+    if extra is None:
+        return {}
+    if not isinstance(extra, Mapping):
+        raise TypeError(
+            f"{func}: 'extra' must be a mapping of constant event entries such as "
+            f"{{'run': 'baseline'}}, got {describe(extra)}"
+        )
+    bad_keys = [key for key in extra if not isinstance(key, str)]
+    if bad_keys:
+        raise TypeError(f"{func}: the keys of 'extra' must be str, got {bad_keys!r:.60}")
+    clashes = sorted(RESERVED_KEYS.intersection(extra))
+    if clashes:
+        raise ValueError(
+            f"{func}: 'extra' must not set the event's own keys {sorted(RESERVED_KEYS)}, "
+            f"got {clashes}"
+        )
+    return dict(extra)
+
+
+def stack_losses(losses: list[torch.Tensor]) -> torch.Tensor:
+    """Stack detached batch losses, in at least single precision for the epoch's sum.
+
+    Example:
+        >>> stack_losses([torch.tensor(1.0, dtype=torch.half)]).dtype
+        torch.float32
+    """
+    stacked = torch.stack(losses)
+    if stacked.is_floating_point() and stacked.element_size() < 4:
+        stacked = stacked.float()  # half-precision sums over many batches would lose digits
+    return stacked
+
+
+def explain_bad_loss(loss: object, exc: BaseException, *, func: str, per: str = "batch") -> None:
+    """Replace PyTorch's error about an unusable loss value with one that says what came.
+
+    ``loss`` is the last value ``loss_fn`` returned; when it is a usable loss the error came
+    from elsewhere (the model, the loss function itself) and is left to propagate unchanged.
+    ``per`` names what one loss value is for ("batch", or "member and batch").
+    """
+    if loss is None:
+        return
+    if not isinstance(loss, torch.Tensor):
+        raise TypeError(
+            f"{func}: 'loss_fn' must return a scalar tensor, got {describe(loss)}"
+        ) from exc
+    if loss.numel() != 1:
+        raise ValueError(
+            f"{func}: 'loss_fn' must return a scalar tensor (one value per {per}, e.g. a "
+            f"mean), got a tensor of shape {tuple(loss.shape)}"
+        ) from exc
+    if not loss.requires_grad:
+        raise ValueError(
+            f"{func}: the loss returned by 'loss_fn' does not depend on any parameter that "
+            f"requires grad (was it computed under torch.no_grad(), or detached?)"
+        ) from exc
