@@ -18,7 +18,7 @@ from .sinks import (
     log_tensorboard,
     plot_history,
 )
-from .sources import epoch_stream, iter_batches
+from .sources import Ensemble, ensemble_stream, epoch_stream, iter_batches
 from .stages import (
     BestModel,
     augment,
@@ -36,6 +36,7 @@ __version__ = "0.5.0"
 
 __all__ = [
     "BestModel",
+    "Ensemble",
     "Event",
     "EventStream",
     "LivePlot",
@@ -48,6 +49,7 @@ __all__ = [
     "collect_tensorboard",
     "early_stop",
     "ema",
+    "ensemble_stream",
     "epoch_stream",
     "evaluate",
     "iter_batches",

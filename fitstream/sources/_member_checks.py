@@ -1,0 +1,174 @@
+"""Checks on the members of an ensemble: one architecture, one device, nothing shared."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
+
+from .._internal.checks import describe
+
+__all__ = ["check_models", "check_optimizers"]
+
+
+def check_models(models: object, *, func: str) -> list[nn.Module]:
+    """Refuse ``models`` unless it is a non-empty sequence of modules that can train as one.
+
+    The members must have the same module tree and the same parameter and buffer names, shapes
+    and dtypes, live on one device, share no tensor and hold no module that updates running
+    statistics in training (BatchNorm and the like).
+    """
+    if not isinstance(models, Sequence) or isinstance(models, str | bytes | nn.Module):
+        raise TypeError(
+            f"{func}: 'models' must be a list or tuple of torch.nn.Module, got {describe(models)}"
+        )
+    members = list(models)
+    if not members:
+        raise ValueError(f"{func}: 'models' must hold at least one model, got an empty sequence")
+    for k, model in enumerate(members):
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                f"{func}: 'models[{k}]' must be a torch.nn.Module, got {describe(model)}"
+            )
+    first = members[0]
+    if next(first.parameters(), None) is None:
+        raise ValueError(f"{func}: 'models[0]' has no parameters to train")
+    _check_no_running_stats(first, func=func)
+    for k, model in enumerate(members[1:], start=1):
+        _check_same_architecture(first, model, k, func=func)
+    _check_one_device(members, func=func)
+    _check_nothing_shared(members, func=func)
+    return members
+
+
+def _check_no_running_stats(model: nn.Module, *, func: str) -> None:
+    for name, module in model.named_modules():
+        if isinstance(module, _NormBase) and module.track_running_stats:
+            raise ValueError(
+                f"{func}: 'models[0]' holds {type(module).__name__} at {name!r}, which updates "
+                f"running statistics in training; members cannot keep those apart yet. Build "
+                f"it with track_running_stats=False, or use LayerNorm/GroupNorm"
+            )
+
+
+def _signature(
+    tensors: Sequence[tuple[str, torch.Tensor]],
+) -> list[tuple[str, tuple[int, ...], str]]:
+    return [(name, tuple(t.shape), str(t.dtype)) for name, t in tensors]
+
+
+def _check_same_architecture(first: nn.Module, model: nn.Module, k: int, *, func: str) -> None:
+    where = f"{func}: 'models[{k}]' differs from 'models[0]'"
+    ref_modules = [(name, type(m)) for name, m in first.named_modules()]
+    modules = [(name, type(m)) for name, m in model.named_modules()]
+    for (ref_name, ref_type), (name, kind) in zip(ref_modules, modules, strict=False):
+        if ref_name != name or ref_type is not kind:
+            raise ValueError(
+                f"{where} in its modules: {ref_name!r} ({ref_type.__name__}) in models[0], "
+                f"{name!r} ({kind.__name__}) in models[{k}]; members must share one architecture"
+            )
+    for what, ref, got in (
+        ("parameter", list(first.named_parameters()), list(model.named_parameters())),
+        ("buffer", list(first.named_buffers()), list(model.named_buffers())),
+    ):
+        for (rn, rs, rd), (n, s, d) in zip(_signature(ref), _signature(got), strict=False):
+            if (rn, rs, rd) != (n, s, d):
+                detail = (
+                    f"name {rn!r} vs {n!r}"
+                    if rn != n
+                    else (f"shape {rs} vs {s}" if rs != s else f"dtype {rd} vs {d}")
+                )
+                raise ValueError(
+                    f"{where} in {what} {rn!r}: {detail}; members must share one architecture"
+                )
+        if len(ref) != len(got) or len(ref_modules) != len(modules):
+            raise ValueError(
+                f"{where}: it has {len(got)} {what}s, models[0] has {len(ref)}; members must "
+                f"share one architecture"
+            )
+
+
+def _check_one_device(members: list[nn.Module], *, func: str) -> None:
+    device: torch.device | None = None
+    for k, model in enumerate(members):
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            if device is None:
+                device = tensor.device
+            elif tensor.device != device:
+                raise ValueError(
+                    f"{func}: 'models[{k}]' has {name!r} on device {tensor.device} but "
+                    f"'models[0]' is on {device}; move every model to one device first"
+                )
+
+
+def _check_nothing_shared(members: list[nn.Module], *, func: str) -> None:
+    owner: dict[int, tuple[int, str]] = {}
+    for k, model in enumerate(members):
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            for key in (id(tensor), tensor.data_ptr()):
+                seen = owner.get(key)
+                if seen is not None and seen[0] != k and tensor.numel() > 0:
+                    raise ValueError(
+                        f"{func}: 'models[{k}]' shares {name!r} with 'models[{seen[0]}]' "
+                        f"({seen[1]!r}); each member needs its own tensors, e.g. "
+                        f"copy.deepcopy(model) for each"
+                    )
+                owner.setdefault(key, (k, name))
+
+
+def check_optimizers(
+    optimizers: object, members: list[nn.Module], *, func: str
+) -> list[torch.optim.Optimizer]:
+    """Refuse optimizers unless ``optimizers[k]`` is over ``members[k]``'s own parameters.
+
+    The param groups must hold the same parameter names, in the same order, for every member.
+    """
+    if not isinstance(optimizers, Sequence) or isinstance(optimizers, str | bytes):
+        raise TypeError(
+            f"{func}: 'optimizers' must be a list or tuple of torch optimizers, one per model, "
+            f"got {describe(optimizers)}"
+        )
+    opts = list(optimizers)
+    if len(opts) != len(members):
+        raise ValueError(
+            f"{func}: 'optimizers' must hold one optimizer per model: got {len(opts)} "
+            f"optimizers for {len(members)} models"
+        )
+    owners: dict[int, tuple[int, str]] = {}
+    for k, model in enumerate(members):
+        for name, param in model.named_parameters():
+            owners[id(param)] = (k, name)
+    reference: list[list[str]] | None = None
+    for k, opt in enumerate(opts):
+        if not isinstance(opt, torch.optim.Optimizer):
+            raise TypeError(
+                f"{func}: 'optimizers[{k}]' must be a torch.optim.Optimizer, got {describe(opt)}"
+            )
+        groups: list[list[str]] = []
+        for g, group in enumerate(opt.param_groups):
+            names = []
+            for param in group["params"]:
+                owner = owners.get(id(param))
+                if owner is None:
+                    raise ValueError(
+                        f"{func}: 'optimizers[{k}]' holds a parameter that belongs to none of "
+                        f"'models' (param_groups[{g}]); build it over models[{k}].parameters()"
+                    )
+                if owner[0] != k:
+                    raise ValueError(
+                        f"{func}: 'optimizers[{k}]' is over the parameters of 'models[{owner[0]}]'"
+                        f", not 'models[{k}]'; pass the optimizers in the order of the models"
+                    )
+                names.append(owner[1])
+            groups.append(names)
+        if reference is None:
+            reference = groups
+        elif groups != reference:
+            raise ValueError(
+                f"{func}: the param_groups of 'optimizers[{k}]' hold the parameters {groups!r:.80}"
+                f" but those of 'optimizers[0]' hold {reference!r:.80}; every member's optimizer "
+                f"must group the same parameters in the same order"
+            )
+    return opts

@@ -1,0 +1,292 @@
+"""The ensemble source: K models of one architecture trained together, one event per epoch."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from .._internal.checks import (
+    check_callable,
+    check_generator,
+    check_non_negative_int,
+    check_one_device,
+    check_positive_int,
+    check_same_device,
+    check_tensor_data,
+)
+from ..events import Event
+from ._member_checks import check_models, check_optimizers
+from ._shared import check_extra, explain_bad_loss, stack_losses
+from .batching import batch_slices, shuffled
+from .stacking import Ensemble
+from .vectorised_optim import MemberSteps, VectorAdam, VectorSGD, hparams_of, vectorised_kind
+
+__all__ = ["ensemble_stream"]
+
+_FUNC = "ensemble_stream"
+
+
+def ensemble_stream(
+    train_data: Sequence[torch.Tensor],
+    models: Sequence[nn.Module],
+    optimizers: Sequence[torch.optim.Optimizer],
+    loss_fn: Callable[..., torch.Tensor],
+    *,
+    batch_size: int = 1,
+    shuffle: bool = True,
+    last_label: bool = True,
+    generator: torch.Generator | None = None,
+    extra: Mapping[str, Any] | None = None,
+    step_offset: int = 0,
+) -> Iterator[Event]:
+    """Train K models of one architecture together on the same data, one event per epoch.
+
+    Member ``k`` trains exactly as :func:`~fitstream.epoch_stream` would train ``models[k]``
+    with ``optimizers[k]`` on the same data order, but all members take each step together: their
+    weights are stacked on a leading member dimension and every batch runs one vectorised
+    forward, backward and optimizer step for all of them. For a small model this costs little
+    more than training one, so a sweep of seeds or learning rates runs in about the time of a
+    single run. The data is shared by the members, never copied per member.
+
+    Every argument is checked when ``ensemble_stream`` is called; training starts at the first
+    ``next()`` and each ``next()`` runs one epoch. The stream never ends by itself.
+
+    Each event holds ``step`` and ``train_time_sec`` as for :func:`~fitstream.epoch_stream`,
+    ``train_loss`` as a list of K floats (member ``k``'s mean loss at position ``k``, one
+    host-device synchronisation per epoch), ``model`` (the :class:`~fitstream.Ensemble`; its
+    ``members`` are ``models``, its ``hparams`` each member's hyperparameters) and every entry
+    of ``extra``. While the consumer holds an event, ``models[k]`` holds member ``k``'s current
+    weights: its parameters are views into the stacked weights, so evaluating, copying or
+    loading a state dict into ``models[k]`` acts on the member itself. ``model.freeze(k)`` stops
+    member ``k``'s updates from the next epoch (its ``train_loss`` is then that of its kept
+    weights).
+
+    Optimizers: ``torch.optim.SGD`` (momentum, dampening, nesterov, weight decay), ``Adam`` and
+    ``AdamW`` (amsgrad) take one vectorised step for all members; each member's hyperparameters
+    are read from ``optimizers[k].param_groups`` at the start of every epoch, so changing
+    ``param_groups[g]["lr"]`` between epochs takes effect at the next one. Their state lives in
+    the stream, not in ``optimizers[k].state``. Several param groups are allowed when every
+    member groups the same parameters. Any other optimizer class, or optimizers that already
+    hold state, are stepped one member at a time on the vectorised gradients (correct, slower;
+    a ``UserWarning`` says so once, at the call).
+
+    Args:
+        train_data: Tensors sharing their first (sample) dimension, e.g. ``(X, y)``, on the
+            models' device.
+        models: The members: modules of one architecture (the same module tree and parameter
+            and buffer names, shapes and dtypes) on one device, sharing no tensors. Modules
+            with running statistics (BatchNorm) are refused.
+        optimizers: ``optimizers[k]`` over ``models[k]``'s parameters, one per model.
+        loss_fn: Called per member as ``loss_fn(member(*inputs), labels)`` when ``last_label``
+            is true, else as ``loss_fn(member(*train_data))``; returns a scalar tensor. It runs
+            under ``torch.func.vmap`` (ordinary tensor code works; ``.item()`` does not).
+        batch_size: Rows per mini-batch; the last batch of an epoch may be shorter.
+        shuffle: Whether to visit the rows in a new random order each epoch (one order shared
+            by all members, drawn as :func:`~fitstream.epoch_stream` draws it).
+        last_label: Whether the last tensor of ``train_data`` holds the labels.
+        generator: Random source for the shuffle, for reproducible runs.
+        extra: Constant entries added to every event.
+        step_offset: Added to ``step``.
+
+    Returns:
+        An endless iterator of :class:`~fitstream.Event` dicts.
+
+    Raises:
+        TypeError: For arguments of the wrong type.
+        ValueError: For everything :func:`~fitstream.epoch_stream` refuses, no models, models
+            that differ in architecture (the first differing module, parameter or buffer is
+            named), models on different devices or sharing tensors, a BatchNorm with running
+            statistics, ``len(optimizers) != len(models)``, an optimizer not over its own
+            model's parameters, or param groups that differ between members.
+
+    Example:
+        >>> from itertools import islice
+        >>> X = torch.randn(64, 3)
+        >>> y = X @ torch.tensor([1.0, -2.0, 0.5])
+        >>> models = [nn.Linear(3, 1) for _ in range(4)]
+        >>> optimizers = [torch.optim.SGD(m.parameters(), lr=lr)
+        ...               for m, lr in zip(models, [0.01, 0.03, 0.1, 0.3])]
+        >>> loss_fn = lambda pred, target: nn.functional.mse_loss(pred.squeeze(-1), target)
+        >>> events = ensemble_stream((X, y), models, optimizers, loss_fn, batch_size=16)
+        >>> last = list(islice(events, 10))[-1]
+        >>> last["step"], len(last["train_loss"]), last["model"].hparams[3]["lr"]
+        (10, 4, 0.3)
+        >>> last["train_loss"][0] > last["train_loss"][2]
+        True
+    """
+    tensors = check_tensor_data(train_data, func=_FUNC, arg="train_data", last_label=last_label)
+    members = check_models(models, func=_FUNC)
+    opts = check_optimizers(optimizers, members, func=_FUNC)
+    check_callable(loss_fn, func=_FUNC, arg="loss_fn")
+    check_positive_int(batch_size, func=_FUNC, arg="batch_size")
+    check_one_device(tensors, func=_FUNC, arg="train_data")
+    check_same_device(tensors, members[0], func=_FUNC, arg="train_data")
+    check_generator(generator, tensors[0].device, func=_FUNC)
+    constants = check_extra(extra, func=_FUNC)
+    check_non_negative_int(step_offset, func=_FUNC, arg="step_offset")
+    kind, reason = vectorised_kind(opts)
+    if kind is None:
+        warnings.warn(
+            f"{_FUNC}: {reason}; each member's optimizer steps on its own, K step() calls "
+            f"per batch (slower than the vectorised SGD/Adam/AdamW)",
+            UserWarning,
+            stacklevel=2,
+        )
+    return _epochs(
+        tensors,
+        members,
+        opts,
+        kind,
+        loss_fn,
+        batch_size=batch_size,
+        shuffle=bool(shuffle),
+        last_label=bool(last_label),
+        generator=generator,
+        constants=constants,
+        step_offset=step_offset,
+    )
+
+
+def _epochs(
+    tensors: tuple[torch.Tensor, ...],
+    members: list[nn.Module],
+    optimizers: list[torch.optim.Optimizer],
+    kind: str | None,
+    loss_fn: Callable[..., torch.Tensor],
+    *,
+    batch_size: int,
+    shuffle: bool,
+    last_label: bool,
+    generator: torch.Generator | None,
+    constants: dict[str, Any],
+    step_offset: int,
+) -> Iterator[Event]:
+    groups = [[_name_of(members[0], p) for p in g["params"]] for g in optimizers[0].param_groups]
+    ensemble = Ensemble(members, _groups=groups)
+    ensemble._hparams = lambda: [hparams_of(opt) for opt in optimizers]
+    stepper: VectorSGD | VectorAdam | MemberSteps
+    if kind == "sgd":
+        stepper = VectorSGD(ensemble, optimizers)
+    elif kind == "adam":
+        stepper = VectorAdam(ensemble, optimizers)
+    else:
+        stepper = MemberSteps(ensemble, optimizers)
+    loop = _Loop(ensemble, loss_fn, stepper, last_label)
+    n_samples = tensors[0].shape[0]
+    slices = batch_slices(n_samples, batch_size)
+    full = [rows for rows, size in slices if size == batch_size]
+    short = slices[-1] if slices[-1][1] != batch_size else None
+    clock = time.perf_counter
+    step = step_offset
+    while True:
+        started = clock()
+        ensemble.train()
+        stepper.refresh()
+        data = shuffled(tensors, generator) if shuffle else tensors
+        losses = loop.run(data, full)
+        total = stack_losses(losses).sum(0) * batch_size if losses else None
+        if short is not None:
+            rows, size = short
+            last = loop.run(data, [rows])[0] * size
+            total = last if total is None else total + last
+        assert total is not None  # at least one batch: the data is never empty
+        train_loss = [value / n_samples for value in total.tolist()]
+        elapsed = clock() - started
+        step += 1
+        yield Event(
+            step=step,
+            model=ensemble,
+            train_loss=train_loss,
+            train_time_sec=elapsed,
+            **constants,
+        )
+
+
+def _name_of(model: nn.Module, param: torch.Tensor) -> str:
+    return next(name for name, p in model.named_parameters() if p is param)
+
+
+class _Loop:
+    """The per-batch work of one epoch for all members at once."""
+
+    def __init__(
+        self,
+        ensemble: Ensemble,
+        loss_fn: Callable[..., torch.Tensor],
+        stepper: VectorSGD | VectorAdam | MemberSteps,
+        last_label: bool,
+    ) -> None:
+        self.ensemble = ensemble
+        self.stepper = stepper
+        self.last_label = last_label
+        self.leaves = list(ensemble.stacked)
+        self.grads = [g for slab in ensemble._trainable_slabs() for g in slab.grads]
+        self.k = len(ensemble)
+        template = ensemble.members[0]
+
+        def member_loss(
+            params: dict[str, Any], buffers: dict[str, Any], inputs: Any, labels: Any
+        ) -> torch.Tensor:
+            out = functional_call(template, (params, buffers), tuple(inputs))
+            return loss_fn(out, labels) if last_label else loss_fn(out)
+
+        self.general = vmap(member_loss, in_dims=(0, 0, None, None), randomness="different")
+
+        def output_loss(out: torch.Tensor, labels: Any) -> torch.Tensor:
+            return loss_fn(out, labels) if last_label else loss_fn(out)
+
+        self.on_outputs = vmap(output_loss, in_dims=(0, None), randomness="different")
+
+    def losses(self, inputs: list[torch.Tensor], labels: torch.Tensor | None) -> torch.Tensor:
+        """The K members' losses on one batch, shape ``(K,)``."""
+        ensemble = self.ensemble
+        if ensemble._mlp is not None and len(inputs) == 1 and inputs[0].dim() == 2:
+            losses: torch.Tensor = self.on_outputs(ensemble._mlp_forward(inputs[0]), labels)
+            return losses
+        losses = self.general(ensemble._params, ensemble._buffers_stacked, inputs, labels)
+        return losses
+
+    def run(self, data: tuple[torch.Tensor, ...], batches: list[slice]) -> list[torch.Tensor]:
+        """Train every member on each batch of rows in turn; return the detached ``(K,)`` losses."""
+        stepper, leaves, grads = self.stepper, self.leaves, self.grads
+        restore = self.ensemble._restore_frozen
+        frozen = not all(self.ensemble._active)
+        last_label = self.last_label
+        inputs, labels = (data[:-1] if last_label else data), data[-1]
+        out: list[torch.Tensor] = []
+        keep = out.append
+        for rows in batches:
+            try:
+                losses = self.losses(
+                    [t[rows] for t in inputs], labels[rows] if last_label else None
+                )
+            except ValueError as exc:
+                if "must only return Tensors" in str(exc):
+                    raise TypeError(
+                        f"{_FUNC}: 'loss_fn' must return a scalar tensor, got something else "
+                        f"({exc})"
+                    ) from exc
+                raise
+            if losses.shape != (self.k,) or not losses.requires_grad:
+                _explain(losses, self.k)
+            torch._foreach_copy_(grads, torch.autograd.grad(losses.sum(), leaves))
+            stepper.step()
+            if frozen:
+                restore()
+            keep(losses.detach())
+        return out
+
+
+def _explain(losses: torch.Tensor, k: int) -> None:
+    """Raise the error that says why a ``(K, ...)`` result of ``loss_fn`` cannot be trained."""
+    error = RuntimeError("the members' losses cannot be back-propagated")
+    explain_bad_loss(
+        losses[0] if losses.dim() >= 1 else losses, error, func=_FUNC, per="member and batch"
+    )
+    raise error

@@ -1,0 +1,299 @@
+"""The ensemble as one module: K members' tensors stacked, the members' own tensors views into them.
+
+Every parameter and buffer of the K members lives in a *slab*, a ``(K, n)`` tensor per kind
+(one per optimizer param group and dtype, one for untrained parameters, one for buffers). The
+stacked tensor of a name is a ``(K, *shape)`` view into its slab, and member ``k``'s own
+parameter is a view into row ``k``: an update of the stacked tensors is at once an update of the
+user's modules, and ``models[k].load_state_dict(...)`` writes into the slab.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from .._internal.checks import describe
+from ._member_checks import check_models
+
+__all__ = ["Ensemble"]
+
+# Modules that act on every element alone, so they apply to (K, batch, features) as they are.
+_ELEMENTWISE = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+    nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Softsign, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid,
+    nn.Identity,
+)  # fmt: skip
+
+
+class _Slab:
+    """One ``(K, n)`` tensor holding, per member, the flattened tensors of ``names``."""
+
+    def __init__(
+        self,
+        names: list[str],
+        sources: list[list[torch.Tensor]],
+        trainable: bool,
+        group: int | None,
+    ) -> None:
+        first = sources[0]
+        self.names, self.trainable, self.group = names, trainable, group
+        self.shapes = [tuple(t.shape) for t in first]
+        numels = [t.numel() for t in first]
+        self.offsets = [sum(numels[:i]) for i in range(len(numels))]
+        self.numels = numels
+        k = len(sources)
+        self.data = torch.empty(k, sum(numels), dtype=first[0].dtype, device=first[0].device)
+        with torch.no_grad():
+            for row, tensors in enumerate(sources):
+                for tensor, off, n in zip(tensors, self.offsets, numels, strict=True):
+                    self.data[row, off : off + n].copy_(tensor.reshape(-1))
+        self.grad = torch.zeros_like(self.data) if trainable else None
+        self.stacked = [self._view(self.data, i) for i in range(len(names))]
+        if trainable:
+            self.stacked = [nn.Parameter(t) for t in self.stacked]
+        self.grads = (
+            [] if self.grad is None else [self._view(self.grad, i) for i in range(len(names))]
+        )
+
+    def _view(self, flat: torch.Tensor, i: int) -> torch.Tensor:
+        off, n = self.offsets[i], self.numels[i]
+        return flat[:, off : off + n].view(flat.shape[0], *self.shapes[i])
+
+    def member_view(self, row: int, i: int) -> torch.Tensor:
+        off, n = self.offsets[i], self.numels[i]
+        return self.data[row, off : off + n].view(self.shapes[i])
+
+
+class Ensemble(nn.Module):
+    """K modules of one architecture run as one: ``forward`` returns their outputs stacked.
+
+    The members' parameters and buffers are stacked on a new leading dimension (one row per
+    member) and the members' own tensors become views into those rows: the user's modules always
+    hold the members' current weights, and changing one of them (``load_state_dict``, an in-place
+    edit) changes the ensemble. ``forward(*inputs)`` runs every member on the same inputs in one
+    vectorised call (``torch.func.vmap`` over ``functional_call``, or batched matrix products for
+    an ``nn.Sequential`` of ``nn.Linear`` and elementwise activations) and returns a tensor of
+    shape ``(K, *output_shape)``. Dropout draws an independent mask for each member.
+
+    :func:`~fitstream.ensemble_stream` builds one and puts it under each event's ``model`` key;
+    stages and sinks read ``members``, ``hparams`` and ``active`` and may call ``freeze(k)``.
+
+    Do not move the ensemble or its members to another device or dtype afterwards (``.to()``
+    replaces the members' tensors and cuts the link); build the members where they will train.
+    Saving a member's ``state_dict()`` with ``torch.save`` writes the whole slab its tensors
+    view (all K members): clone the tensors first to save one member alone.
+
+    Args:
+        models: The members, modules of one architecture on one device that share no tensors.
+
+    Raises:
+        TypeError: ``models`` is not a sequence of modules.
+        ValueError: No models, a model without parameters, members that differ in their modules
+            or in a parameter's or buffer's name, shape or dtype (the first difference is named),
+            members on different devices or sharing tensors, or a module with running statistics
+            (BatchNorm with ``track_running_stats=True``).
+
+    Example:
+        >>> members = [nn.Linear(3, 2) for _ in range(4)]
+        >>> ensemble = Ensemble(members)
+        >>> ensemble(torch.randn(5, 3)).shape
+        torch.Size([4, 5, 2])
+        >>> len(ensemble), ensemble.active
+        (4, (True, True, True, True))
+        >>> with torch.no_grad():
+        ...     _ = members[1].weight.fill_(0.0)   # a member's tensors are views into the stack
+        >>> ensemble(torch.randn(5, 3))[1].abs().max() == members[1].bias.abs().max()
+        tensor(True)
+    """
+
+    def __init__(
+        self, models: Sequence[nn.Module], *, _groups: Sequence[Sequence[str]] | None = None
+    ) -> None:
+        super().__init__()
+        members = check_models(models, func="Ensemble")
+        self._members = tuple(members)
+        self._active = [True] * len(members)
+        self._hparams: Callable[[], list[dict[str, Any]]] = lambda: [{} for _ in members]
+        self._slabs = _build_slabs(members, _groups)
+        self.stacked = nn.ParameterList(
+            [t for slab in self._slabs if slab.trainable for t in slab.stacked]
+        )
+        self._params: dict[str, torch.Tensor] = {}
+        self._buffers_stacked: dict[str, torch.Tensor] = {}
+        for slab in self._slabs:
+            target = self._params if slab.group != -1 else self._buffers_stacked
+            target.update(zip(slab.names, slab.stacked, strict=True))
+        self._frozen_rows: torch.Tensor | None = None
+        self._frozen_saved: list[torch.Tensor] = []
+        self._mlp = _mlp_plan(members[0])
+        self.train(members[0].training)
+
+    # -- the interface stages and sinks rely on (fitstream._internal.members.EnsembleLike) ----
+
+    @property
+    def members(self) -> tuple[nn.Module, ...]:
+        """The user's modules, in order; each holds its member's current weights."""
+        return self._members
+
+    @property
+    def hparams(self) -> list[dict[str, Any]]:
+        """One dict per member of its optimizer's hyperparameters (plain scalars), read now."""
+        return self._hparams()
+
+    @property
+    def active(self) -> tuple[bool, ...]:
+        """Per member, whether it still trains (``False`` once frozen)."""
+        return tuple(self._active)
+
+    def freeze(self, member: int) -> None:
+        """Stop every further update of member ``member``'s weights (and optimizer state).
+
+        Takes effect from the next epoch; the member keeps the weights it has now. Freezing a
+        frozen member does nothing.
+
+        Raises:
+            TypeError: ``member`` is not an int.
+            IndexError: ``member`` is not in ``range(len(self))``.
+        """
+        if isinstance(member, bool) or not isinstance(member, int):
+            raise TypeError(f"Ensemble.freeze: 'member' must be an int, got {describe(member)}")
+        if not 0 <= member < len(self._members):
+            raise IndexError(
+                f"Ensemble.freeze: 'member' must be in range({len(self._members)}), got {member}"
+            )
+        if not self._active[member]:
+            return
+        self._active[member] = False
+        rows = [k for k, on in enumerate(self._active) if not on]
+        index = torch.tensor(rows, device=self._slabs[0].data.device)
+        self._frozen_rows = index
+        self._frozen_saved = [s.data[index].clone() for s in self._slabs if s.trainable]
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    # -- the module ----------------------------------------------------------------------------
+
+    def train(self, mode: bool = True) -> Ensemble:
+        """Set the ensemble and every member to training (or evaluation) mode."""
+        super().train(mode)
+        for member in self._members:
+            member.train(mode)
+        return self
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """Run every member on ``inputs``; return the outputs stacked, shape ``(K, ...)``."""
+        if self._mlp is not None and len(inputs) == 1 and inputs[0].dim() == 2:
+            return self._mlp_forward(inputs[0])
+        return self._vmapped(inputs)
+
+    def _vmapped(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        template = self._members[0]
+
+        def one(params: dict[str, Any], buffers: dict[str, Any], args: Any) -> torch.Tensor:
+            return functional_call(template, (params, buffers), tuple(args))  # type: ignore[no-any-return]
+
+        run = vmap(one, in_dims=(0, 0, None), randomness="different")
+        return run(self._params, self._buffers_stacked, list(inputs))
+
+    def _mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert self._mlp is not None
+        params = self._params
+        h = x
+        for step in self._mlp:
+            if isinstance(step, nn.Module):
+                h = step(h)
+                continue
+            weight, bias = params[step[0]], (None if step[1] is None else params[step[1]])
+            wt = weight.transpose(1, 2)
+            if h.dim() == 2:  # the shared input: one product against every member's weights
+                h = torch.matmul(h, wt)
+                h = h if bias is None else h + bias.unsqueeze(1)
+            elif bias is None:
+                h = torch.bmm(h, wt)
+            else:
+                h = torch.baddbmm(bias.unsqueeze(1), h, wt)
+        return h
+
+    # -- what the training loop needs ----------------------------------------------------------
+
+    def _trainable_slabs(self) -> list[_Slab]:
+        return [slab for slab in self._slabs if slab.trainable]
+
+    def _restore_frozen(self) -> None:
+        """Put the frozen members' weights back (after an optimizer step moved every row)."""
+        rows = self._frozen_rows
+        if rows is None:
+            return
+        with torch.no_grad():
+            for slab, saved in zip(self._trainable_slabs(), self._frozen_saved, strict=True):
+                slab.data.index_copy_(0, rows, saved)
+
+
+def _build_slabs(members: list[nn.Module], groups: Sequence[Sequence[str]] | None) -> list[_Slab]:
+    """Stack the members' tensors into slabs and make the members' tensors views into them.
+
+    ``groups`` lists, per optimizer param group, the names it trains (default: one group of
+    every parameter that requires grad). Parameters that need no grad or are in no group go to
+    untrained slabs (group ``None``); buffers to slabs of group ``-1``. One slab per dtype.
+    """
+    first = members[0]
+    requires = {name for name, p in first.named_parameters() if p.requires_grad}
+    if groups is None:
+        groups = [[name for name, _ in first.named_parameters() if name in requires]]
+    kinds: list[tuple[list[str], bool, int | None]] = []
+    trained: set[str] = set()
+    for g, names in enumerate(groups):
+        kept = [n for n in names if n in requires]
+        trained.update(kept)
+        kinds.append((kept, True, g))
+    kinds.append(([n for n, _ in first.named_parameters() if n not in trained], False, None))
+    kinds.append(([n for n, _ in first.named_buffers()], False, -1))
+    slabs: list[_Slab] = []
+    for names, trainable, group in kinds:
+        getter = _buffer_of if group == -1 else _parameter_of
+        by_dtype: dict[torch.dtype, list[str]] = {}
+        for name in names:
+            by_dtype.setdefault(getter(first, name).dtype, []).append(name)
+        for dtype_names in by_dtype.values():
+            sources = [[getter(m, n).detach() for n in dtype_names] for m in members]
+            slabs.append(_Slab(dtype_names, sources, trainable, group))
+    for slab in slabs:
+        for row, member in enumerate(members):
+            for i, name in enumerate(slab.names):
+                view = slab.member_view(row, i)
+                if slab.group == -1:
+                    owner, _, attr = name.rpartition(".")
+                    member.get_submodule(owner)._buffers[attr] = view
+                else:
+                    member.get_parameter(name).data = view
+    return slabs
+
+
+def _parameter_of(model: nn.Module, name: str) -> torch.Tensor:
+    return model.get_parameter(name)
+
+
+def _buffer_of(model: nn.Module, name: str) -> torch.Tensor:
+    return model.get_buffer(name)
+
+
+def _mlp_plan(model: nn.Module) -> list[tuple[str, str | None] | nn.Module] | None:
+    """For an ``nn.Sequential`` of ``nn.Linear`` and elementwise activations: its steps."""
+    if type(model) is not nn.Sequential or len(list(model.buffers())) > 0:
+        return None
+    plan: list[tuple[str, str | None] | nn.Module] = []
+    for name, layer in model.named_children():
+        if type(layer) is nn.Linear:
+            plan.append((f"{name}.weight", None if layer.bias is None else f"{name}.bias"))
+        elif type(layer) in _ELEMENTWISE:
+            plan.append(layer)
+        else:
+            return None
+    if not any(isinstance(step, tuple) for step in plan):
+        return None
+    return plan

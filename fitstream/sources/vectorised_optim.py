@@ -1,0 +1,231 @@
+"""SGD and Adam(W) for K stacked members at once, each member with its own hyperparameters.
+
+Each optimizer works on the ensemble's trainable slabs (``(K, n)`` tensors, see
+:mod:`fitstream.sources.stacking`) with the update rules of ``torch.optim.SGD``, ``Adam`` and
+``AdamW``. Hyperparameters are read from the user's ``optimizers[k].param_groups`` by
+:meth:`refresh` (the stream calls it at the start of every epoch) into ``(K, 1)`` tensors on
+the device, so a changed ``lr`` takes effect at the next epoch. The optimizer state (momentum
+buffers, moments, step counts) lives here, not in the user's optimizers.
+
+Any other optimizer class is stepped by :class:`MemberSteps`: each member's own optimizer on
+gradients from the vectorised backward pass (correct, but K ``step()`` calls per batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .stacking import Ensemble, _Slab
+
+__all__ = ["MemberSteps", "VectorAdam", "VectorSGD", "hparams_of", "vectorised_kind"]
+
+_ADAM_FAMILY = (torch.optim.Adam, torch.optim.AdamW)
+
+
+def vectorised_kind(optimizers: Sequence[torch.optim.Optimizer]) -> tuple[str | None, str]:
+    """Return ``("sgd" | "adam", "")``, or ``(None, reason)`` when members step one by one."""
+    types = {type(opt) for opt in optimizers}
+    if types == {torch.optim.SGD}:
+        kind = "sgd"
+    elif types <= set(_ADAM_FAMILY):
+        kind = "adam"
+    else:
+        names = sorted(t.__name__ for t in types)
+        return None, f"no vectorised step for {', '.join(names)} (only SGD, Adam, AdamW)"
+    for k, opt in enumerate(optimizers):
+        if any(opt.state.get(p) for group in opt.param_groups for p in group["params"]):
+            return None, f"optimizers[{k}] already holds state (it has been stepped)"
+    return kind, ""
+
+
+def _scalar(value: Any) -> Any:
+    return value.item() if isinstance(value, torch.Tensor) else value
+
+
+def hparams_of(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """A member's hyperparameters as plain scalars, from its first param group."""
+    group = optimizer.param_groups[0]
+    out: dict[str, Any] = {"optimizer": type(optimizer).__name__}
+    keys: tuple[str, ...]
+    if isinstance(optimizer, torch.optim.SGD):
+        keys = ("lr", "weight_decay", "momentum", "dampening", "nesterov")
+    elif isinstance(optimizer, _ADAM_FAMILY):
+        keys = ("lr", "weight_decay", "betas", "eps", "amsgrad")
+    else:
+        keys = tuple(k for k in group if k != "params")
+    for key in keys:
+        value = _scalar(group.get(key))
+        if key == "betas" and isinstance(value, tuple | list) and len(value) == 2:
+            out["beta1"], out["beta2"] = float(_scalar(value[0])), float(_scalar(value[1]))
+        elif (isinstance(value, bool) and key in ("nesterov", "amsgrad")) or (
+            isinstance(value, int | float) and not isinstance(value, bool)
+        ):
+            out[key] = value
+    return out
+
+
+class _Vectorised:
+    """Hyperparameter tensors per slab, refreshed from the members' param groups."""
+
+    names: tuple[str, ...] = ()
+
+    def __init__(self, ensemble: Ensemble, optimizers: Sequence[torch.optim.Optimizer]) -> None:
+        self.slabs = ensemble._trainable_slabs()
+        self.optimizers = list(optimizers)
+        k = len(optimizers)
+        self.hp = [
+            torch.zeros(len(self.names), k, 1, dtype=_hp_dtype(s), device=s.data.device)
+            for s in self.slabs
+        ]
+        self.flags: list[dict[str, bool]] = [{} for _ in self.slabs]
+
+    def _read(self, group: dict[str, Any]) -> list[float]:
+        raise NotImplementedError
+
+    def refresh(self) -> None:
+        """Read every member's hyperparameters into the ``(K, 1)`` tensors (one copy each)."""
+        for i, slab in enumerate(self.slabs):
+            assert slab.group is not None
+            rows = [self._read(opt.param_groups[slab.group]) for opt in self.optimizers]
+            values = torch.tensor(rows, dtype=torch.float64).T.unsqueeze(-1)
+            self.hp[i].copy_(values)
+            flags = self.flags[i]
+            for j, name in enumerate(self.names):
+                column = values[j]
+                flags[f"any_{name}"] = bool((column != 0).any())
+                flags[f"all_{name}"] = bool((column != 0).all())
+
+
+def _hp_dtype(slab: _Slab) -> torch.dtype:
+    return torch.float64 if slab.data.dtype == torch.float64 else torch.float32
+
+
+class VectorSGD(_Vectorised):
+    """``torch.optim.SGD`` (momentum, dampening, nesterov, weight decay, maximize) for K members."""
+
+    names = ("lr", "weight_decay", "momentum", "dampening", "nesterov", "maximize")
+
+    def __init__(self, ensemble: Ensemble, optimizers: Sequence[torch.optim.Optimizer]) -> None:
+        super().__init__(ensemble, optimizers)
+        self.buffers: list[torch.Tensor | None] = [None for _ in self.slabs]
+
+    def _read(self, group: dict[str, Any]) -> list[float]:
+        return [
+            float(_scalar(group[name])) if name != "maximize" else float(group.get(name, False))
+            for name in self.names
+        ]
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One SGD step of every member."""
+        for i, slab in enumerate(self.slabs):
+            lr, wd, momentum, dampening, nesterov, maximize = self.hp[i]
+            flags = self.flags[i]
+            p, g = slab.data, slab.grad
+            assert g is not None
+            if flags["any_maximize"]:
+                g = g * (1 - 2 * maximize)
+            if flags["any_weight_decay"]:
+                g = torch.addcmul(g, p, wd)
+            if flags["any_momentum"]:
+                buf = self.buffers[i]
+                if buf is None:
+                    buf = self.buffers[i] = g.clone()
+                else:
+                    buf.mul_(momentum).addcmul_(g, 1 - dampening)
+                d = buf
+                if flags["any_nesterov"]:
+                    d = torch.where(nesterov.bool(), torch.addcmul(g, buf, momentum), buf)
+                if not flags["all_momentum"]:
+                    d = torch.where(momentum != 0, d, g)
+                g = d
+            p.addcmul_(g, lr, value=-1)
+
+
+class VectorAdam(_Vectorised):
+    """``torch.optim.Adam`` and ``AdamW`` (amsgrad, maximize) for K members."""
+
+    names = ("lr", "l2", "decoupled", "beta1", "beta2", "eps", "amsgrad", "maximize")
+
+    def __init__(self, ensemble: Ensemble, optimizers: Sequence[torch.optim.Optimizer]) -> None:
+        super().__init__(ensemble, optimizers)
+        self.exp_avg = [torch.zeros_like(s.data) for s in self.slabs]
+        self.exp_avg_sq = [torch.zeros_like(s.data) for s in self.slabs]
+        self.max_sq: list[torch.Tensor | None] = [None for _ in self.slabs]
+        self.steps = [torch.zeros_like(hp[0]) for hp in self.hp]
+
+    def _read(self, group: dict[str, Any]) -> list[float]:
+        decoupled = bool(group.get("decoupled_weight_decay", False))
+        wd = float(_scalar(group["weight_decay"]))
+        beta1, beta2 = (float(_scalar(b)) for b in group["betas"])
+        return [
+            float(_scalar(group["lr"])),
+            0.0 if decoupled else wd,
+            wd if decoupled else 0.0,
+            beta1,
+            beta2,
+            float(_scalar(group["eps"])),
+            float(bool(group.get("amsgrad", False))),
+            float(bool(group.get("maximize", False))),
+        ]
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One Adam(W) step of every member."""
+        for i, slab in enumerate(self.slabs):
+            lr, l2, decoupled, beta1, beta2, eps, amsgrad, maximize = self.hp[i]
+            flags = self.flags[i]
+            p, g = slab.data, slab.grad
+            assert g is not None
+            step = self.steps[i].add_(1)
+            step_size = lr / (1 - beta1.pow(step))
+            correction2 = (1 - beta2.pow(step)).sqrt_()
+            if flags["any_maximize"]:
+                g = g * (1 - 2 * maximize)
+            if flags["any_l2"]:
+                g = torch.addcmul(g, p, l2)
+            if flags["any_decoupled"]:
+                p.mul_(1 - lr * decoupled)
+            m, v = self.exp_avg[i], self.exp_avg_sq[i]
+            m.lerp_(g, 1 - beta1)
+            v.mul_(beta2).addcmul_(g, g * (1 - beta2))
+            source = v
+            if flags["any_amsgrad"]:
+                vmax = self.max_sq[i]
+                if vmax is None:
+                    vmax = self.max_sq[i] = torch.zeros_like(v)
+                torch.maximum(vmax, v, out=vmax)
+                source = vmax if flags["all_amsgrad"] else torch.where(amsgrad.bool(), vmax, v)
+            denom = source.sqrt().div_(correction2).add_(eps)
+            p.addcdiv_(m * step_size, denom, value=-1)
+
+
+class MemberSteps:
+    """Each member's own optimizer, stepped on the gradients of the vectorised backward pass."""
+
+    def __init__(self, ensemble: Ensemble, optimizers: Sequence[torch.optim.Optimizer]) -> None:
+        self.ensemble = ensemble
+        self.optimizers = list(optimizers)
+        self.links: list[tuple[nn.Parameter, torch.Tensor]] = []
+        for slab in ensemble._trainable_slabs():
+            assert slab.grad is not None
+            for row, member in enumerate(ensemble.members):
+                for i, name in enumerate(slab.names):
+                    off, n = slab.offsets[i], slab.numels[i]
+                    view = slab.grad[row, off : off + n].view(slab.shapes[i])
+                    self.links.append((member.get_parameter(name), view))
+
+    def refresh(self) -> None:
+        """Point every member parameter's ``.grad`` at its rows of the gradient slabs."""
+        for param, grad in self.links:
+            param.grad = grad
+
+    def step(self) -> None:
+        """Step the optimizer of every member that still trains."""
+        for opt, active in zip(self.optimizers, self.ensemble._active, strict=True):
+            if active:
+                opt.step()
