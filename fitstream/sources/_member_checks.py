@@ -107,7 +107,7 @@ def _check_nothing_shared(members: list[nn.Module], *, func: str) -> None:
     owner: dict[int, tuple[int, str]] = {}
     for k, model in enumerate(members):
         for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-            for key in (id(tensor), tensor.data_ptr()):
+            for key in (id(tensor), tensor.data_ptr() or id(tensor)):  # meta: no memory
                 seen = owner.get(key)
                 if seen is not None and seen[0] != k and tensor.numel() > 0:
                     raise ValueError(
