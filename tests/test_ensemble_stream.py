@@ -410,3 +410,30 @@ def test_last_label_false_feeds_every_tensor_to_the_members() -> None:
     losses = [ev["train_loss"] for ev in islice(events, 5)]
     assert losses[-1][0] < losses[0][0]
     assert losses[-1][1] < losses[0][1]
+
+
+@pytest.mark.parametrize(
+    ("loss_fn", "labels"),
+    [
+        (nn.MSELoss(), torch.randn(6, 3)),
+        (nn.L1Loss(), torch.randn(6, 3)),
+        (nn.CrossEntropyLoss(), torch.tensor([0, 2, 1, 1, 0, 2])),
+        (
+            nn.CrossEntropyLoss(ignore_index=1, label_smoothing=0.1),
+            torch.tensor([0, 2, 1, 1, 0, 2]),
+        ),
+    ],
+    ids=["mse", "l1", "cross-entropy", "ignore-index-smoothing"],
+)
+def test_the_direct_losses_equal_loss_fn_on_each_member(loss_fn: Any, labels: Any) -> None:
+    from fitstream.sources._member_losses import member_losses
+
+    outputs = torch.randn(4, 6, 3)
+    stacked = member_losses(loss_fn, last_label=True)(outputs, labels)
+    alone = torch.stack([loss_fn(outputs[k], labels) for k in range(4)])
+    torch.testing.assert_close(stacked, alone)
+
+    def wrapped(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return loss_fn(out, target)  # type: ignore[no-any-return]  # not recognised: vmap
+
+    torch.testing.assert_close(member_losses(wrapped, last_label=True)(outputs, labels), alone)

@@ -9,7 +9,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
 
 from .._internal.checks import (
     check_callable,
@@ -22,6 +21,7 @@ from .._internal.checks import (
 )
 from ..events import Event
 from ._member_checks import check_models, check_optimizers
+from ._member_losses import member_losses
 from ._shared import check_extra, explain_bad_loss, stack_losses
 from .batching import batch_slices, shuffled
 from .stacking import Ensemble
@@ -228,29 +228,11 @@ class _Loop:
         self.leaves = list(ensemble.stacked)
         self.grads = [g for slab in ensemble._trainable_slabs() for g in slab.grads]
         self.k = len(ensemble)
-        template = ensemble.members[0]
-
-        def member_loss(
-            params: dict[str, Any], buffers: dict[str, Any], inputs: Any, labels: Any
-        ) -> torch.Tensor:
-            out = functional_call(template, (params, buffers), tuple(inputs))
-            return loss_fn(out, labels) if last_label else loss_fn(out)
-
-        self.general = vmap(member_loss, in_dims=(0, 0, None, None), randomness="different")
-
-        def output_loss(out: torch.Tensor, labels: Any) -> torch.Tensor:
-            return loss_fn(out, labels) if last_label else loss_fn(out)
-
-        self.on_outputs = vmap(output_loss, in_dims=(0, None), randomness="different")
+        self.member_losses = member_losses(loss_fn, last_label)
 
     def losses(self, inputs: list[torch.Tensor], labels: torch.Tensor | None) -> torch.Tensor:
         """The K members' losses on one batch, shape ``(K,)``."""
-        ensemble = self.ensemble
-        if ensemble._mlp is not None and len(inputs) == 1 and inputs[0].dim() == 2:
-            losses: torch.Tensor = self.on_outputs(ensemble._mlp_forward(inputs[0]), labels)
-            return losses
-        losses = self.general(ensemble._params, ensemble._buffers_stacked, inputs, labels)
-        return losses
+        return self.member_losses(self.ensemble(*inputs), labels)
 
     def run(self, data: tuple[torch.Tensor, ...], batches: list[slice]) -> list[torch.Tensor]:
         """Train every member on each batch of rows in turn; return the detached ``(K,)`` losses."""

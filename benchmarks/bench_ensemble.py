@@ -1,0 +1,124 @@
+"""Per-model cost of ``ensemble_stream`` against ``epoch_stream`` training one model.
+
+The two workloads of ``bench_epoch_stream.py`` (tiny: X 20000x16, MLP 16-32-1, MSE, Adam, batch
+32; small: X 50000x64, MLP 64-256-256-10, cross-entropy, Adam, batch 256). For each K, one
+contender is ``epoch_stream`` training one model, the other ``ensemble_stream`` training K
+models (seeds 0..K-1, Adam with learning rates spread over a decade). Each round starts both on
+fresh models, runs one untimed warm-up epoch of each, then alternates single epochs (A B, B A,
+...); the table shows the median seconds per epoch of each, the per-model ratio
+``ensemble / K / single`` of the medians and the median of the per-pair ratios (the fairest
+figure on a loaded machine), in wall time. Targets on one CPU thread: tiny at K=64 at most 1/25
+per model, small at most 1.0 per model, K=1 at most 1.3x.
+
+Run: ``uv run python benchmarks/bench_ensemble.py [--workload tiny|small|all] [--ks 1,8,64]``;
+a quick look: ``--epochs 2 --rounds 1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Iterator
+
+import torch
+from bench_epoch_stream import WORKLOADS, Workload, make_data
+from torch import nn
+
+from fitstream import ensemble_stream, epoch_stream
+
+
+def make_models(w: Workload, k: int, device: str) -> list[nn.Module]:
+    """``k`` MLPs of the workload, seeds 0..k-1."""
+    models = []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(w.widths, w.widths[1:], strict=False)):
+            layers.append(nn.Linear(a, b))
+            if i < len(w.widths) - 2:
+                layers.append(nn.ReLU())
+        models.append(nn.Sequential(*layers).to(device))
+    return models
+
+
+def loss_fn(w: Workload) -> nn.Module:
+    return nn.CrossEntropyLoss() if w.classification else nn.MSELoss()
+
+
+def single(w: Workload, data: tuple[torch.Tensor, ...], device: str) -> Iterator[float]:
+    """``epoch_stream`` on one model; yields the epoch's loss."""
+    (model,) = make_models(w, 1, device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for event in epoch_stream(data, model, opt, loss_fn(w), batch_size=w.batch_size):
+        yield event["train_loss"]
+
+
+def together(w: Workload, data: tuple[torch.Tensor, ...], k: int, device: str) -> Iterator[float]:
+    """``ensemble_stream`` on ``k`` models; yields member 0's epoch loss."""
+    models = make_models(w, k, device)
+    lrs = [1e-3 * 10 ** (i / max(k - 1, 1)) for i in range(k)]
+    opts = [torch.optim.Adam(m.parameters(), lr=lr) for m, lr in zip(models, lrs, strict=True)]
+    for event in ensemble_stream(data, models, opts, loss_fn(w), batch_size=w.batch_size):
+        yield event["train_loss"][0]
+
+
+def timed(epochs: Iterator[float]) -> float:
+    """Run one epoch; its wall seconds (each ends with a host sync, ``.item()``/``tolist()``)."""
+    started = time.perf_counter()
+    next(epochs)
+    return time.perf_counter() - started
+
+
+def run(w: Workload, k: int, epochs: int, rounds: int, device: str) -> None:
+    """Time both contenders for one K and print one row of the table."""
+    data = tuple(t.to(device) for t in make_data(w))
+    times: dict[str, list[float]] = {"single": [], "ensemble": []}
+    pairs: list[float] = []
+    for _ in range(rounds):
+        streams = {"single": single(w, data, device), "ensemble": together(w, data, k, device)}
+        for stream in streams.values():
+            next(stream)  # warm-up
+        for e in range(epochs):
+            pair = {}
+            for name in ("single", "ensemble") if e % 2 == 0 else ("ensemble", "single"):
+                pair[name] = timed(streams[name])
+                times[name].append(pair[name])
+            pairs.append(pair["ensemble"] / k / pair["single"])
+        for stream in streams.values():
+            stream.close()  # type: ignore[attr-defined]
+    med = statistics.median
+    one, ens = med(times["single"]), med(times["ensemble"])
+    print(
+        f"{w.name:<6} {k:>4} {one:>10.4f} {ens:>10.4f} {ens / k / one:>10.4f} {med(pairs):>10.4f}"
+        f"   1/{1 / med(pairs):.1f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workload", choices=[*WORKLOADS, "all"], default="all")
+    parser.add_argument("--ks", default="1,8,64", help="comma-separated ensemble sizes")
+    parser.add_argument("--epochs", type=int, default=4, help="timed epochs per round")
+    parser.add_argument("--rounds", type=int, default=2, help="fresh-model rounds per K")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--device", default="cpu", help="where data and models live, e.g. cuda")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    ks = [int(k) for k in args.ks.split(",")]
+    chosen = list(WORKLOADS) if args.workload == "all" else [args.workload]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
+    print(f"{args.rounds} rounds x {args.epochs} alternating timed epochs; medians, wall time")
+    for name in chosen:
+        print(f"  {name}: {WORKLOADS[name].describe()}")
+    print(
+        f"{'load':<6} {'K':>4} {'single s':>10} {'ensemble s':>10} {'per model':>10} "
+        f"{'paired':>10}   paired as 1/x"
+    )
+    for name in chosen:
+        for k in ks:
+            run(WORKLOADS[name], k, args.epochs, args.rounds, args.device)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Each member's loss from the stacked outputs ``(K, ...)``: ``loss_fn`` under vmap, or direct.
+
+``loss_fn`` runs once per member through ``torch.func.vmap``. For the commonest loss modules
+(``nn.MSELoss``, ``nn.L1Loss`` and ``nn.CrossEntropyLoss`` with class-index targets, mean
+reduction, no class weights) the same per-member means are computed directly on the stacked
+outputs, which skips vmap's per-call cost; anything else goes through vmap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import vmap
+from torch.nn import functional as F
+
+__all__ = ["member_losses"]
+
+MemberLosses = Callable[[torch.Tensor, Any], torch.Tensor]
+
+
+def member_losses(loss_fn: Callable[..., torch.Tensor], last_label: bool) -> MemberLosses:
+    """Return ``f(outputs, labels) -> (K,)`` that applies ``loss_fn`` to each member's output."""
+
+    def one(out: torch.Tensor, labels: Any) -> torch.Tensor:
+        return loss_fn(out, labels) if last_label else loss_fn(out)
+
+    vmapped: MemberLosses = vmap(one, in_dims=(0, None), randomness="different")
+    direct = _direct(loss_fn) if last_label else None
+    if direct is None:
+        return vmapped
+
+    def losses(outputs: torch.Tensor, labels: Any) -> torch.Tensor:
+        result = direct(outputs, labels)
+        return vmapped(outputs, labels) if result is None else result
+
+    return losses
+
+
+def _direct(loss_fn: object) -> Callable[[torch.Tensor, Any], torch.Tensor | None] | None:
+    kind = type(loss_fn)
+    if kind in (nn.MSELoss, nn.L1Loss) and getattr(loss_fn, "reduction", None) == "mean":
+        pointwise = F.mse_loss if kind is nn.MSELoss else F.l1_loss
+
+        def regression(outputs: torch.Tensor, labels: Any) -> torch.Tensor | None:
+            if not isinstance(labels, torch.Tensor) or labels.shape != outputs.shape[1:]:
+                return None
+            target = labels.expand_as(outputs)
+            return pointwise(outputs, target, reduction="none").flatten(1).mean(1)
+
+        return regression
+    if kind is nn.CrossEntropyLoss:
+        ce: Any = loss_fn
+        if ce.reduction != "mean" or ce.weight is not None:
+            return None
+
+        def classification(outputs: torch.Tensor, labels: Any) -> torch.Tensor | None:
+            if (
+                not isinstance(labels, torch.Tensor)
+                or labels.dim() != 1
+                or labels.is_floating_point()
+                or outputs.dim() != 3
+                or outputs.shape[1] != labels.shape[0]
+            ):
+                return None
+            k, batch, classes = outputs.shape
+            per_row = F.cross_entropy(
+                outputs.reshape(k * batch, classes),
+                labels.repeat(k),
+                reduction="none",
+                ignore_index=ce.ignore_index,
+                label_smoothing=ce.label_smoothing,
+            ).view(k, batch)
+            counted: torch.Tensor = (labels != ce.ignore_index).sum()
+            return per_row.sum(1) / counted
+
+        return classification
+    return None
