@@ -182,12 +182,13 @@ def _epochs(
     slices = batch_slices(n_samples, batch_size)
     full = [rows for rows, size in slices if size == batch_size]
     short = slices[-1] if slices[-1][1] != batch_size else None
+    n_steps = len(slices)
     clock = time.perf_counter
     step = step_offset
     while True:
         started = clock()
         ensemble.train()
-        stepper.refresh()
+        stepper.refresh(n_steps)
         data = shuffled(tensors, generator) if shuffle else tensors
         losses = loop.run(data, full)
         total = stack_losses(losses).sum(0) * batch_size if losses else None

@@ -86,12 +86,17 @@ class _Vectorised:
     def _read(self, group: dict[str, Any]) -> list[float]:
         raise NotImplementedError
 
-    def refresh(self) -> None:
-        """Read every member's hyperparameters into the ``(K, 1)`` tensors (one copy each)."""
+    def refresh(self, steps: int) -> None:
+        """Read every member's hyperparameters into the ``(K, 1)`` tensors (one copy each).
+
+        ``steps`` is the number of optimizer steps the coming epoch takes.
+        """
+        self.values64 = []
         for i, slab in enumerate(self.slabs):
             assert slab.group is not None
             rows = [self._read(opt.param_groups[slab.group]) for opt in self.optimizers]
             values = torch.tensor(rows, dtype=torch.float64).T.unsqueeze(-1)
+            self.values64.append(values)
             self.hp[i].copy_(values)
             flags = self.flags[i]
             for j, name in enumerate(self.names):
@@ -156,7 +161,10 @@ class VectorAdam(_Vectorised):
         self.exp_avg = [torch.zeros_like(s.data) for s in self.slabs]
         self.exp_avg_sq = [torch.zeros_like(s.data) for s in self.slabs]
         self.max_sq: list[torch.Tensor | None] = [None for _ in self.slabs]
-        self.steps = [torch.zeros_like(hp[0]) for hp in self.hp]
+        self.taken = 0  # steps taken so far (the same for every member)
+        self.cursor = 0  # steps taken in this epoch
+        self.tables: list[torch.Tensor] = []
+        self.constants: list[torch.Tensor] = []
 
     def _read(self, group: dict[str, Any]) -> list[float]:
         decoupled = bool(group.get("decoupled_weight_decay", False))
@@ -174,25 +182,46 @@ class VectorAdam(_Vectorised):
         ]
 
     @torch.no_grad()
+    def refresh(self, steps: int) -> None:
+        """Read the hyperparameters; tabulate the epoch's bias corrections (in float64)."""
+        super().refresh(steps)
+        self.taken += self.cursor
+        self.cursor = 0
+        t = torch.arange(self.taken + 1, self.taken + steps + 1, dtype=torch.float64)
+        t = t.view(-1, 1, 1)
+        for i, values in enumerate(self.values64):
+            lr, _, decoupled, beta1, beta2, _, _, maximize = values
+            table = torch.stack([lr / (1 - beta1**t), (1 - beta2**t).sqrt()], dim=1)
+            constants = torch.stack([1 - beta1, 1 - beta2, 1 - lr * decoupled, 1 - 2 * maximize])
+            hp = self.hp[i]
+            if i < len(self.tables) and self.tables[i].shape == table.shape:
+                self.tables[i].copy_(table)
+                self.constants[i].copy_(constants)
+            else:
+                self.tables[i:] = [table.to(hp.device, hp.dtype)]
+                self.constants[i:] = [constants.to(hp.device, hp.dtype)]
+
+    @torch.no_grad()
     def step(self) -> None:
         """One Adam(W) step of every member."""
+        cursor = self.cursor
+        self.cursor = cursor + 1
         for i, slab in enumerate(self.slabs):
-            lr, l2, decoupled, beta1, beta2, eps, amsgrad, maximize = self.hp[i]
+            _, l2, _, _, beta2, eps, amsgrad, _ = self.hp[i]
+            step_size, correction2 = self.tables[i][cursor]
+            one_minus_beta1, one_minus_beta2, decay, sign = self.constants[i]
             flags = self.flags[i]
             p, g = slab.data, slab.grad
             assert g is not None
-            step = self.steps[i].add_(1)
-            step_size = lr / (1 - beta1.pow(step))
-            correction2 = (1 - beta2.pow(step)).sqrt_()
             if flags["any_maximize"]:
-                g = g * (1 - 2 * maximize)
+                g = g * sign
             if flags["any_l2"]:
                 g = torch.addcmul(g, p, l2)
             if flags["any_decoupled"]:
-                p.mul_(1 - lr * decoupled)
+                p.mul_(decay)
             m, v = self.exp_avg[i], self.exp_avg_sq[i]
-            m.lerp_(g, 1 - beta1)
-            v.mul_(beta2).addcmul_(g, g * (1 - beta2))
+            m.lerp_(g, one_minus_beta1)
+            v.mul_(beta2).addcmul_(g, g * one_minus_beta2)
             source = v
             if flags["any_amsgrad"]:
                 vmax = self.max_sq[i]
@@ -219,7 +248,7 @@ class MemberSteps:
                     view = slab.grad[row, off : off + n].view(slab.shapes[i])
                     self.links.append((member.get_parameter(name), view))
 
-    def refresh(self) -> None:
+    def refresh(self, steps: int) -> None:
         """Point every member parameter's ``.grad`` at its rows of the gradient slabs."""
         for param, grad in self.links:
             param.grad = grad
