@@ -30,6 +30,7 @@ build:  ## sdist and wheel of fitstream and fitstream-lightning into dist/
 bench:  ## print the speed benchmarks' tables
 	$(UV) run python benchmarks/bench_epoch_stream.py
 	$(UV) run python benchmarks/bench_fit_stream.py
+	$(UV) run python benchmarks/bench_ensemble.py
 
 clean:
 	rm -rf dist docs/_build .pytest_cache .mypy_cache .ruff_cache

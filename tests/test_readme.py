@@ -33,6 +33,12 @@ def test_readme_runs_as_written_and_produces_what_it_says(
     assert len(_lines(r"^step=\d+, val_loss=\d+\.\d{4}$", printed)) == 3
     assert len(_lines(r"^step=\d+ val_loss=\d+\.\d{4} model_param_norm=\d+\.\d{3}$", printed)) == 3
 
+    # Many models at once: three epochs, four losses each, every model learning.
+    ensemble_lines = _lines(r"^(\d) \[(\d\.\d+), (\d\.\d+), (\d\.\d+), (\d\.\d+)\]$", printed)
+    assert [line[0] for line in ensemble_lines] == ["1", "2", "3"]
+    first, last = ensemble_lines[0][1:], ensemble_lines[-1][1:]
+    assert all(float(b) < float(a) for a, b in zip(first, last, strict=True))
+
     # islice: exactly 100 epochs.
     assert namespace["last"]["step"] == 100
     assert _lines(r"^100$", printed) == ["100"]
