@@ -437,3 +437,40 @@ def test_the_direct_losses_equal_loss_fn_on_each_member(loss_fn: Any, labels: An
         return loss_fn(out, target)  # type: ignore[no-any-return]  # not recognised: vmap
 
     torch.testing.assert_close(member_losses(wrapped, last_label=True)(outputs, labels), alone)
+
+
+def test_a_second_stream_continues_from_the_members_weights() -> None:
+    models = [_mlp(seed) for seed in range(2)]
+    alone = [copy.deepcopy(m) for m in models]
+    opts = [SGD(m.parameters(), lr=lr) for m, lr in zip(models, [0.05, 0.02], strict=True)]
+    first = _together(models, opts, epochs=2, batch_size=8)
+    second = _together(models, opts, epochs=2, batch_size=8)  # restacks the members' views
+    for k, lr in enumerate([0.05, 0.02]):
+        model = alone[k]
+        opt = SGD(model.parameters(), lr=lr)
+        losses = _alone(model, opt, 2, batch_size=8) + _alone(model, opt, 2, batch_size=8)
+        assert [epoch[k] for epoch in first + second] == pytest.approx(losses, rel=2e-4)
+        _assert_same_weights(models[k], model)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("general", [False, True], ids=["batched-matmul", "vmap"])
+def test_the_promise_holds_on_cuda(general: bool) -> None:
+    factories = SWEEPS["adamw"] + SWEEPS["sgd"][1:2]
+    models = [_mlp(seed, general).cuda() for seed in range(len(factories))]
+    alone = [copy.deepcopy(m) for m in models]
+    opts = [make(m.parameters()) for make, m in zip(factories, models, strict=True)]
+    data = tuple(t.cuda() for t in _data())
+    gen = torch.Generator(device="cuda").manual_seed(7)
+    stream = ensemble_stream(data, models, opts, nn.MSELoss(), batch_size=8, generator=gen)
+    together = [ev["train_loss"] for ev in islice(stream, 3)]
+    ensemble = Ensemble([_mlp(0).cuda(), _mlp(1).cuda()])
+    ensemble.freeze(1)
+    assert ensemble.active == (True, False)
+    for k, make in enumerate(factories):
+        gen = torch.Generator(device="cuda").manual_seed(7)
+        solo = epoch_stream(data, alone[k], make(alone[k].parameters()), nn.MSELoss(),
+                            batch_size=8, generator=gen)  # fmt: skip
+        losses = [ev["train_loss"] for ev in islice(solo, 3)]
+        assert [epoch[k] for epoch in together] == pytest.approx(losses, rel=2e-4)
+        _assert_same_weights(models[k], alone[k])
