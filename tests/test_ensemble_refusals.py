@@ -226,3 +226,16 @@ def test_optimizers_that_already_hold_state_continue_through_the_fallback() -> N
     step = next(iter(opts[0].state.values()))["step"].item()
     next(stream)
     assert next(iter(opts[0].state.values()))["step"].item() == step + 4
+
+
+def test_a_list_of_generators_needs_one_distinct_generator_per_model() -> None:
+    models = [_mlp(0), _mlp(1)]
+    g = torch.Generator()
+    with pytest.raises(ValueError, match=r"one torch.Generator per model: got 1 for 2 models"):
+        _call(models, generator=[g])
+    with pytest.raises(TypeError, match=r"'generator\[1\]' must be a torch.Generator, got int"):
+        _call(models, generator=[g, 3])
+    with pytest.raises(
+        ValueError, match=r"'generator\[1\]' is the same object as 'generator\[0\]'"
+    ):
+        _call(models, generator=[g, g])

@@ -474,3 +474,31 @@ def test_the_promise_holds_on_cuda(general: bool) -> None:
         losses = [ev["train_loss"] for ev in islice(solo, 3)]
         assert [epoch[k] for epoch in together] == pytest.approx(losses, rel=2e-4)
         _assert_same_weights(models[k], alone[k])
+
+
+@pytest.mark.parametrize("general", [False, True], ids=["batched-matmul", "vmap"])
+@pytest.mark.parametrize("loss", ["mse", "cross-entropy", "lambda"])
+def test_a_generator_per_member_gives_each_the_order_it_would_draw_alone(
+    general: bool, loss: str
+) -> None:
+    X, y = _data()
+    labels = (y[:, 0] > 0).long() if loss == "cross-entropy" else y
+    loss_fn: Any = {
+        "mse": nn.MSELoss(),
+        "cross-entropy": nn.CrossEntropyLoss(),
+        "lambda": lambda out, target: (out - target).abs().mean(),
+    }[loss]
+    seeds = [11, 12, 13]
+    models = [_mlp(seed, general) for seed in range(3)]
+    alone = [copy.deepcopy(m) for m in models]
+    opts = [Adam(m.parameters(), lr=lr) for m, lr in zip(models, [1e-2, 3e-3, 1e-3], strict=True)]
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    stream = ensemble_stream((X, labels), models, opts, loss_fn, batch_size=8, generator=gens)
+    together = [ev["train_loss"] for ev in islice(stream, 3)]
+    for k, lr in enumerate([1e-2, 3e-3, 1e-3]):
+        gen = torch.Generator().manual_seed(seeds[k])
+        solo = epoch_stream((X, labels), alone[k], Adam(alone[k].parameters(), lr=lr), loss_fn,
+                            batch_size=8, generator=gen)  # fmt: skip
+        losses = [ev["train_loss"] for ev in islice(solo, 3)]
+        assert [epoch[k] for epoch in together] == pytest.approx(losses, rel=2e-4)
+        _assert_same_weights(models[k], alone[k])

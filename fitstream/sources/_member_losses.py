@@ -21,14 +21,19 @@ __all__ = ["member_losses"]
 MemberLosses = Callable[[torch.Tensor, Any], torch.Tensor]
 
 
-def member_losses(loss_fn: Callable[..., torch.Tensor], last_label: bool) -> MemberLosses:
-    """Return ``f(outputs, labels) -> (K,)`` that applies ``loss_fn`` to each member's output."""
+def member_losses(
+    loss_fn: Callable[..., torch.Tensor], last_label: bool, *, each: bool = False
+) -> MemberLosses:
+    """Return ``f(outputs, labels) -> (K,)`` that applies ``loss_fn`` to each member's output.
+
+    ``labels`` are shared by the members, or with ``each`` stacked per member ``(K, B, ...)``.
+    """
 
     def one(out: torch.Tensor, labels: Any) -> torch.Tensor:
         return loss_fn(out, labels) if last_label else loss_fn(out)
 
-    vmapped: MemberLosses = vmap(one, in_dims=(0, None), randomness="different")
-    direct = _direct(loss_fn) if last_label else None
+    vmapped: MemberLosses = vmap(one, in_dims=(0, 0 if each else None), randomness="different")
+    direct = _direct(loss_fn, each) if last_label else None
     if direct is None:
         return vmapped
 
@@ -39,13 +44,16 @@ def member_losses(loss_fn: Callable[..., torch.Tensor], last_label: bool) -> Mem
     return losses
 
 
-def _direct(loss_fn: object) -> Callable[[torch.Tensor, Any], torch.Tensor | None] | None:
+def _direct(
+    loss_fn: object, each: bool
+) -> Callable[[torch.Tensor, Any], torch.Tensor | None] | None:
     kind = type(loss_fn)
     if kind in (nn.MSELoss, nn.L1Loss) and getattr(loss_fn, "reduction", None) == "mean":
         pointwise = F.mse_loss if kind is nn.MSELoss else F.l1_loss
 
         def regression(outputs: torch.Tensor, labels: Any) -> torch.Tensor | None:
-            if not isinstance(labels, torch.Tensor) or labels.shape != outputs.shape[1:]:
+            expected = outputs.shape if each else outputs.shape[1:]
+            if not isinstance(labels, torch.Tensor) or labels.shape != expected:
                 return None
             target = labels.expand_as(outputs)
             return pointwise(outputs, target, reduction="none").flatten(1).mean(1)
@@ -59,21 +67,20 @@ def _direct(loss_fn: object) -> Callable[[torch.Tensor, Any], torch.Tensor | Non
         def classification(outputs: torch.Tensor, labels: Any) -> torch.Tensor | None:
             if (
                 not isinstance(labels, torch.Tensor)
-                or labels.dim() != 1
                 or labels.is_floating_point()
                 or outputs.dim() != 3
-                or outputs.shape[1] != labels.shape[0]
+                or labels.shape != (outputs.shape[:2] if each else outputs.shape[1:2])
             ):
                 return None
             k, batch, classes = outputs.shape
             per_row = F.cross_entropy(
                 outputs.reshape(k * batch, classes),
-                labels.repeat(k),
+                labels.reshape(-1) if each else labels.repeat(k),
                 reduction="none",
                 ignore_index=ce.ignore_index,
                 label_smoothing=ce.label_smoothing,
             ).view(k, batch)
-            counted: torch.Tensor = (labels != ce.ignore_index).sum()
+            counted: torch.Tensor = (labels != ce.ignore_index).sum(-1)
             return per_row.sum(1) / counted
 
         return classification

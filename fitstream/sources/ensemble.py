@@ -18,11 +18,12 @@ from .._internal.checks import (
     check_positive_int,
     check_same_device,
     check_tensor_data,
+    describe,
 )
 from ..events import Event
+from ._ensemble_loop import EnsembleLoop
 from ._member_checks import check_models, check_optimizers
-from ._member_losses import member_losses
-from ._shared import check_extra, explain_bad_loss, stack_losses
+from ._shared import check_extra, stack_losses
 from .batching import batch_slices, shuffled
 from .stacking import Ensemble
 from .vectorised_optim import MemberSteps, VectorAdam, VectorSGD, hparams_of, vectorised_kind
@@ -41,7 +42,7 @@ def ensemble_stream(
     batch_size: int = 1,
     shuffle: bool = True,
     last_label: bool = True,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     extra: Mapping[str, Any] | None = None,
     step_offset: int = 0,
 ) -> Iterator[Event]:
@@ -90,7 +91,10 @@ def ensemble_stream(
         shuffle: Whether to visit the rows in a new random order each epoch (one order shared
             by all members, drawn as :func:`~fitstream.epoch_stream` draws it).
         last_label: Whether the last tensor of ``train_data`` holds the labels.
-        generator: Random source for the shuffle, for reproducible runs.
+        generator: Random source for the shuffle, for reproducible runs; or a list of K
+            generators, one per member, to give each member its own data order (member ``k``
+            then sees the order ``epoch_stream`` would draw from ``generator[k]``; each batch is
+            gathered per member, K times the batch instead of one shared batch).
         extra: Constant entries added to every event.
         step_offset: Added to ``step``.
 
@@ -127,7 +131,7 @@ def ensemble_stream(
     check_positive_int(batch_size, func=_FUNC, arg="batch_size")
     check_one_device(tensors, func=_FUNC, arg="train_data")
     check_same_device(tensors, members[0], func=_FUNC, arg="train_data")
-    check_generator(generator, tensors[0].device, func=_FUNC)
+    generators = _check_generators(generator, tensors[0].device, len(members))
     constants = check_extra(extra, func=_FUNC)
     check_non_negative_int(step_offset, func=_FUNC, arg="step_offset")
     kind, reason = vectorised_kind(opts)
@@ -147,10 +151,38 @@ def ensemble_stream(
         batch_size=batch_size,
         shuffle=bool(shuffle),
         last_label=bool(last_label),
-        generator=generator,
+        generator=generators,
         constants=constants,
         step_offset=step_offset,
     )
+
+
+def _check_generators(
+    generator: object, device: torch.device, k: int
+) -> torch.Generator | list[torch.Generator] | None:
+    """Check ``generator``: one generator (or None), or a list of ``k`` distinct generators."""
+    if not isinstance(generator, list | tuple):
+        check_generator(generator, device, func=_FUNC)
+        return generator  # type: ignore[return-value]
+    if len(generator) != k:
+        raise ValueError(
+            f"{_FUNC}: 'generator' as a list must hold one torch.Generator per model: got "
+            f"{len(generator)} for {k} models"
+        )
+    seen: dict[int, int] = {}
+    for position, each in enumerate(generator):
+        if not isinstance(each, torch.Generator):
+            raise TypeError(
+                f"{_FUNC}: 'generator[{position}]' must be a torch.Generator, got {describe(each)}"
+            )
+        check_generator(each, device, func=_FUNC)
+        if id(each) in seen:
+            raise ValueError(
+                f"{_FUNC}: 'generator[{position}]' is the same object as "
+                f"'generator[{seen[id(each)]}]'; give each member its own generator"
+            )
+        seen[id(each)] = position
+    return list(generator)
 
 
 def _epochs(
@@ -163,7 +195,7 @@ def _epochs(
     batch_size: int,
     shuffle: bool,
     last_label: bool,
-    generator: torch.Generator | None,
+    generator: torch.Generator | list[torch.Generator] | None,
     constants: dict[str, Any],
     step_offset: int,
 ) -> Iterator[Event]:
@@ -177,7 +209,7 @@ def _epochs(
         stepper = VectorAdam(ensemble, optimizers)
     else:
         stepper = MemberSteps(ensemble, optimizers)
-    loop = _Loop(ensemble, loss_fn, stepper, last_label)
+    loop = EnsembleLoop(ensemble, loss_fn, stepper, last_label)
     n_samples = tensors[0].shape[0]
     slices = batch_slices(n_samples, batch_size)
     full = [rows for rows, size in slices if size == batch_size]
@@ -189,12 +221,20 @@ def _epochs(
         started = clock()
         ensemble.train()
         stepper.refresh(n_steps)
-        data = shuffled(tensors, generator) if shuffle else tensors
-        losses = loop.run(data, full)
+        data, orders = tensors, None
+        if shuffle:
+            if isinstance(generator, list):  # one order per member: rows gathered per batch
+                device = tensors[0].device
+                orders = torch.stack(
+                    [torch.randperm(n_samples, device=device, generator=g) for g in generator]
+                )
+            else:
+                data = shuffled(tensors, generator)
+        losses = loop.run(data, full, orders)
         total = stack_losses(losses).sum(0) * batch_size if losses else None
         if short is not None:
             rows, size = short
-            last = loop.run(data, [rows])[0] * size
+            last = loop.run(data, [rows], orders)[0] * size
             total = last if total is None else total + last
         assert total is not None  # at least one batch: the data is never empty
         train_loss = [value / n_samples for value in total.tolist()]
@@ -211,65 +251,3 @@ def _epochs(
 
 def _name_of(model: nn.Module, param: torch.Tensor) -> str:
     return next(name for name, p in model.named_parameters() if p is param)
-
-
-class _Loop:
-    """The per-batch work of one epoch for all members at once."""
-
-    def __init__(
-        self,
-        ensemble: Ensemble,
-        loss_fn: Callable[..., torch.Tensor],
-        stepper: VectorSGD | VectorAdam | MemberSteps,
-        last_label: bool,
-    ) -> None:
-        self.ensemble = ensemble
-        self.stepper = stepper
-        self.last_label = last_label
-        self.leaves = list(ensemble.stacked)
-        self.grads = [g for slab in ensemble._trainable_slabs() for g in slab.grads]
-        self.k = len(ensemble)
-        self.member_losses = member_losses(loss_fn, last_label)
-
-    def losses(self, inputs: list[torch.Tensor], labels: torch.Tensor | None) -> torch.Tensor:
-        """The K members' losses on one batch, shape ``(K,)``."""
-        return self.member_losses(self.ensemble(*inputs), labels)
-
-    def run(self, data: tuple[torch.Tensor, ...], batches: list[slice]) -> list[torch.Tensor]:
-        """Train every member on each batch of rows in turn; return the detached ``(K,)`` losses."""
-        stepper, leaves, grads = self.stepper, self.leaves, self.grads
-        restore = self.ensemble._restore_frozen
-        frozen = not all(self.ensemble._active)
-        last_label = self.last_label
-        inputs, labels = (data[:-1] if last_label else data), data[-1]
-        out: list[torch.Tensor] = []
-        keep = out.append
-        for rows in batches:
-            try:
-                losses = self.losses(
-                    [t[rows] for t in inputs], labels[rows] if last_label else None
-                )
-            except ValueError as exc:
-                if "must only return Tensors" in str(exc):
-                    raise TypeError(
-                        f"{_FUNC}: 'loss_fn' must return a scalar tensor, got something else "
-                        f"({exc})"
-                    ) from exc
-                raise
-            if losses.shape != (self.k,) or not losses.requires_grad:
-                _explain(losses, self.k)
-            torch._foreach_copy_(grads, torch.autograd.grad(losses.sum(), leaves))
-            stepper.step()
-            if frozen:
-                restore()
-            keep(losses.detach())
-        return out
-
-
-def _explain(losses: torch.Tensor, k: int) -> None:
-    """Raise the error that says why a ``(K, ...)`` result of ``loss_fn`` cannot be trained."""
-    error = RuntimeError("the members' losses cannot be back-propagated")
-    explain_bad_loss(
-        losses[0] if losses.dim() >= 1 else losses, error, func=_FUNC, per="member and batch"
-    )
-    raise error

@@ -191,13 +191,19 @@ class Ensemble(nn.Module):
             return self._mlp_forward(inputs[0])
         return self._vmapped(inputs)
 
-    def _vmapped(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    def _forward_each(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Run member ``k`` on ``inputs[i][k]`` for every ``k`` (inputs stacked per member)."""
+        if self._mlp is not None and len(inputs) == 1 and inputs[0].dim() == 3:
+            return self._mlp_forward(inputs[0])
+        return self._vmapped(inputs, each=True)
+
+    def _vmapped(self, inputs: Sequence[torch.Tensor], each: bool = False) -> torch.Tensor:
         template = self._members[0]
 
         def one(params: dict[str, Any], buffers: dict[str, Any], args: Any) -> torch.Tensor:
             return functional_call(template, (params, buffers), tuple(args))  # type: ignore[no-any-return]
 
-        run = vmap(one, in_dims=(0, 0, None), randomness="different")
+        run = vmap(one, in_dims=(0, 0, 0 if each else None), randomness="different")
         return run(self._params, self._buffers_stacked, list(inputs))
 
     def _mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
