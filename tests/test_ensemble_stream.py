@@ -502,3 +502,23 @@ def test_a_generator_per_member_gives_each_the_order_it_would_draw_alone(
         losses = [ev["train_loss"] for ev in islice(solo, 3)]
         assert [epoch[k] for epoch in together] == pytest.approx(losses, rel=2e-4)
         _assert_same_weights(models[k], alone[k])
+
+
+def test_a_parameter_the_forward_never_uses_gets_no_update() -> None:
+    class WithSpare(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.used = nn.Linear(4, 2)
+            self.spare = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.used(x)
+
+    models = [WithSpare() for _ in range(2)]
+    alone = [copy.deepcopy(m) for m in models]
+    spare = [m.spare.weight.detach().clone() for m in models]
+    together = _together(models, [SGD(m.parameters(), lr=0.05) for m in models], 2, batch_size=8)
+    for k, model in enumerate(alone):
+        losses = _alone(model, SGD(model.parameters(), lr=0.05), 2, batch_size=8)
+        assert [epoch[k] for epoch in together] == pytest.approx(losses, rel=2e-4)
+        assert torch.equal(models[k].spare.weight, spare[k])

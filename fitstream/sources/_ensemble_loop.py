@@ -76,7 +76,10 @@ class EnsembleLoop:
                 raise
             if losses.shape != (self.k,) or not losses.requires_grad:
                 _explain(losses, self.k)
-            torch._foreach_copy_(grads, torch.autograd.grad(losses.sum(), leaves))
+            new = torch.autograd.grad(
+                losses.sum(), leaves, allow_unused=True, materialize_grads=True
+            )
+            torch._foreach_copy_(grads, new)
             stepper.step()
             if frozen:
                 restore()
