@@ -141,7 +141,7 @@ class Ensemble(nn.Module):
 
     @property
     def hparams(self) -> list[dict[str, Any]]:
-        """One dict per member of its optimizer's hyperparameters (plain scalars), read now."""
+        """One dict per member: its optimizer's class name and first param group's scalars, read now."""
         return self._hparams()
 
     @property
