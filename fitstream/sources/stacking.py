@@ -141,7 +141,7 @@ class Ensemble(nn.Module):
 
     @property
     def hparams(self) -> list[dict[str, Any]]:
-        """One dict per member: its optimizer's class name and first param group's scalars, read now."""
+        """Per member, its optimizer's class and first param group's scalars, read now."""
         return self._hparams()
 
     @property
