@@ -1,7 +1,6 @@
 """The toolbox on a real ``ensemble_stream``: validation, early stopping, best weights, a table.
 
-Skipped where ``fitstream.ensemble_stream`` does not exist yet (the source is built on another
-branch); the other member tests use the suite's stand-in ensemble.
+The other member tests use the suite's stand-in ensemble; these run the real source.
 """
 
 from __future__ import annotations
@@ -13,11 +12,17 @@ import pytest
 import torch
 from torch import nn
 
-import fitstream
-from fitstream import augment, best_model, collect_pd, early_stop, pipe, take, tap, validation_loss
-
-ensemble_stream = getattr(fitstream, "ensemble_stream", None)
-pytestmark = pytest.mark.skipif(ensemble_stream is None, reason="no fitstream.ensemble_stream")
+from fitstream import (
+    augment,
+    best_model,
+    collect_pd,
+    early_stop,
+    ensemble_stream,
+    pipe,
+    take,
+    tap,
+    validation_loss,
+)
 
 LRS = [0.5, 0.05, 0.005]
 
@@ -32,7 +37,6 @@ def sweep() -> dict[str, Any]:
 
 
 def source(sweep: dict[str, Any], counter: list[int]) -> Iterator[dict[str, Any]]:
-    assert ensemble_stream is not None
     stream = ensemble_stream(
         sweep["data"], sweep["models"], sweep["optimizers"], nn.MSELoss(), batch_size=16
     )
