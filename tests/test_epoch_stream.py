@@ -34,9 +34,11 @@ def test_events_have_the_documented_keys_and_types() -> None:
     model, opt = _setup()
     event = next(epoch_stream(_regression(), model, opt, nn.MSELoss(), batch_size=8))
     assert isinstance(event, Event)
-    assert list(event) == ["step", "model", "train_loss", "train_time_sec"]
+    assert list(event) == ["step", "model", "optimizer", "train_loss", "train_time_sec", "lr"]
     assert event["step"] == 1
     assert event["model"] is model
+    assert event["optimizer"] is opt
+    assert event["lr"] == 0.05
     assert type(event["train_loss"]) is float
     assert type(event["train_time_sec"]) is float
     assert event["train_time_sec"] > 0
@@ -509,3 +511,40 @@ def test_gradients_are_reset_to_none_before_each_batch() -> None:
     )
     list(islice(epoch_stream(_regression(16), model, opt, nn.MSELoss(), batch_size=4), 2))
     assert seen == [True] * 8
+
+
+def test_lr_is_the_rate_each_epoch_trained_with_and_a_list_for_several_groups() -> None:
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 1))
+    opt = torch.optim.SGD(
+        [{"params": model[0].parameters()}, {"params": model[1].parameters(), "lr": 0.01}],
+        lr=0.05,
+    )
+    stream = epoch_stream(_regression(), model, opt, nn.MSELoss(), batch_size=8)
+    first = next(stream)
+    assert first["lr"] == [0.05, 0.01]
+    for group in opt.param_groups:  # changed while the event is held: the next epoch's rate
+        group["lr"] /= 10
+    assert first["lr"] == [0.05, 0.01]  # the event keeps the rate its epoch used
+    assert next(stream)["lr"] == pytest.approx([0.005, 0.001])
+
+
+def test_an_optimizer_without_param_groups_gives_events_without_lr() -> None:
+    model = nn.Linear(3, 1)
+    inner = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    class Duck:
+        def step(self) -> None:
+            inner.step()
+
+        def zero_grad(self) -> None:
+            inner.zero_grad()
+
+    event = next(epoch_stream(_regression(), model, Duck(), nn.MSELoss(), batch_size=8))
+    assert "lr" not in event
+    assert isinstance(event["optimizer"], Duck)
+
+
+def test_extra_may_not_set_lr_or_optimizer() -> None:
+    model, opt = _setup()
+    with pytest.raises(ValueError, match=r"must not set the event's own keys .*\['lr'"):
+        epoch_stream(_regression(), model, opt, nn.MSELoss(), extra={"lr": 0.1})

@@ -54,13 +54,13 @@ def test_readme_runs_as_written_and_produces_what_it_says(
     # collect: 100 events of metrics, the model left out.
     history = namespace["history"]
     assert [ev["step"] for ev in history] == list(range(1, 101))
-    assert all(set(ev) == {"step", "train_loss", "train_time_sec"} for ev in history)
+    assert all(set(ev) == {"step", "train_loss", "train_time_sec", "lr"} for ev in history)
 
     # collect_jsonl: the file and its folder were created, one line per epoch.
     path = tmp_path / "runs" / "my_experiment.jsonl"
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert [row["step"] for row in rows] == list(range(1, 101))
-    assert all(set(row) == {"step", "train_loss", "train_time_sec"} for row in rows)
+    assert all(set(row) == {"step", "train_loss", "train_time_sec", "lr"} for row in rows)
     assert all(isinstance(row["train_loss"], float) for row in rows)
 
     # Lightning: both epochs of the Trainer came through the stream.

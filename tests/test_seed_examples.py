@@ -182,4 +182,4 @@ def test_collect_jsonl_to_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     lines = (tmp_path / "runs" / "my_experiment.jsonl").read_text(encoding="utf-8").splitlines()
     rows = [json.loads(line) for line in lines]
     assert [row["step"] for row in rows] == list(range(1, 101))
-    assert all(set(row) == {"step", "train_loss", "train_time_sec"} for row in rows)
+    assert all(set(row) == {"step", "train_loss", "train_time_sec", "lr"} for row in rows)

@@ -43,8 +43,9 @@ def scalar_value(value: object) -> int | float | bool | None:
 def is_live_object(value: Any) -> bool:
     """Tell whether ``value`` is a live training object that sinks drop by default.
 
-    Models, optimizers, schedulers, metrics and anything else with a ``state_dict()``, and
-    Lightning ``Trainer`` objects, are live objects: they are not metrics of the epoch.
+    Models, optimizers (also duck-typed ones, with ``step()`` and ``zero_grad()``),
+    schedulers, metrics and anything else with a ``state_dict()``, and Lightning ``Trainer``
+    objects, are live objects: they are not metrics of the epoch.
 
     Example:
         >>> is_live_object(nn.Linear(1, 1)), is_live_object(0.5)
@@ -53,6 +54,8 @@ def is_live_object(value: Any) -> bool:
     if isinstance(value, nn.Module | torch.optim.Optimizer):
         return True
     if callable(getattr(value, "state_dict", None)):
+        return True
+    if callable(getattr(value, "step", None)) and callable(getattr(value, "zero_grad", None)):
         return True
     return hasattr(value, "callback_metrics") and callable(getattr(value, "fit", None))
 

@@ -11,7 +11,7 @@ from .._internal.checks import describe
 
 __all__ = ["RESERVED_KEYS", "check_extra", "check_optimizer", "explain_bad_loss", "stack_losses"]
 
-RESERVED_KEYS = frozenset({"step", "model", "train_loss", "train_time_sec"})
+RESERVED_KEYS = frozenset({"step", "model", "optimizer", "train_loss", "train_time_sec", "lr"})
 
 
 def check_optimizer(optimizer: object, *, func: str, arg: str) -> None:

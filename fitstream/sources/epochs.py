@@ -20,6 +20,7 @@ from .._internal.checks import (
     check_tensor_data,
     describe,
 )
+from .._internal.optimizers import learning_rate
 from ..events import Event
 from ._cuda import CudaGraphs, check_cuda_graphs
 from ._loop import Loop
@@ -53,9 +54,13 @@ def epoch_stream(
     bound it with ``itertools.islice``, :func:`fitstream.take` or :func:`fitstream.early_stop`.
 
     Each event holds ``step`` (epochs done, counted from 1 plus ``step_offset``), ``model`` (the
-    live model, not a copy), ``train_loss`` (the epoch's mean loss weighted by batch sizes, a
-    Python ``float``; NaN or infinity are reported as they are), ``train_time_sec`` (seconds
-    the epoch's training took) and every entry of ``extra``.
+    live model, not a copy), ``optimizer`` (the live optimizer), ``train_loss`` (the epoch's
+    mean loss weighted by batch sizes, a Python ``float``; NaN or infinity are reported as they
+    are), ``train_time_sec`` (seconds the epoch's training took), ``lr`` (the learning rate the
+    epoch trained with: a ``float`` for one param group, a list of one ``float`` per group
+    otherwise; left out for an optimizer without ``param_groups``) and every entry of
+    ``extra``. Changing ``optimizer.param_groups`` while holding an event changes the rate of
+    the next epoch (see :func:`fitstream.reduce_lr_on_plateau`).
 
     The loop is the one a careful user writes by hand: the model is put in train mode at the
     start of each epoch, the rows are shuffled once per epoch (one gathered copy of the data
@@ -177,6 +182,7 @@ def _epochs(
         run_epoch = _eager_epochs(loop, slices, batch_size)
     clock = time.perf_counter
     train = model.train
+    optimizers = (optimizer,)
     step = step_offset
     while True:
         started = clock()
@@ -185,9 +191,18 @@ def _epochs(
         train_loss = run_epoch(data).item() / n_samples
         elapsed = clock() - started
         step += 1
-        yield Event(
-            step=step, model=model, train_loss=train_loss, train_time_sec=elapsed, **constants
+        event = Event(
+            step=step,
+            model=model,
+            optimizer=optimizer,
+            train_loss=train_loss,
+            train_time_sec=elapsed,
         )
+        rate = learning_rate(optimizers)
+        if rate is not None:
+            event["lr"] = rate
+        event.update(constants)
+        yield event
 
 
 def _eager_epochs(

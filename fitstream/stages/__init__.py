@@ -1,5 +1,7 @@
 """Stages: lazy functions from a stream of events to a stream of events, composed by ``pipe``."""
 
+from .checkpointing import checkpoint, resume
+from .control import reduce_lr_on_plateau, stop_on_nonfinite
 from .progress_bar import progress
 from .selection import early_stop, take
 from .side_effects import print_keys, tap, tick
@@ -10,10 +12,14 @@ __all__ = [
     "BestModel",
     "augment",
     "best_model",
+    "checkpoint",
     "early_stop",
     "ema",
     "print_keys",
     "progress",
+    "reduce_lr_on_plateau",
+    "resume",
+    "stop_on_nonfinite",
     "take",
     "tap",
     "tick",

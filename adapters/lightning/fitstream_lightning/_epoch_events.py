@@ -24,6 +24,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import Checkpoint
 
 from fitstream import Event
+from fitstream._internal.optimizers import learning_rate
 from fitstream._internal.values import as_floats
 
 from ._distributed import sum_across_ranks
@@ -62,9 +63,11 @@ class EpochEvents(Callback):
 
     The event holds ``step`` (completed epochs, 1-based), ``global_step``, ``train_loss``,
     every entry of ``trainer.callback_metrics`` as a float (validation metrics only in epochs
-    whose validation ran), ``train_time_sec``, ``model`` and ``trainer``. ``train_loss`` is the
-    module's logged ``train_loss`` if it logs one, else the mean loss its ``training_step``
-    returned this epoch (summed on the device, so no synchronisation per step), else NaN.
+    whose validation ran), ``train_time_sec``, ``lr`` (the rate of each param group of
+    ``trainer.optimizers``, a float when there is one), ``model`` and ``trainer``.
+    ``train_loss`` is the module's logged ``train_loss`` if it logs one, else the mean loss its
+    ``training_step`` returned this epoch (summed on the device, so no synchronisation per
+    step), else NaN.
     """
 
     def __init__(self) -> None:
@@ -188,6 +191,9 @@ class EpochEvents(Callback):
         for key, number in numbers.items():
             event.setdefault(key, number)  # the facts above win over a metric of that name
         event["train_time_sec"] = time.perf_counter() - self._epoch_start
+        rate = learning_rate(trainer.optimizers)  # before the epoch's schedulers step
+        if rate is not None:
+            event["lr"] = rate
         event["model"] = pl_module
         event["trainer"] = trainer
         return event

@@ -90,8 +90,10 @@ def fit_stream(  # noqa: PLR0917 (the positional parameters of Trainer.fit, mirr
 
     Each event holds ``step`` (completed epochs, from 1), ``global_step``, ``train_loss``, every
     entry of ``trainer.callback_metrics`` as a ``float`` under its logged name (validation
-    metrics only in epochs where validation ran), ``train_time_sec``, ``model`` (the
-    LightningModule) and ``trainer``. ``train_loss`` is the logged ``train_loss`` if the module
+    metrics only in epochs where validation ran), ``train_time_sec``, ``lr`` (the learning rate
+    the epoch trained with: a ``float`` when ``trainer.optimizers`` have one param group in
+    all, else a list with one per group, in order), ``model`` (the LightningModule) and
+    ``trainer``. ``train_loss`` is the logged ``train_loss`` if the module
     logs one, else the mean of the losses ``training_step`` returned during the epoch.
 
     Stopping: when the consumer stops (``break``, ``itertools.islice``, ``early_stop``,

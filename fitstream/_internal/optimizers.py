@@ -1,0 +1,94 @@
+"""Finding an event's optimizers and reading or setting their learning rates.
+
+Sources name the optimizers they step in the event: :func:`fitstream.epoch_stream` under
+``optimizer``; ``fitstream_lightning.fit_stream`` through ``trainer.optimizers``; an ensemble
+source under ``optimizer`` as a list with one optimizer per member. Stages that change the
+learning rate or save a run find them with :func:`event_optimizers`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .lookup import missing_key_error
+from .values import scalar_value
+
+__all__ = ["event_optimizers", "learning_rate", "param_groups"]
+
+
+def param_groups(optimizer: object) -> list[dict[str, Any]]:
+    """The optimizer's ``param_groups`` that hold an ``"lr"``; empty for a duck-typed optimizer.
+
+    Example:
+        >>> import torch
+        >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        >>> [group["lr"] for group in param_groups(opt)], param_groups(object())
+        ([0.1], [])
+    """
+    groups = getattr(optimizer, "param_groups", None)
+    if not isinstance(groups, Sequence):
+        return []
+    return [group for group in groups if isinstance(group, dict) and "lr" in group]
+
+
+def learning_rate(optimizers: Sequence[object]) -> float | list[float] | None:
+    """The learning rate of the optimizers' param groups, in order, as the event's ``lr``.
+
+    One group in all gives a ``float``; several give a list, one ``float`` per group; none
+    (a duck-typed optimizer without ``param_groups``) gives ``None``. A tensor rate (as
+    ``capturable`` optimizers keep) is read back as a ``float``.
+
+    Example:
+        >>> import torch
+        >>> w = torch.zeros(1, requires_grad=True)
+        >>> learning_rate([torch.optim.SGD([w], lr=0.5)])
+        0.5
+        >>> two = torch.optim.SGD([{"params": [w]}, {"params": [], "lr": 0.01}], lr=0.5)
+        >>> learning_rate([two])
+        [0.5, 0.01]
+    """
+    rates: list[float] = []
+    for optimizer in optimizers:
+        for group in param_groups(optimizer):
+            number = scalar_value(group["lr"])
+            rates.append(float("nan") if number is None else float(number))
+    if not rates:
+        return None
+    return rates[0] if len(rates) == 1 else rates
+
+
+def event_optimizers(event: Mapping[str, Any], given: object, *, func: str) -> list[Any]:
+    """The optimizers a stage acts on: ``given`` if not ``None``, else those the event names.
+
+    The event names them under ``optimizer`` (one optimizer, or a list: one per member of an
+    ensemble) or through ``trainer.optimizers`` (a Lightning event). ``given`` may likewise be
+    one optimizer or a list.
+
+    Raises:
+        KeyError: Neither ``given`` nor the event names an optimizer; the message lists the
+            event's keys.
+
+    Example:
+        >>> import torch
+        >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        >>> event_optimizers({"optimizer": opt}, None, func="f") == [opt]
+        True
+        >>> event_optimizers({"step": 1}, None, func="f")
+        Traceback (most recent call last):
+        ...
+        KeyError: "f: the event has no key 'optimizer'; its keys are 'step' ..."
+    """
+    found: object = given
+    if found is None:
+        found = event.get("optimizer")
+    if found is None and "trainer" in event:
+        found = getattr(event["trainer"], "optimizers", None)
+    if found is None:
+        error = missing_key_error(event, "optimizer", func=func)
+        raise KeyError(
+            f"{error.args[0]} (nor 'trainer'); pass the optimizer to {func}(..., optimizer=...)"
+        )
+    if isinstance(found, list | tuple):
+        return list(found)
+    return [found]

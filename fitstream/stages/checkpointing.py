@@ -1,0 +1,390 @@
+"""Exact resume: the :func:`checkpoint` stage writes a run's whole state, :func:`resume` loads it.
+
+One file holds what the next epoch depends on: the model's and the optimizers' ``state_dict``,
+the random number generators (torch's CPU and CUDA generators, Python's ``random``, the
+shuffle ``generator`` given to :func:`fitstream.epoch_stream`), the ``step`` reached, and the
+state of the stateful stages given (``early_stop``, ``ema``, ``best_model``,
+``reduce_lr_on_plateau``). It is written between two epochs, after every stage and the
+consumer have finished with the event, so a run resumed from it continues as if it had
+never stopped.
+
+For a Lightning event (one with a ``trainer``) the file is the Trainer's own checkpoint, with
+the stages' states and the random generators added; resume training from it with
+``fit_stream(..., ckpt_path=path)``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._internal.checks import check_positive_int, describe
+from .._internal.members import ensemble_of
+from .._internal.optimizers import event_optimizers
+from ..events import Stage
+from ..pipeline import stage_factory, upstream
+from ._stateful import Stateful
+
+__all__ = ["checkpoint", "resume"]
+
+_FORMAT = "fitstream-checkpoint-1"
+_LIGHTNING_KEY = "fitstream"
+
+
+def _check_path(path: object, *, func: str) -> Path:
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(
+            f"{func}: 'path' must be a file path (str or os.PathLike), got {describe(path)}"
+        )
+    return Path(os.fspath(path))
+
+
+def _check_stages(stages: object, *, func: str) -> tuple[Stateful, ...]:
+    if not isinstance(stages, Sequence) or isinstance(stages, str):
+        raise TypeError(
+            f"{func}: 'stages' must be a list of stateful stages (early_stop, ema, best_model, "
+            f"reduce_lr_on_plateau), got {describe(stages)}"
+        )
+    for position, stage in enumerate(stages):
+        if not isinstance(stage, Stateful):
+            raise TypeError(
+                f"{func}: stages[{position}] has no get_state()/set_state(), so its progress "
+                f"cannot be saved; give the stateful stages (early_stop, ema, best_model, "
+                f"reduce_lr_on_plateau), got {describe(stage)}"
+            )
+    return tuple(stages)
+
+
+def _check_generator(generator: object, *, func: str) -> torch.Generator | None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"{func}: 'generator' must be the torch.Generator given to epoch_stream, or None, "
+            f"got {describe(generator)}"
+        )
+    return generator
+
+
+def _stage_name(stage: Stateful) -> str:
+    return str(getattr(stage, "name", type(stage).__name__))
+
+
+def _rng_states(generator: torch.Generator | None) -> dict[str, Any]:
+    in_use = torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
+    cuda = torch.cuda.get_rng_state_all() if in_use else None
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": cuda,
+        "python": random.getstate(),
+        "generator": None if generator is None else generator.get_state(),
+    }
+
+
+def _set_rng_states(states: Mapping[str, Any], generator: torch.Generator | None) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if generator is not None:
+        if states["generator"] is None:
+            raise ValueError(
+                "resume: 'generator' was given but the checkpoint holds no generator state "
+                "(checkpoint(...) was made without generator=)"
+            )
+        generator.set_state(states["generator"])
+
+
+def _write_atomically(path: Path, content: dict[str, Any]) -> None:
+    """Save ``content`` to a temporary file beside ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(content, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _write(
+    path: Path,
+    event: Mapping[str, Any],
+    optimizer: Any,
+    generator: torch.Generator | None,
+    stages: Sequence[Stateful],
+) -> None:
+    saved_stages = [{"name": _stage_name(s), "state": s.get_state()} for s in stages]
+    if "trainer" in event and optimizer is None:
+        _write_lightning(path, event, saved_stages, generator)
+        return
+    model = event.get("model")
+    ensemble = ensemble_of(event)
+    if ensemble is not None:
+        model_state: Any = [member.state_dict() for member in ensemble.members]
+    elif model is not None and callable(getattr(model, "state_dict", None)):
+        model_state = model.state_dict()
+    else:
+        raise TypeError(
+            f"checkpoint: event['model'] must be a module with a state_dict(), got "
+            f"{describe(model)}"
+        )
+    optimizers = event_optimizers(event, optimizer, func="checkpoint")
+    content = {
+        "format": _FORMAT,
+        "step": event.get("step"),
+        "model": model_state,
+        "optimizers": [o.state_dict() for o in optimizers],
+        "rng": _rng_states(generator),
+        "stages": saved_stages,
+    }
+    _write_atomically(path, content)
+
+
+def _write_lightning(
+    path: Path,
+    event: Mapping[str, Any],
+    saved_stages: list[dict[str, Any]],
+    generator: torch.Generator | None,
+) -> None:
+    trainer = event["trainer"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        trainer.save_checkpoint(temporary)
+        content = torch.load(temporary, map_location="cpu", weights_only=False)
+        content[_LIGHTNING_KEY] = {
+            "format": _FORMAT,
+            "step": event.get("step"),
+            "rng": _rng_states(generator),
+            "stages": saved_stages,
+        }
+        _write_atomically(path, content)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
+@stage_factory
+def checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    every: int = 1,
+    stages: Sequence[Stateful] = (),
+    optimizer: Any = None,
+    generator: torch.Generator | None = None,
+) -> Stage:
+    """Save everything a run needs to continue exactly, to one file, every ``every`` events.
+
+    The file is written when the consumer asks for the event after a saved one (or when the
+    stream is closed after it), so every stage after this one and the consumer have finished
+    with it and the next epoch has not started: it holds the state *between* two epochs. It is
+    written to a temporary file first and renamed over ``path``, so a crash never leaves a
+    half-written checkpoint. Missing folders are created. Put the stage after the stages that
+    add the keys your run depends on; a stateful stage anywhere in the pipeline is saved if it
+    is in ``stages``. Events pass through unchanged.
+
+    The file holds ``event["model"].state_dict()`` (each member's, for an ensemble), the
+    optimizers' ``state_dict`` (``optimizer`` if given, else the event's: ``event["optimizer"]``
+    or ``event["trainer"].optimizers``), the random generators (torch's CPU and, if in use,
+    CUDA generators, Python's ``random`` and ``generator``), the event's ``step`` and each
+    stage's ``get_state()``. :func:`resume` loads it.
+
+    For a Lightning event (it has a ``trainer``, and no ``optimizer`` is given) the file is
+    ``trainer.save_checkpoint``'s, with the stages' states and the random generators under the
+    key ``"fitstream"``: resume the Trainer with ``fit_stream(..., ckpt_path=path)`` and the
+    stages with ``resume(path, stages=...)``.
+
+    Args:
+        path: The checkpoint file; replaced at each save.
+        every: Save after every ``every``-th event (by its place in the stream); an int >= 1.
+            The last event before the stream is closed is saved too.
+        stages: The stateful stages whose progress to save, in an order that :func:`resume`
+            is given again.
+        optimizer: The optimizer (or a list of them) to save, instead of the event's.
+        generator: The ``generator`` given to :func:`fitstream.epoch_stream` for shuffling.
+
+    Returns:
+        A stage for :func:`fitstream.pipe`; ``checkpoint(events, path, ...)`` returns the stream.
+
+    Raises:
+        TypeError: At the call, for arguments of the wrong type.
+        ValueError: At the call, for ``every < 1``.
+        KeyError: While iterating, for an event without ``model`` or optimizers.
+
+    Example:
+        >>> import tempfile
+        >>> import torch
+        >>> from torch import nn
+        >>> from fitstream import epoch_stream, pipe, take
+        >>> path = Path(tempfile.mkdtemp()) / "demo.ckpt"
+        >>> X = torch.randn(32, 2)
+        >>> y = X.sum(1, keepdim=True)
+        >>> model = nn.Linear(2, 1)
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> events = pipe(
+        ...     epoch_stream((X, y), model, opt, nn.MSELoss(), batch_size=8),
+        ...     checkpoint(path, every=2),
+        ...     take(3),
+        ... )
+        >>> [ev["step"] for ev in events]
+        [1, 2, 3]
+        >>> resume(path, nn.Linear(2, 1))  # the step to continue from
+        3
+    """
+    func = "checkpoint"
+    target = _check_path(path, func=func)
+    check_positive_int(every, func=func, arg="every")
+    saved = _check_stages(stages, func=func)
+    shuffle = _check_generator(generator, func=func)
+
+    def stage(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        with upstream(events) as it:
+            for count, event in enumerate(it, start=1):
+                try:
+                    yield event
+                except GeneratorExit:
+                    # Closed from downstream (take, early_stop, break): between two epochs.
+                    _write(target, event, optimizer, shuffle, saved)
+                    raise
+                if count % every == 0:
+                    _write(target, event, optimizer, shuffle, saved)
+
+    return stage
+
+
+def _load(path: Path, *, func: str) -> dict[str, Any]:
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"{func}: {str(path)!r} is not a readable checkpoint: {exc}") from exc
+    if isinstance(content, dict) and isinstance(content.get(_LIGHTNING_KEY), dict):
+        return {**content[_LIGHTNING_KEY], "lightning": True}
+    if not isinstance(content, dict) or content.get("format") != _FORMAT:
+        raise ValueError(
+            f"{func}: {str(path)!r} was not written by fitstream.checkpoint (no "
+            f"{_FORMAT!r} format mark)"
+        )
+    return {**content, "lightning": False}
+
+
+def resume(
+    path: str | os.PathLike[str],
+    model: Any = None,
+    optimizer: Any = None,
+    *,
+    stages: Sequence[Stateful] = (),
+    generator: torch.Generator | None = None,
+    missing_ok: bool = False,
+) -> int:
+    """Load a :func:`checkpoint` file into fresh objects; return the step to continue from.
+
+    Build the model, the optimizer, the shuffle ``generator`` and the pipeline's stateful
+    stages as the first run did (a new process has only new objects), call ``resume``, then
+    pass the returned step to :func:`fitstream.epoch_stream` as ``step_offset``. The model and
+    optimizer get their saved ``state_dict``, the random generators their saved state, and
+    each stage in ``stages`` (same order as given to :func:`checkpoint`) its saved progress,
+    which it continues from when its stream starts.
+
+    For a file written on a Lightning stream, ``model`` and ``optimizer`` are left out: the
+    Trainer restores them with ``fit_stream(..., ckpt_path=path)``; ``resume`` restores the
+    stages and the random generators.
+
+    Args:
+        path: The file :func:`checkpoint` wrote.
+        model: The model (an ensemble's list of member modules) to load the weights into.
+        optimizer: The optimizer (or a list of them, as saved) to load; ``None`` skips it.
+        stages: The stateful stages, as given to :func:`checkpoint`.
+        generator: The ``generator`` for :func:`fitstream.epoch_stream`, if the run had one.
+        missing_ok: Whether a missing file means a fresh start (``resume`` returns 0 and
+            changes nothing) rather than an error.
+
+    Returns:
+        The ``step`` of the saved event: the number of epochs already done.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (unless ``missing_ok``).
+        ValueError: The file is not a FitStream checkpoint, or ``stages`` (or optimizers)
+            differ in number or kind from those saved.
+        TypeError: For arguments of the wrong type.
+
+    Example:
+        >>> resume("no-such-run.ckpt", missing_ok=True)
+        0
+    """
+    func = "resume"
+    source = _check_path(path, func=func)
+    restored = _check_stages(stages, func=func)
+    shuffle = _check_generator(generator, func=func)
+    if missing_ok and not source.exists():
+        return 0
+    content = _load(source, func=func)
+    saved = content["stages"]
+    names = [_stage_name(stage) for stage in restored]
+    if [entry["name"] for entry in saved] != names:
+        raise ValueError(
+            f"{func}: the checkpoint holds the stages {[e['name'] for e in saved]} but "
+            f"'stages' has {names}; give the same stateful stages, in the same order, as to "
+            f"checkpoint(...)"
+        )
+    if content["lightning"]:
+        if model is not None or optimizer is not None:
+            raise ValueError(
+                f"{func}: {str(source)!r} is a Lightning checkpoint; the Trainer restores the "
+                f"model and optimizers with fit_stream(..., ckpt_path=path), so leave out "
+                f"'model' and 'optimizer'"
+            )
+    else:
+        _load_model(model, content["model"], func=func)
+        _load_optimizers(optimizer, content["optimizers"], func=func)
+    for stage, entry in zip(restored, saved, strict=True):
+        stage.set_state(entry["state"])
+    _set_rng_states(content["rng"], shuffle)
+    step = content["step"]
+    return int(step) if step is not None else 0
+
+
+def _load_model(model: Any, state: Any, *, func: str) -> None:
+    if model is None:
+        return
+    if isinstance(state, list):  # an ensemble: one state per member
+        members = list(model) if isinstance(model, list | tuple) else None
+        if members is None or len(members) != len(state):
+            raise ValueError(
+                f"{func}: the checkpoint holds {len(state)} ensemble members; pass 'model' as "
+                f"the list of the {len(state)} member modules, got {describe(model)}"
+            )
+        for member, member_state in zip(members, state, strict=True):
+            member.load_state_dict(member_state)
+        return
+    if not callable(getattr(model, "load_state_dict", None)):
+        raise TypeError(f"{func}: 'model' must be an nn.Module, got {describe(model)}")
+    model.load_state_dict(state)
+
+
+def _load_optimizers(optimizer: Any, states: list[Any], *, func: str) -> None:
+    if optimizer is None:
+        return
+    optimizers = list(optimizer) if isinstance(optimizer, list | tuple) else [optimizer]
+    if len(optimizers) != len(states):
+        raise ValueError(
+            f"{func}: the checkpoint holds {len(states)} optimizer states but "
+            f"{len(optimizers)} optimizers were given"
+        )
+    for opt, state in zip(optimizers, states, strict=True):
+        if not callable(getattr(opt, "load_state_dict", None)):
+            raise TypeError(
+                f"{func}: 'optimizer' must be a torch optimizer (or a list of them), got "
+                f"{describe(opt)}"
+            )
+        opt.load_state_dict(state)
