@@ -6,6 +6,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from itertools import islice
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -74,18 +75,13 @@ METRICS = [5.0, 4.0, 4.0, 3.9999, 4.1, NAN, 4.0, 2.0, 2.0, 2.0, 2.5, 2.0, 1.0, 1
 @pytest.mark.parametrize("mode", ["min", "max"])
 @pytest.mark.parametrize("delta_mode", ["abs", "rel"])
 @pytest.mark.parametrize(
-    ("patience", "cooldown", "min_delta", "factor", "min_lr"),
+    "case",  # patience, cooldown, min_delta, factor, min_lr
     [(0, 0, 0.0, 0.5, 0.0), (1, 0, 1e-3, 0.1, 0.0), (2, 2, 0.1, 0.5, 0.2), (1, 1, 0.0, 0.3, 0.05)],
 )
 def test_reduce_lr_on_plateau_matches_torch_event_for_event(
-    mode: str,
-    delta_mode: str,
-    patience: int,
-    cooldown: int,
-    min_delta: float,
-    factor: float,
-    min_lr: float,
+    mode: str, delta_mode: str, case: tuple[int, int, float, float, float]
 ) -> None:
+    patience, cooldown, min_delta, factor, min_lr = case
     values = METRICS if mode == "min" else [10.0 - v for v in METRICS]
     ours, theirs = _optimizer(groups=2), _optimizer(groups=2)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -151,10 +147,7 @@ def test_reduce_lr_on_plateau_acts_per_member_of_an_ensemble() -> None:
 
 
 def test_reduce_lr_on_plateau_finds_a_trainers_optimizers() -> None:
-    class Trainer:
-        optimizers = [_optimizer(), _optimizer()]
-
-    trainer = Trainer()
+    trainer = SimpleNamespace(optimizers=[_optimizer(), _optimizer()])
     list(reduce_lr_on_plateau([{"v": 1.0, "trainer": trainer}] * 2, "v", patience=0))
     assert [_rates(o) for o in trainer.optimizers] == [[0.1], [0.1]]
 
