@@ -243,6 +243,7 @@ def test_resume_refuses_files_and_stages_that_do_not_match(tmp_path: Path) -> No
         (lambda: checkpoint("p", stages=[print]), TypeError, r"stages\[0\] has no get_state"),
         (lambda: checkpoint("p", stages="ema"), TypeError, r"'stages' must be a list of state"),
         (lambda: checkpoint("p", generator=1), TypeError, r"'generator' must be the torch.Gen"),
+        (lambda: checkpoint("p", model=3), TypeError, r"'model' must be an nn.Module or None"),
         (lambda: resume(None), TypeError, r"resume: 'path' must be a file path"),
     ],
 )

@@ -20,15 +20,20 @@ from typing import Any
 
 import matplotlib
 import pytest
+import torch
+from torch import nn
 
 from fitstream import (
     augment,
+    checkpoint,
     early_stop,
     ema,
     live_plot,
     log_tensorboard,
     pipe,
     progress,
+    reduce_lr_on_plateau,
+    stop_on_nonfinite,
     take,
     tap,
     tick,
@@ -62,6 +67,11 @@ def _no_op(*_: Any) -> None:
     return None
 
 
+def _model_and_optimizer() -> dict[str, Any]:
+    model = nn.Linear(1, 1)
+    return {"model": model, "optimizer": torch.optim.SGD(model.parameters(), lr=0.1)}
+
+
 CASES: dict[str, Case] = {
     "augment": Case(augment, lambda _: ((lambda ev: {"double": 2 * ev["val_loss"]},), {})),
     "take": Case(take, lambda _: ((10,), {})),
@@ -73,6 +83,14 @@ CASES: dict[str, Case] = {
     "progress": Case(progress, lambda _: (("val_loss",), {"file": io.StringIO()})),
     "log_tensorboard": Case(log_tensorboard, lambda tmp: ((), {"log_dir": tmp / "runs"})),
     "live_plot": Case(live_plot, lambda _: (("val_loss",), {"min_interval": 0})),
+    "reduce_lr_on_plateau": Case(
+        reduce_lr_on_plateau,
+        lambda _: (("val_loss",), {"optimizer": _model_and_optimizer()["optimizer"]}),
+    ),
+    "stop_on_nonfinite": Case(stop_on_nonfinite, lambda _: (("val_loss",), {})),
+    "checkpoint": Case(
+        checkpoint, lambda tmp: ((tmp / "run.ckpt",), {"every": 2, **_model_and_optimizer()})
+    ),
 }
 
 every_stage = pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())

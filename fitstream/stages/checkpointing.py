@@ -19,6 +19,7 @@ import os
 import random
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,14 @@ __all__ = ["checkpoint", "resume"]
 
 _FORMAT = "fitstream-checkpoint-1"
 _LIGHTNING_KEY = "fitstream"
+
+
+@dataclass(frozen=True)
+class _Options:
+    model: Any
+    optimizer: Any
+    generator: torch.Generator | None
+    stages: tuple[Stateful, ...]
 
 
 def _check_path(path: object, *, func: str) -> Path:
@@ -115,19 +124,14 @@ def _write_atomically(path: Path, content: dict[str, Any]) -> None:
         raise
 
 
-def _write(
-    path: Path,
-    event: Mapping[str, Any],
-    optimizer: Any,
-    generator: torch.Generator | None,
-    stages: Sequence[Stateful],
-) -> None:
+def _write(path: Path, event: Mapping[str, Any], options: _Options) -> None:
+    optimizer, generator, stages = options.optimizer, options.generator, options.stages
     saved_stages = [{"name": _stage_name(s), "state": s.get_state()} for s in stages]
-    if "trainer" in event and optimizer is None:
+    if "trainer" in event and optimizer is None and options.model is None:
         _write_lightning(path, event, saved_stages, generator)
         return
-    model = event.get("model")
-    ensemble = ensemble_of(event)
+    model = event.get("model") if options.model is None else options.model
+    ensemble = ensemble_of(event) if options.model is None else None
     if ensemble is not None:
         model_state: Any = [member.state_dict() for member in ensemble.members]
     elif model is not None and callable(getattr(model, "state_dict", None)):
@@ -179,6 +183,7 @@ def checkpoint(
     *,
     every: int = 1,
     stages: Sequence[Stateful] = (),
+    model: Any = None,
     optimizer: Any = None,
     generator: torch.Generator | None = None,
 ) -> Stage:
@@ -209,6 +214,7 @@ def checkpoint(
             The last event before the stream is closed is saved too.
         stages: The stateful stages whose progress to save, in an order that :func:`resume`
             is given again.
+        model: The model to save, instead of the event's (for a source whose events hold none).
         optimizer: The optimizer (or a list of them) to save, instead of the event's.
         generator: The ``generator`` given to :func:`fitstream.epoch_stream` for shuffling.
 
@@ -243,8 +249,14 @@ def checkpoint(
     func = "checkpoint"
     target = _check_path(path, func=func)
     check_positive_int(every, func=func, arg="every")
-    saved = _check_stages(stages, func=func)
-    shuffle = _check_generator(generator, func=func)
+    if model is not None and not callable(getattr(model, "state_dict", None)):
+        raise TypeError(f"{func}: 'model' must be an nn.Module or None, got {describe(model)}")
+    options = _Options(
+        model=model,
+        optimizer=optimizer,
+        generator=_check_generator(generator, func=func),
+        stages=_check_stages(stages, func=func),
+    )
 
     def stage(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         with upstream(events) as it:
@@ -253,10 +265,10 @@ def checkpoint(
                     yield event
                 except GeneratorExit:
                     # Closed from downstream (take, early_stop, break): between two epochs.
-                    _write(target, event, optimizer, shuffle, saved)
+                    _write(target, event, options)
                     raise
                 if count % every == 0:
-                    _write(target, event, optimizer, shuffle, saved)
+                    _write(target, event, options)
 
     return stage
 
