@@ -33,12 +33,23 @@ Y, Y_VAL = X @ torch.ones(3, 1), X_VAL @ torch.ones(3, 1)
 SCORES = {1: 5.0, 2: 4.0, 3: 3.0, 4: 3.5, 5: 3.2, 6: 3.1, 7: 3.3, 8: 3.4, 9: 1.0, 10: 1.0}
 
 
-def _objects(seed: int) -> tuple[nn.Module, torch.optim.Optimizer, torch.Generator]:
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+    ),
+]
+
+
+def _objects(
+    seed: int, device: str = "cpu"
+) -> tuple[nn.Module, torch.optim.Optimizer, torch.Generator]:
     torch.manual_seed(seed)
     random.seed(seed)
     model = nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 1))
+    model = model.to(device)  # on CUDA, dropout draws from the CUDA generator
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    return model, optimizer, torch.Generator().manual_seed(seed + 1)
+    return model, optimizer, torch.Generator(device=device).manual_seed(seed + 1)
 
 
 def _stages() -> list[Any]:
@@ -60,9 +71,11 @@ def _pipeline(
 ) -> Iterator[dict[str, Any]]:
     model, optimizer, generator = objects
     smooth, best, plateau, stop = stages
+    device = generator.device
+    val = (X_VAL.to(device), Y_VAL.to(device))
     return pipe(
         epoch_stream(
-            (X, Y),
+            (X.to(device), Y.to(device)),
             model,
             optimizer,
             nn.MSELoss(),
@@ -70,7 +83,7 @@ def _pipeline(
             generator=generator,
             step_offset=offset,
         ),
-        augment(validation_loss((X_VAL, Y_VAL), nn.MSELoss())),
+        augment(validation_loss(val, nn.MSELoss())),
         augment(lambda ev: {"score": SCORES[ev["step"]]}),
         smooth,
         best,
@@ -90,8 +103,11 @@ def _facts(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def test_four_epochs_then_resume_gives_the_events_of_one_straight_run(tmp_path: Path) -> None:
-    objects = _objects(seed=0)
+@pytest.mark.parametrize("device", DEVICES)
+def test_four_epochs_then_resume_gives_the_events_of_one_straight_run(
+    tmp_path: Path, device: str
+) -> None:
+    objects = _objects(seed=0, device=device)
     stages = _stages()
     straight = _facts(list(_pipeline(objects, stages, tmp_path / "a.ckpt", epochs=10)))
     best_straight = stages[1]
@@ -99,10 +115,10 @@ def test_four_epochs_then_resume_gives_the_events_of_one_straight_run(tmp_path: 
     assert len({ev["lr"] for ev in straight}) > 2  # the plateau stage changed the rate
 
     path = tmp_path / "b.ckpt"
-    first = _facts(list(_pipeline(_objects(seed=0), _stages(), path, epochs=4)))
+    first = _facts(list(_pipeline(_objects(seed=0, device=device), _stages(), path, epochs=4)))
 
     # a new process: new objects, other random states
-    objects = _objects(seed=99)
+    objects = _objects(seed=99, device=device)
     random.seed(99)
     stages = _stages()
     start = resume(path, objects[0], objects[1], stages=stages, generator=objects[2])
