@@ -16,8 +16,6 @@ the stages' states and the random generators added; resume training from it with
 from __future__ import annotations
 
 import os
-import random
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +28,19 @@ from .._internal.members import ensemble_of
 from .._internal.optimizers import event_optimizers
 from ..events import Stage
 from ..pipeline import stage_factory, upstream
+from ._checkpoint_file import (
+    FORMAT,
+    load,
+    load_model,
+    load_optimizers,
+    rng_states,
+    set_rng_states,
+    write_atomically,
+    write_lightning,
+)
 from ._stateful import Stateful
 
 __all__ = ["checkpoint", "resume"]
-
-_FORMAT = "fitstream-checkpoint-1"
-_LIGHTNING_KEY = "fitstream"
 
 
 @dataclass(frozen=True)
@@ -83,52 +88,11 @@ def _stage_name(stage: Stateful) -> str:
     return str(getattr(stage, "name", type(stage).__name__))
 
 
-def _rng_states(generator: torch.Generator | None) -> dict[str, Any]:
-    in_use = torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
-    cuda = torch.cuda.get_rng_state_all() if in_use else None
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": cuda,
-        "python": random.getstate(),
-        "generator": None if generator is None else generator.get_state(),
-    }
-
-
-def _set_rng_states(states: Mapping[str, Any], generator: torch.Generator | None) -> None:
-    torch.set_rng_state(states["torch"])
-    if states["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if generator is not None:
-        if states["generator"] is None:
-            raise ValueError(
-                "resume: 'generator' was given but the checkpoint holds no generator state "
-                "(checkpoint(...) was made without generator=)"
-            )
-        generator.set_state(states["generator"])
-
-
-def _write_atomically(path: Path, content: dict[str, Any]) -> None:
-    """Save ``content`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(content, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _write(path: Path, event: Mapping[str, Any], options: _Options) -> None:
     optimizer, generator, stages = options.optimizer, options.generator, options.stages
     saved_stages = [{"name": _stage_name(s), "state": s.get_state()} for s in stages]
     if "trainer" in event and optimizer is None and options.model is None:
-        _write_lightning(path, event, saved_stages, generator)
+        write_lightning(path, event, saved_stages, generator)
         return
     model = event.get("model") if options.model is None else options.model
     ensemble = ensemble_of(event) if options.model is None else None
@@ -143,38 +107,14 @@ def _write(path: Path, event: Mapping[str, Any], options: _Options) -> None:
         )
     optimizers = event_optimizers(event, optimizer, func="checkpoint")
     content = {
-        "format": _FORMAT,
+        "format": FORMAT,
         "step": event.get("step"),
         "model": model_state,
         "optimizers": [o.state_dict() for o in optimizers],
-        "rng": _rng_states(generator),
+        "rng": rng_states(generator),
         "stages": saved_stages,
     }
-    _write_atomically(path, content)
-
-
-def _write_lightning(
-    path: Path,
-    event: Mapping[str, Any],
-    saved_stages: list[dict[str, Any]],
-    generator: torch.Generator | None,
-) -> None:
-    trainer = event["trainer"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        trainer.save_checkpoint(temporary)
-        content = torch.load(temporary, map_location="cpu", weights_only=False)
-        content[_LIGHTNING_KEY] = {
-            "format": _FORMAT,
-            "step": event.get("step"),
-            "rng": _rng_states(generator),
-            "stages": saved_stages,
-        }
-        _write_atomically(path, content)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    write_atomically(path, content)
 
 
 @stage_factory
@@ -273,23 +213,6 @@ def checkpoint(
     return stage
 
 
-def _load(path: Path, *, func: str) -> dict[str, Any]:
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:
-        raise ValueError(f"{func}: {str(path)!r} is not a readable checkpoint: {exc}") from exc
-    if isinstance(content, dict) and isinstance(content.get(_LIGHTNING_KEY), dict):
-        return {**content[_LIGHTNING_KEY], "lightning": True}
-    if not isinstance(content, dict) or content.get("format") != _FORMAT:
-        raise ValueError(
-            f"{func}: {str(path)!r} was not written by fitstream.checkpoint (no "
-            f"{_FORMAT!r} format mark)"
-        )
-    return {**content, "lightning": False}
-
-
 def resume(
     path: str | os.PathLike[str],
     model: Any = None,
@@ -340,7 +263,7 @@ def resume(
     shuffle = _check_generator(generator, func=func)
     if missing_ok and not source.exists():
         return 0
-    content = _load(source, func=func)
+    content = load(source, func=func)
     saved = content["stages"]
     names = [_stage_name(stage) for stage in restored]
     if [entry["name"] for entry in saved] != names:
@@ -357,46 +280,10 @@ def resume(
                 f"'model' and 'optimizer'"
             )
     else:
-        _load_model(model, content["model"], func=func)
-        _load_optimizers(optimizer, content["optimizers"], func=func)
+        load_model(model, content["model"], func=func)
+        load_optimizers(optimizer, content["optimizers"], func=func)
     for stage, entry in zip(restored, saved, strict=True):
         stage.set_state(entry["state"])
-    _set_rng_states(content["rng"], shuffle)
+    set_rng_states(content["rng"], shuffle)
     step = content["step"]
     return int(step) if step is not None else 0
-
-
-def _load_model(model: Any, state: Any, *, func: str) -> None:
-    if model is None:
-        return
-    if isinstance(state, list):  # an ensemble: one state per member
-        members = list(model) if isinstance(model, list | tuple) else None
-        if members is None or len(members) != len(state):
-            raise ValueError(
-                f"{func}: the checkpoint holds {len(state)} ensemble members; pass 'model' as "
-                f"the list of the {len(state)} member modules, got {describe(model)}"
-            )
-        for member, member_state in zip(members, state, strict=True):
-            member.load_state_dict(member_state)
-        return
-    if not callable(getattr(model, "load_state_dict", None)):
-        raise TypeError(f"{func}: 'model' must be an nn.Module, got {describe(model)}")
-    model.load_state_dict(state)
-
-
-def _load_optimizers(optimizer: Any, states: list[Any], *, func: str) -> None:
-    if optimizer is None:
-        return
-    optimizers = list(optimizer) if isinstance(optimizer, list | tuple) else [optimizer]
-    if len(optimizers) != len(states):
-        raise ValueError(
-            f"{func}: the checkpoint holds {len(states)} optimizer states but "
-            f"{len(optimizers)} optimizers were given"
-        )
-    for opt, state in zip(optimizers, states, strict=True):
-        if not callable(getattr(opt, "load_state_dict", None)):
-            raise TypeError(
-                f"{func}: 'optimizer' must be a torch optimizer (or a list of them), got "
-                f"{describe(opt)}"
-            )
-        opt.load_state_dict(state)

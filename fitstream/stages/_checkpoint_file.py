@@ -1,0 +1,150 @@
+"""The checkpoint file: its format, atomic writing, and loading it back into live objects.
+
+Used by :func:`fitstream.checkpoint` and :func:`fitstream.resume`; see there for what is saved.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._internal.checks import describe
+
+__all__ = [
+    "FORMAT",
+    "LIGHTNING_KEY",
+    "load",
+    "load_model",
+    "load_optimizers",
+    "rng_states",
+    "set_rng_states",
+    "write_atomically",
+    "write_lightning",
+]
+
+FORMAT = "fitstream-checkpoint-1"
+LIGHTNING_KEY = "fitstream"  # where a Lightning checkpoint holds what FitStream adds
+
+
+def rng_states(generator: torch.Generator | None) -> dict[str, Any]:
+    in_use = torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
+    cuda = torch.cuda.get_rng_state_all() if in_use else None
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": cuda,
+        "python": random.getstate(),
+        "generator": None if generator is None else generator.get_state(),
+    }
+
+
+def set_rng_states(states: Mapping[str, Any], generator: torch.Generator | None) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if generator is not None:
+        if states["generator"] is None:
+            raise ValueError(
+                "resume: 'generator' was given but the checkpoint holds no generator state "
+                "(checkpoint(...) was made without generator=)"
+            )
+        generator.set_state(states["generator"])
+
+
+def write_atomically(path: Path, content: dict[str, Any]) -> None:
+    """Save ``content`` to a temporary file beside ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(content, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_lightning(
+    path: Path,
+    event: Mapping[str, Any],
+    saved_stages: list[dict[str, Any]],
+    generator: torch.Generator | None,
+) -> None:
+    trainer = event["trainer"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        trainer.save_checkpoint(temporary)
+        content = torch.load(temporary, map_location="cpu", weights_only=False)
+        content[LIGHTNING_KEY] = {
+            "format": FORMAT,
+            "step": event.get("step"),
+            "rng": rng_states(generator),
+            "stages": saved_stages,
+        }
+        write_atomically(path, content)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
+def load(path: Path, *, func: str) -> dict[str, Any]:
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"{func}: {str(path)!r} is not a readable checkpoint: {exc}") from exc
+    if isinstance(content, dict) and isinstance(content.get(LIGHTNING_KEY), dict):
+        return {**content[LIGHTNING_KEY], "lightning": True}
+    if not isinstance(content, dict) or content.get("format") != FORMAT:
+        raise ValueError(
+            f"{func}: {str(path)!r} was not written by fitstream.checkpoint (no "
+            f"{FORMAT!r} format mark)"
+        )
+    return {**content, "lightning": False}
+
+
+def load_model(model: Any, state: Any, *, func: str) -> None:
+    if model is None:
+        return
+    if isinstance(state, list):  # an ensemble: one state per member
+        members = list(model) if isinstance(model, list | tuple) else None
+        if members is None or len(members) != len(state):
+            raise ValueError(
+                f"{func}: the checkpoint holds {len(state)} ensemble members; pass 'model' as "
+                f"the list of the {len(state)} member modules, got {describe(model)}"
+            )
+        for member, member_state in zip(members, state, strict=True):
+            member.load_state_dict(member_state)
+        return
+    if not callable(getattr(model, "load_state_dict", None)):
+        raise TypeError(f"{func}: 'model' must be an nn.Module, got {describe(model)}")
+    model.load_state_dict(state)
+
+
+def load_optimizers(optimizer: Any, states: list[Any], *, func: str) -> None:
+    if optimizer is None:
+        return
+    optimizers = list(optimizer) if isinstance(optimizer, list | tuple) else [optimizer]
+    if len(optimizers) != len(states):
+        raise ValueError(
+            f"{func}: the checkpoint holds {len(states)} optimizer states but "
+            f"{len(optimizers)} optimizers were given"
+        )
+    for opt, state in zip(optimizers, states, strict=True):
+        if not callable(getattr(opt, "load_state_dict", None)):
+            raise TypeError(
+                f"{func}: 'optimizer' must be a torch optimizer (or a list of them), got "
+                f"{describe(opt)}"
+            )
+        opt.load_state_dict(state)
