@@ -283,15 +283,35 @@ def test_checkpoint_is_lazy_and_closes_its_source(counting_source: Any, tmp_path
 def test_a_stateful_stage_checks_the_state_it_is_given() -> None:
     stage = early_stop(key="v", patience=2)
     assert isinstance(stage, StatefulStage)
-    assert stage.get_state() == {"best": float("inf"), "seen_number": False, "stale": 0}
+    fresh = {"members": None, "best": [], "stale": [], "seen": [], "stopped": []}
+    assert stage.get_state() == fresh
     with pytest.raises(ValueError, match=r"early_stop: set_state needs the keys"):
         stage.set_state({"average": 0.0, "weight": 1.0})
     with pytest.raises(TypeError, match=r"early_stop: set_state needs the dict get_state"):
         stage.set_state([1, 2])  # type: ignore[arg-type]
-    stage.set_state({"best": 1.0, "seen_number": True, "stale": 1})
+    stage.set_state(
+        {"members": None, "best": [1.0], "stale": [1], "seen": [True], "stopped": [False]}
+    )
     events = [{"v": 2.0}, {"v": 2.0}]
     assert len(list(stage(events))) == 1  # continued: one more stale event ends it
     assert len(list(stage(events))) == 2  # the restored state is used by one pass only
     best = best_model("v")
     with pytest.raises(ValueError, match=r"best_model: set_state needs the dict get_state"):
         best.set_state({"x": 1})
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: early_stop(key="v", patience=2), lambda: ema("v", decay=0.5)],
+    ids=["early_stop", "ema"],
+)
+def test_per_member_progress_is_saved_and_continued(make: Any) -> None:
+    values = [[3.0, 1.0], [2.0, 1.0], [2.5, 1.5], [2.6, 0.5], [2.7, 0.4], [1.0, 0.3]]
+    events = [{"step": i, "v": v} for i, v in enumerate(values, 1)]
+    straight = list(make()(events))
+    first_stage = make()
+    first = list(take(first_stage(events), 2))
+    state = first_stage.get_state()
+    rest_stage = make()
+    rest_stage.set_state(state)
+    assert first + list(rest_stage(events[2:])) == straight

@@ -163,3 +163,22 @@ def test_the_stage_is_lazy_and_closes_its_source(counting_source: Any) -> None:
     assert source.pulled == 0
     _consume(events)
     assert (source.pulled, source.closed) == (2, True)
+
+
+def test_each_member_of_an_ensemble_gets_its_own_best_weights_back() -> None:
+    from tests.test_control import FakeEnsemble
+
+    ensemble = FakeEnsemble(2)
+    losses = [[0.9, 0.5], [0.2, 0.6], [0.4, 0.7], [0.3, 0.8]]  # best: member 0 at 2, 1 at 1
+
+    def trained() -> Iterator[dict[str, Any]]:
+        for step, values in enumerate(losses, start=1):
+            for member in ensemble.members:
+                with torch.no_grad():
+                    member.bias.fill_(step)
+            yield {"step": step, "model": ensemble, "val_loss": values}
+
+    best = best_model("val_loss", restore=True)
+    _consume(pipe(trained(), best, take(4)))
+    assert best.best_step == [2, 1]
+    assert [_bias(m) for m in ensemble.members] == [2.0, 1.0]  # type: ignore[arg-type]

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 from .._internal.checks import check_name, check_non_negative_int, describe
-from .._internal.lookup import metric_value, missing_key_error
-from .._internal.members import ensemble_of, is_per_member
+from .._internal.lookup import metric_values
+from .._internal.members import ensemble_of
 from .._internal.optimizers import event_optimizers, param_groups
 from .._internal.values import scalar_value
 from ..events import Stage
@@ -48,9 +48,8 @@ def _check_min_lr(min_lr: object) -> float | tuple[float, ...]:
 
 def _monitored(event: dict[str, Any], key: str, *, func: str) -> tuple[list[float], bool]:
     """The monitored values, one per member of an ensemble (then ``True``) or a single one."""
-    if key in event and is_per_member(event[key]) and ensemble_of(event) is not None:
-        return [float(v) for v in event[key]], True
-    return [metric_value(event, key, func=func)], False
+    value = metric_values(event, key, func=func)
+    return (value, True) if isinstance(value, list) else ([value], False)
 
 
 class _Plateau:
@@ -228,7 +227,9 @@ def stop_on_nonfinite(*keys: str, warn: bool = True) -> Stage:
 
     On an ensemble's events (a list of one value per member), a member whose value is not
     finite is frozen (``event["model"].freeze(k)``: it trains no more from the next epoch, with
-    a warning); the stream ends, with ``stop_reason``, once no member is active.
+    a warning); the stream ends, with ``stop_reason``, once no member is active. Without an
+    ensemble under ``model`` (a replayed history), it ends once every member's value is not
+    finite.
 
     Args:
         *keys: The values to watch; ``"train_loss"`` when none are given.
@@ -276,23 +277,25 @@ def _nonfinite_reason(event: dict[str, Any], keys: Sequence[str], loud: bool) ->
     at = f"step {event['step']}" if "step" in event else "this event"
     ensemble = ensemble_of(event)
     for key in keys:
-        if key not in event:
-            raise missing_key_error(event, key, func="stop_on_nonfinite")
-        raw = event[key]
-        if ensemble is not None and is_per_member(raw):
-            for k, value in enumerate(raw):
-                if not math.isfinite(value) and ensemble.active[k]:
+        value = metric_values(event, key, func="stop_on_nonfinite")
+        if not isinstance(value, list):
+            if not math.isfinite(value):
+                return f"{key} is {value} at {at}"
+            continue
+        if ensemble is None:  # a replayed history: nothing to freeze
+            stopped = [not math.isfinite(v) for v in value]
+        else:
+            for k, member_value in enumerate(value):
+                if not math.isfinite(member_value) and ensemble.active[k]:
                     ensemble.freeze(k)
                     if loud:
                         warnings.warn(
-                            f"stop_on_nonfinite: member {k} frozen, {key} is {value} at {at}",
+                            f"stop_on_nonfinite: member {k} frozen, {key} is {member_value} "
+                            f"at {at}",
                             RuntimeWarning,
                             3,
                         )
-            if not any(ensemble.active):
-                return f"every member stopped: {key} not finite at {at}"
-            continue
-        value = metric_value(event, key, func="stop_on_nonfinite")
-        if not math.isfinite(value):
-            return f"{key} is {value} at {at}"
+            stopped = [not active for active in ensemble.active]
+        if all(stopped):
+            return f"every member stopped: {key} not finite at {at}"
     return None

@@ -6,6 +6,7 @@ Lightning stream, training ends at that epoch boundary) and no further epoch is 
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
@@ -15,6 +16,7 @@ from .._internal.lookup import metric_values
 from .._internal.members import EnsembleLike, ensemble_of
 from ..events import Stage
 from ..pipeline import stage_factory, upstream
+from ._stateful import StatefulStage
 
 __all__ = ["early_stop", "take"]
 
@@ -84,6 +86,17 @@ class _Patience:
         self.stale: list[int] = []
         self.seen: list[bool] = []  # whether a number (not NaN) came yet: the first improves
         self.stopped: list[bool] = []
+
+    _FIELDS = ("members", "best", "stale", "seen", "stopped")
+
+    def save(self) -> dict[str, Any]:
+        """The count as plain values (for a checkpoint)."""
+        return {name: copy.copy(getattr(self, name)) for name in self._FIELDS}
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Continue from what :meth:`save` gave."""
+        for name in self._FIELDS:
+            setattr(self, name, copy.copy(state[name]))
 
     def _start(self, count: int | None) -> None:
         self.members = count
@@ -167,7 +180,8 @@ def early_stop(
 
     Returns:
         A stage for :func:`fitstream.pipe`; ``early_stop(events, key=..., patience=...)``
-        returns the stream.
+        returns the stream. The stage is stateful: :func:`fitstream.checkpoint` can save its
+        best values and patience counts, and :func:`fitstream.resume` restore them.
 
     Raises:
         TypeError: At the call, for a ``key`` that is not a string or a ``patience`` or
@@ -202,15 +216,17 @@ def early_stop(
     delta = _check_min_delta(min_delta)
     sign = 1.0 if mode == "min" else -1.0  # compare sign * value, where lower is better
 
-    def stage(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    def run(events: Iterable[dict[str, Any]], state: dict[str, Any]) -> Iterator[dict[str, Any]]:
         counter = _Patience(key, delta, patience)
+        counter.load(state)
         with upstream(events) as it:
             for event in it:
                 value = metric_values(event, key, func="early_stop")
                 scores = [sign * v for v in value] if isinstance(value, list) else sign * value
                 done = counter.update(scores, ensemble_of(event))
+                state.update(counter.save())
                 yield event
                 if done:
                     return
 
-    return stage
+    return StatefulStage("early_stop", _Patience(key, delta, patience).save, run)

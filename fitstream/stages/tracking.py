@@ -21,6 +21,7 @@ from torch import nn
 from .._internal.checks import check_name, describe
 from .._internal.lookup import metric_values, missing_key_error
 from .._internal.members import EnsembleLike, ensemble_of
+from ._tracker_stage import TrackerStage
 
 __all__ = ["BestModel", "best_model"]
 
@@ -41,12 +42,15 @@ def _snapshot(state: Mapping[str, Any], device: torch.device | None) -> dict[str
     return copied
 
 
-class BestModel:
+class BestModel(TrackerStage):
     """Keeps the model weights of the event where a metric was best; made by :func:`best_model`.
 
     Call it with each event (``tap(best)`` does); it returns nothing and never changes the
     event. Read :attr:`best_value`, :attr:`best_step` and :attr:`state_dict`, or restore the
-    weights with :meth:`load_into`.
+    weights with :meth:`load_into`. Called with a stream instead (``pipe(events, best)``), it
+    is a stage that tracks every event it passes on and, if made with ``restore=True``, loads
+    the best weights into the live model (each member's, for an ensemble) whenever that stream
+    ends.
 
     On an ensemble's events, where the metric is a per-member list of K numbers, each member
     is tracked on its own: the three attributes become lists of K entries (``None`` for a
@@ -68,8 +72,11 @@ class BestModel:
         *,
         direction: Literal["min", "max"] = "min",
         device: torch.device | str | None = None,
+        restore: bool = False,
     ) -> None:
         check_name(metric_key, func="best_model", what="'metric_key'")
+        if not isinstance(restore, bool):
+            raise TypeError(f"best_model: 'restore' must be a bool, got {describe(restore)}")
         if direction not in _DIRECTIONS:
             raise ValueError(f"best_model: 'direction' must be 'min' or 'max', got {direction!r}")
         self._device: torch.device | None = None
@@ -83,6 +90,7 @@ class BestModel:
                 ) from exc
         self.metric_key = metric_key
         self.direction = direction
+        self.restore = restore
         # One entry per member; one in all for a single model (self._members is None).
         self._members: int | None = None
         self._values: list[float | None] = []
@@ -123,17 +131,7 @@ class BestModel:
         """
         return self._one_or_all(self._states)
 
-    def __call__(self, event: Mapping[str, Any]) -> None:
-        """Look at one event; snapshot its model if its metric is strictly better than the best.
-
-        Raises:
-            KeyError: The event lacks the metric (or, on improvement, ``"model"``); the message
-                lists the keys it has.
-            TypeError: The metric's value is not a number or a per-member list, or
-                ``event["model"]`` has no ``state_dict()`` (per member: is not an ensemble).
-            ValueError: The value changes between one number and a per-member list, or a
-                list's length differs from the member count.
-        """
+    def _look_at(self, event: Mapping[str, Any]) -> None:
         value = metric_values(event, self.metric_key, func="best_model")
         values = value if isinstance(value, list) else [value]
         count = len(values) if isinstance(value, list) else None
@@ -264,6 +262,7 @@ def best_model(
     *,
     direction: Literal["min", "max"] = "min",
     device: torch.device | str | None = None,
+    restore: bool = False,
 ) -> BestModel:
     """Track the model weights of the event where ``event[metric_key]`` was best.
 
@@ -278,14 +277,22 @@ def best_model(
             (accuracy).
         device: Where the snapshot's tensors live, e.g. ``"cpu"`` to keep GPU memory free;
             ``None`` keeps each tensor on its own device.
+        restore: Whether, used as a stage (``pipe(events, ..., best)``), to load the best
+            weights into the live model when the stream ends, for any reason: ``take``,
+            ``early_stop``, the source running out, an exception in a later stage or in
+            training, ``KeyboardInterrupt``, ``close()`` or garbage collection. Per member, each
+            member with a snapshot gets its own best weights. Such a tracker refuses to be
+            called with single events (``tap(best)`` could not restore).
 
     Returns:
         The tracker, with ``best_value``, ``best_step``, ``state_dict`` and ``load_into(model)``.
+        It is stateful: :func:`fitstream.checkpoint` can save it and :func:`fitstream.resume`
+        restore it.
 
     Raises:
         ValueError: ``direction`` is not ``"min"`` or ``"max"``, ``device`` is not a device, or
             ``metric_key`` is empty.
-        TypeError: ``metric_key`` is not a string.
+        TypeError: ``metric_key`` is not a string, or ``restore`` not a bool.
 
     Example:
         >>> model = nn.Linear(2, 1)
@@ -308,5 +315,19 @@ def best_model(
         >>> _ = list(pipe(events, tap(best_acc)))
         >>> best_acc.best_step
         2
+
+        With ``restore=True`` it goes in the pipeline itself, and the model ends up with the
+        best weights however the stream ends:
+
+        >>> from fitstream import take
+        >>> def trained(losses):
+        ...     for step, loss in enumerate(losses, start=1):
+        ...         with torch.no_grad():
+        ...             _ = model.bias.fill_(step)
+        ...         yield {"step": step, "model": model, "val_loss": loss}
+        >>> restoring = best_model("val_loss", restore=True)
+        >>> _ = list(pipe(trained([0.5, 0.1, 0.3, 0.2]), restoring, take(3)))
+        >>> model.bias.item()
+        2.0
     """
-    return BestModel(metric_key, direction=direction, device=device)
+    return BestModel(metric_key, direction=direction, device=device, restore=restore)

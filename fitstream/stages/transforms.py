@@ -16,6 +16,7 @@ from .._internal.checks import check_callable, check_name, describe
 from .._internal.lookup import metric_values
 from ..events import Stage
 from ..pipeline import stage_factory, upstream
+from ._stateful import StatefulStage
 
 __all__ = ["augment", "ema"]
 
@@ -140,7 +141,9 @@ def ema(
         bias_correction: Whether to correct the start-up bias towards 0.
 
     Returns:
-        A stage for :func:`fitstream.pipe`; ``ema(events, key, ...)`` returns the stream.
+        A stage for :func:`fitstream.pipe`; ``ema(events, key, ...)`` returns the stream. The
+        stage is stateful: :func:`fitstream.checkpoint` can save its running averages and
+        :func:`fitstream.resume` restore them.
 
     Raises:
         ValueError: At the call, for both or neither of ``decay`` and ``half_life``, a value
@@ -174,10 +177,12 @@ def ema(
     target = f"{key}_ema" if out_key is None else out_key
     correct = bool(bias_correction)
 
-    def stage(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        averages: list[float] | None = None  # one per member; one in all for a single model
-        per_member = False
-        weight = 1.0  # decay ** t, the share of the initial 0 still in the average
+    def run(events: Iterable[dict[str, Any]], state: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        # averages: one per member; one in all for a single model. weight: decay ** t, the
+        # share of the initial 0 still in the average.
+        averages: list[float] | None = state["averages"]
+        per_member: bool = state["per_member"]
+        weight: float = state["weight"]
         with upstream(events) as it:
             for event in it:
                 value = metric_values(event, key, func="ema")
@@ -193,7 +198,12 @@ def ema(
                 pairs = zip(averages, values, strict=True)
                 averages = [factor * a + (1.0 - factor) * v for a, v in pairs]
                 weight *= factor
+                state.update(averages=averages, per_member=per_member, weight=weight)
                 smoothed = [a / (1.0 - weight) for a in averages] if correct else averages
                 yield _extended(event, {target: smoothed if per_member else smoothed[0]})
 
-    return stage
+    return StatefulStage("ema", _ema_start, run)
+
+
+def _ema_start() -> dict[str, Any]:
+    return {"averages": None, "per_member": False, "weight": 1.0}
