@@ -210,3 +210,30 @@ def test_checkpoint_on_a_lightning_stream_resumes_with_ckpt_path(
     )
     with pytest.raises(ValueError, match=r"is a Lightning checkpoint; the Trainer restores"):
         resume(path, module, stages=_stages())
+
+
+def test_the_stages_work_inside_an_unchanged_trainer_fit(
+    make_trainer: MakeTrainer, small_module: Any, tmp_path: Path
+) -> None:
+    from fitstream_lightning import StreamCallback
+
+    module = small_module()
+    best = best_model("score", restore=True)
+    path = tmp_path / "callback.ckpt"
+    scores = {1: 0.5, 2: 0.1, 3: 0.4}
+    snapshots: list[dict[str, torch.Tensor]] = []
+    callback = StreamCallback(
+        augment(lambda ev: {"score": scores[ev["step"]]}),
+        tap(_tracking(snapshots)),
+        best,
+        checkpoint(path, stages=[best]),
+        take(3),
+    )
+    trainer = make_trainer(max_epochs=4, callbacks=[callback])
+    trainer.fit(module)
+    assert trainer.current_epoch == 3  # take(3) stopped the fit
+    stages = [best_model("score")]
+    assert resume(path, stages=stages) == 3
+    assert stages[0].best_step == best.best_step == 2
+    assert _same(_weights(module), snapshots[1])  # restored when the pipeline ended
+    assert not _same(snapshots[1], snapshots[2])
