@@ -136,7 +136,11 @@ def test_events_have_the_documented_keys_and_the_ensemble() -> None:
     events = list(islice(stream, 2))
     event = events[0]
     assert isinstance(event, Event)
-    assert list(event) == ["step", "model", "train_loss", "train_time_sec", "run"]
+    assert list(event) == [
+        "step", "model", "optimizer", "train_loss", "train_time_sec", "lr", "run"
+    ]  # fmt: skip
+    assert event["optimizer"] == opts
+    assert event["lr"] == [1e-3, 1e-2, 1e-1]  # one rate per member
     assert [ev["step"] for ev in events] == [6, 7]
     assert event["run"] == "s"
     assert type(event["train_time_sec"]) is float

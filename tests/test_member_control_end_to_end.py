@@ -1,7 +1,7 @@
 """Training control on a real ``ensemble_stream``: per-member rates, NaN, best weights, resume.
 
-Skipped where ``fitstream.ensemble_stream`` does not exist yet (the source is built on another
-branch); the control tests use the suite's stand-in ensemble otherwise (tests/test_control.py).
+The stand-in ensemble of tests/test_control.py covers the stages' own behaviour; these tests
+run them on the real source.
 """
 
 from __future__ import annotations
@@ -12,15 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 from torch import nn
 
-import fitstream
 from fitstream import (
     augment,
     best_model,
     checkpoint,
+    ensemble_stream,
     pipe,
     reduce_lr_on_plateau,
     resume,
@@ -29,9 +28,6 @@ from fitstream import (
     tap,
     validation_loss,
 )
-
-ensemble_stream = getattr(fitstream, "ensemble_stream", None)
-pytestmark = pytest.mark.skipif(ensemble_stream is None, reason="no fitstream.ensemble_stream")
 
 X, Y = torch.randn(64, 3), torch.randn(64, 1)
 X_VAL, Y_VAL = torch.randn(40, 3), torch.randn(40, 1)
@@ -47,7 +43,6 @@ def _sweep(lrs: list[float], seed: int = 0) -> tuple[list[nn.Module], list[torch
 def _stream(
     models: list[nn.Module], optimizers: list[torch.optim.Optimizer], **kwargs: Any
 ) -> Iterator[dict[str, Any]]:
-    assert ensemble_stream is not None
     result: Iterator[dict[str, Any]] = ensemble_stream(
         (X, Y), models, optimizers, nn.MSELoss(), batch_size=16, **kwargs
     )
@@ -61,10 +56,12 @@ def test_a_members_reduced_rate_is_its_next_epochs_rate_and_only_its_own() -> No
     events = pipe(
         _stream(models, optimizers),
         augment(lambda ev: {"score": flat[ev["step"]]}),
-        reduce_lr_on_plateau("score", patience=0, factor=0.5, optimizer=optimizers),
+        reduce_lr_on_plateau("score", patience=0, factor=0.5),  # finds event["optimizer"]
         take(3),
     )
-    reduced = [ev["train_loss"] for ev in events]
+    seen = [(ev["train_loss"], ev["lr"]) for ev in events]
+    reduced = [losses for losses, _ in seen]
+    assert [lr for _, lr in seen] == [[0.1, 0.1], [0.1, 0.1], [0.1, 0.05]]  # per member
     assert [o.param_groups[0]["lr"] for o in optimizers] == [0.1, 0.025]
     assert [losses[0] for losses in reduced] == [losses[0] for losses in plain]  # member 0 as is
     assert reduced[1][1] == plain[1][1]  # epoch 2 still trained at the old rate
@@ -118,8 +115,7 @@ def test_plain_sgd_members_resume_exactly(tmp_path: Path) -> None:
     models, optimizers = _sweep([0.1, 0.01])
     path = tmp_path / "ensemble.ckpt"
     first = [
-        ev["train_loss"]
-        for ev in pipe(_stream(models, optimizers), checkpoint(path, optimizer=optimizers), take(3))
+        ev["train_loss"] for ev in pipe(_stream(models, optimizers), checkpoint(path), take(3))
     ]
     models, optimizers = _sweep([0.1, 0.01], seed=9)
     start = resume(path, models, optimizers)

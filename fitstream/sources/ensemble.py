@@ -20,6 +20,7 @@ from .._internal.checks import (
     check_tensor_data,
     describe,
 )
+from .._internal.optimizers import learning_rate
 from ..events import Event
 from ._ensemble_loop import EnsembleLoop
 from ._member_checks import check_models, check_optimizers
@@ -61,7 +62,9 @@ def ensemble_stream(
     Each event holds ``step`` and ``train_time_sec`` as for :func:`~fitstream.epoch_stream`,
     ``train_loss`` as a list of K floats (member ``k``'s mean loss at position ``k``, one
     host-device synchronisation per epoch), ``model`` (the :class:`~fitstream.Ensemble`; its
-    ``members`` are ``models``, its ``hparams`` each member's hyperparameters) and every entry
+    ``members`` are ``models``, its ``hparams`` each member's hyperparameters), ``optimizer``
+    (the list ``optimizers``), ``lr`` (a list with member ``k``'s learning rate at position
+    ``k``: a float, or a list of one per param group when it has several) and every entry
     of ``extra``. While the consumer holds an event, ``models[k]`` holds member ``k``'s current
     weights: its parameters are views into the stacked weights, so evaluating, copying or
     loading a state dict into ``models[k]`` acts on the member itself. ``model.freeze(k)`` stops
@@ -243,8 +246,10 @@ def _epochs(
         yield Event(
             step=step,
             model=ensemble,
+            optimizer=list(optimizers),
             train_loss=train_loss,
             train_time_sec=elapsed,
+            lr=[learning_rate([opt]) for opt in optimizers],
             **constants,
         )
 
