@@ -121,3 +121,15 @@ def test_plain_sgd_members_resume_exactly(tmp_path: Path) -> None:
     start = resume(path, models, optimizers)
     rest = [ev["train_loss"] for ev in take(_stream(models, optimizers, step_offset=start), 3)]
     assert first + rest == straight
+
+
+def test_sinks_keep_the_rates_and_the_optimizers_name_not_the_optimizers(tmp_path: Path) -> None:
+    from fitstream import collect, collect_jsonl, collect_pd
+
+    models, optimizers = _sweep([0.1, 0.01])
+    assert collect(take(_stream(models, optimizers), 1))[0]["lr"] == [0.1, 0.01]
+    collect_jsonl(take(_stream(models, optimizers), 1), tmp_path / "run.jsonl")
+    assert '"lr": [0.1, 0.01]' in (tmp_path / "run.jsonl").read_text()
+    table = collect_pd(take(_stream(models, optimizers), 1))
+    assert table["optimizer"].tolist() == ["SGD", "SGD"]  # the hyperparameter, by member
+    assert table["lr"].tolist() == [0.1, 0.01]

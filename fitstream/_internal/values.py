@@ -45,12 +45,17 @@ def is_live_object(value: Any) -> bool:
 
     Models, optimizers (also duck-typed ones, with ``step()`` and ``zero_grad()``),
     schedulers, metrics and anything else with a ``state_dict()``, and Lightning ``Trainer``
-    objects, are live objects: they are not metrics of the epoch.
+    objects, are live objects: they are not metrics of the epoch. So is a list of them (an
+    ensemble's optimizers, one per member).
 
     Example:
         >>> is_live_object(nn.Linear(1, 1)), is_live_object(0.5)
         (True, False)
+        >>> is_live_object([nn.Linear(1, 1), nn.Linear(1, 1)]), is_live_object([0.5])
+        (True, False)
     """
+    if isinstance(value, list | tuple) and value:
+        return all(is_live_object(item) for item in value)
     if isinstance(value, nn.Module | torch.optim.Optimizer):
         return True
     if callable(getattr(value, "state_dict", None)):

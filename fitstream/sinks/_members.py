@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from .._internal.members import ensemble_of, is_per_member
+from .._internal.values import is_live_object
 
 __all__ = ["MEMBER_KEY", "member_rows", "rows_by_member"]
 
@@ -25,7 +26,8 @@ def member_rows(event: Mapping[str, Any], *, caller: str) -> list[dict[str, Any]
     In each row ``step`` comes first, then ``member`` and the member's hyperparameters, then
     the event's other keys: a per-member list of K values gives the member's entry, anything
     else (a scalar, a list of another length) is repeated. A hyperparameter named like one of
-    the event's keys gives way to the event's value.
+    the event's keys gives way to the event's value, unless that is a live object (the event's
+    ``optimizer`` list leaves the hyperparameter ``optimizer``, the optimizer's name).
 
     Raises:
         ValueError: The event already has a key ``"member"``.
@@ -44,8 +46,10 @@ def member_rows(event: Mapping[str, Any], *, caller: str) -> list[dict[str, Any]
     for member in range(count):
         row: dict[str, Any] = {"step": event["step"]} if "step" in event else {}
         row[MEMBER_KEY] = member
-        row.update((k, v) for k, v in hparams[member].items() if k not in event)
+        row.update((k, v) for k, v in hparams[member].items() if _kept(k, event))
         for key, value in event.items():
+            if key in row and is_live_object(value):
+                continue  # the optimizers under "optimizer": the hyperparameter (its name) stays
             spread = is_per_member(value) and len(value) == count
             row[key] = value[member] if spread else value
         rows.append(row)
@@ -67,3 +71,7 @@ def rows_by_member(
             yield event
         else:
             yield from rows
+
+
+def _kept(hyperparameter: str, event: Mapping[str, Any]) -> bool:
+    return hyperparameter not in event or is_live_object(event[hyperparameter])
