@@ -55,36 +55,50 @@ class EnsembleLoop:
         With ``orders`` (``(K, n)`` row indices, one order per member) member ``k``'s batch is
         the rows ``orders[k, rows]``; without, every member gets ``data[rows]``.
         """
-        stepper, leaves, grads = self.stepper, self.leaves, self.grads
-        restore = self.ensemble._restore_frozen
-        frozen = not all(self.ensemble._active)
         last_label = self.last_label
         inputs, labels = (data[:-1] if last_label else data), data[-1]
+        frozen = not all(self.ensemble._active)
         out: list[torch.Tensor] = []
         keep = out.append
         for rows in batches:
             index: Any = rows if orders is None else orders[:, rows]
-            compute = self.losses if orders is None else self.losses_each
-            try:
-                losses = compute([t[index] for t in inputs], labels[index] if last_label else None)
-            except ValueError as exc:
-                if "must only return Tensors" in str(exc):
-                    raise TypeError(
-                        f"{_FUNC}: 'loss_fn' must return a scalar tensor, got something else "
-                        f"({exc})"
-                    ) from exc
-                raise
-            if losses.shape != (self.k,) or not losses.requires_grad:
-                _explain(losses, self.k)
-            new = torch.autograd.grad(
-                losses.sum(), leaves, allow_unused=True, materialize_grads=True
-            )
-            torch._foreach_copy_(grads, new)
-            stepper.step()
-            if frozen:
-                restore()
-            keep(losses.detach())
+            each = orders is not None
+            batch = [t[index] for t in inputs]
+            keep(self.step(batch, labels[index] if last_label else None, each=each, frozen=frozen))
         return out
+
+    def step(
+        self,
+        inputs: list[torch.Tensor],
+        labels: torch.Tensor | None,
+        *,
+        each: bool,
+        frozen: bool,
+    ) -> torch.Tensor:
+        """One training step of every member on one batch; return the detached ``(K,)`` losses.
+
+        ``each``: the inputs are stacked per member (``(K, B, ...)``). ``frozen``: some member
+        is frozen, so its weights are put back after the optimizer step.
+        """
+        compute = self.losses_each if each else self.losses
+        try:
+            losses = compute(inputs, labels)
+        except ValueError as exc:
+            if "must only return Tensors" in str(exc):
+                raise TypeError(
+                    f"{_FUNC}: 'loss_fn' must return a scalar tensor, got something else ({exc})"
+                ) from exc
+            raise
+        if losses.shape != (self.k,) or not losses.requires_grad:
+            _explain(losses, self.k)
+        new = torch.autograd.grad(
+            losses.sum(), self.leaves, allow_unused=True, materialize_grads=True
+        )
+        torch._foreach_copy_(self.grads, new)
+        self.stepper.step()
+        if frozen:
+            self.ensemble._restore_frozen()
+        return losses.detach()
 
 
 def _explain(losses: torch.Tensor, k: int) -> None:

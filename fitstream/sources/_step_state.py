@@ -24,12 +24,14 @@ from torch import nn
 
 __all__ = [
     "CaptureError",
+    "RandomState",
     "Snapshot",
     "check_state",
     "explain_capture_failure",
     "make_capturable",
     "needs_first_step",
     "optimizer_params",
+    "tensor_key",
     "world_key",
 ]
 
@@ -55,7 +57,7 @@ def _model_tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     yield from model.named_buffers(remove_duplicate=False)
 
 
-def _tensor_key(tensor: torch.Tensor) -> tuple[Hashable, ...]:
+def tensor_key(tensor: torch.Tensor) -> tuple[Hashable, ...]:
     """A tensor as the graph sees it: which object, which memory, which layout."""
     return (
         id(tensor),
@@ -69,7 +71,7 @@ def _tensor_key(tensor: torch.Tensor) -> tuple[Hashable, ...]:
 
 def _value_key(value: object, *, hyper: bool = False) -> Hashable:
     if isinstance(value, torch.Tensor):
-        key = ("tensor", *_tensor_key(value))
+        key = ("tensor", *tensor_key(value))
         if hyper and value.device.type == "cpu" and value.numel() <= 16:
             # A hyperparameter held in a CPU tensor is read on the host at capture time and
             # frozen into the graph: its value counts too (reading it needs no GPU sync).
@@ -108,7 +110,7 @@ def world_key(model: nn.Module, optimizer: torch.optim.Optimizer) -> Hashable:
         >>> world_key(model, opt) == key
         False
     """
-    tensors = tuple((name, _tensor_key(t), t.requires_grad) for name, t in _model_tensors(model))
+    tensors = tuple((name, tensor_key(t), t.requires_grad) for name, t in _model_tensors(model))
     flags = tuple(module.training for module in model.modules())
     groups = tuple(
         (
@@ -238,7 +240,6 @@ class Snapshot:
         self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device
     ) -> None:
         self._optimizer = optimizer
-        self._device = device
         seen: set[int] = set()
         tensors: list[torch.Tensor] = []
         for _, tensor in _model_tensors(model):
@@ -258,8 +259,7 @@ class Snapshot:
             (group, {k: copy.copy(v) for k, v in group.items() if k != "params"})
             for group in optimizer.param_groups
         ]
-        self._cpu_rng = torch.get_rng_state()
-        self._cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        self._random = RandomState(device)
 
     def restore(self) -> None:
         """Put every recorded value back (see the class docstring)."""
@@ -283,9 +283,30 @@ class Snapshot:
                 optimizer.state[p] = entries
         for group, hyper in self._groups:
             group.update(hyper)
-        torch.set_rng_state(self._cpu_rng)
-        if self._cuda_rng is not None:
-            torch.cuda.set_rng_state(self._cuda_rng, self._device)
+        self._random.restore()
+
+
+class RandomState:
+    """The CPU random generator's state and, for a CUDA ``device``, that device's: to put back.
+
+    Example:
+        >>> saved = RandomState(torch.device("cpu"))
+        >>> first = torch.rand(2)
+        >>> saved.restore()
+        >>> torch.equal(torch.rand(2), first)
+        True
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self._device = device
+        self._cpu = torch.get_rng_state()
+        self._cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+    def restore(self) -> None:
+        """Put the recorded generator states back."""
+        torch.set_rng_state(self._cpu)
+        if self._cuda is not None:
+            torch.cuda.set_rng_state(self._cuda, self._device)
 
 
 def _copy(value: object) -> object:

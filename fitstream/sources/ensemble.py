@@ -22,10 +22,13 @@ from .._internal.checks import (
 )
 from .._internal.optimizers import learning_rate
 from ..events import Event
+from ._cuda import CudaGraphs, check_cuda_graphs
+from ._ensemble_graphed import EnsembleStep
 from ._ensemble_loop import EnsembleLoop
 from ._member_checks import check_models, check_optimizers
 from ._shared import check_extra, stack_losses
 from .batching import batch_slices, shuffled
+from .graphed import GraphedSteps
 from .stacking import Ensemble
 from .vectorised_optim import MemberSteps, VectorAdam, VectorSGD, hparams_of, vectorised_kind
 
@@ -46,6 +49,7 @@ def ensemble_stream(
     generator: torch.Generator | Sequence[torch.Generator] | None = None,
     extra: Mapping[str, Any] | None = None,
     step_offset: int = 0,
+    cuda_graphs: bool = False,
 ) -> Iterator[Event]:
     """Train K models of one architecture together on the same data, one event per epoch.
 
@@ -100,6 +104,19 @@ def ensemble_stream(
             gathered per member, K times the batch instead of one shared batch).
         extra: Constant entries added to every event.
         step_offset: Added to ``step``.
+        cuda_graphs: On a CUDA device, capture the whole vectorised step of all members
+            (forward, losses, backward, optimizer step, the frozen members' weights put back)
+            once as a CUDA graph and replay it for every batch, as
+            :func:`~fitstream.epoch_stream` does with ``cuda_graphs=True``: the same events and
+            numbers per member (to rounding). The members' hyperparameters live in device
+            tensors the graph reads, so a changed ``lr``, ``weight_decay``, ``momentum`` or
+            ``betas`` in ``param_groups`` takes effect at the next epoch without a new capture
+            (unless it turns an option on or off, such as a momentum becoming non-zero), and
+            ``models[k].load_state_dict`` writes into the weights the graph reads.
+            ``freeze(k)`` captures again. Needs the vectorised SGD/Adam/AdamW step; other
+            optimizers are refused at the call. A step that cannot be captured raises a
+            ``RuntimeError`` at the first ``next()`` saying what to change, with the members
+            and their optimizer state left as they were.
 
     Returns:
         An endless iterator of :class:`~fitstream.Event` dicts.
@@ -110,7 +127,9 @@ def ensemble_stream(
             that differ in architecture (the first differing module, parameter or buffer is
             named), models on different devices or sharing tensors, a BatchNorm with running
             statistics, ``len(optimizers) != len(models)``, an optimizer not over its own
-            model's parameters, or param groups that differ between members.
+            model's parameters, param groups that differ between members, or
+            ``cuda_graphs=True`` with data or models off CUDA or optimizers that have no
+            vectorised step.
 
     Example:
         >>> from itertools import islice
@@ -133,11 +152,19 @@ def ensemble_stream(
     check_callable(loss_fn, func=_FUNC, arg="loss_fn")
     check_positive_int(batch_size, func=_FUNC, arg="batch_size")
     check_one_device(tensors, func=_FUNC, arg="train_data")
+    # Before the device match, so that a model or data on the CPU is refused naming cuda_graphs.
+    graphed = check_cuda_graphs(cuda_graphs, tensors, members[0], opts[0], func=_FUNC)
     check_same_device(tensors, members[0], func=_FUNC, arg="train_data")
     generators = _check_generators(generator, tensors[0].device, len(members))
     constants = check_extra(extra, func=_FUNC)
     check_non_negative_int(step_offset, func=_FUNC, arg="step_offset")
     kind, reason = vectorised_kind(opts)
+    if kind is None and graphed:
+        raise ValueError(
+            f"{_FUNC}: cuda_graphs=True needs the vectorised optimizer step (fresh SGD, Adam or "
+            f"AdamW optimizers), but {reason}; pass cuda_graphs=False to step each member's "
+            "optimizer on its own"
+        )
     if kind is None:
         warnings.warn(
             f"{_FUNC}: {reason}; each member's optimizer steps on its own, K step() calls "
@@ -157,6 +184,7 @@ def ensemble_stream(
         generator=generators,
         constants=constants,
         step_offset=step_offset,
+        cuda_graphs=graphed,
     )
 
 
@@ -201,6 +229,7 @@ def _epochs(
     generator: torch.Generator | list[torch.Generator] | None,
     constants: dict[str, Any],
     step_offset: int,
+    cuda_graphs: bool,
 ) -> Iterator[Event]:
     groups = [[_name_of(members[0], p) for p in g["params"]] for g in optimizers[0].param_groups]
     ensemble = Ensemble(members, _groups=groups)
@@ -209,7 +238,7 @@ def _epochs(
     if kind == "sgd":
         stepper = VectorSGD(ensemble, optimizers)
     elif kind == "adam":
-        stepper = VectorAdam(ensemble, optimizers)
+        stepper = VectorAdam(ensemble, optimizers, device_cursor=cuda_graphs)
     else:
         stepper = MemberSteps(ensemble, optimizers)
     loop = EnsembleLoop(ensemble, loss_fn, stepper, last_label)
@@ -218,6 +247,13 @@ def _epochs(
     full = [rows for rows, size in slices if size == batch_size]
     short = slices[-1] if slices[-1][1] != batch_size else None
     n_steps = len(slices)
+    graphed: GraphedSteps | None = None
+    if cuda_graphs:
+        assert not isinstance(stepper, MemberSteps)  # refused at the call
+        device = tensors[0].device
+        each = tensors if isinstance(generator, list) and shuffle else None
+        program = EnsembleStep(loop, stepper, device, each)
+        graphed = GraphedSteps(program, func=_FUNC, cuda=CudaGraphs(device))
     clock = time.perf_counter
     step = step_offset
     while True:
@@ -233,13 +269,10 @@ def _epochs(
                 )
             else:
                 data = shuffled(tensors, generator)
-        losses = loop.run(data, full, orders)
-        total = stack_losses(losses).sum(0) * batch_size if losses else None
-        if short is not None:
-            rows, size = short
-            last = loop.run(data, [rows], orders)[0] * size
-            total = last if total is None else total + last
-        assert total is not None  # at least one batch: the data is never empty
+        if graphed is not None:  # per-member orders: the batches are blocks of row indices
+            total = graphed.run_epoch(data if orders is None else (orders.T,), slices)
+        else:
+            total = _eager_epoch(loop, data, orders, full, short, batch_size=batch_size)
         train_loss = [value / n_samples for value in total.tolist()]
         elapsed = clock() - started
         step += 1
@@ -252,6 +285,26 @@ def _epochs(
             lr=[learning_rate([opt]) for opt in optimizers],
             **constants,
         )
+
+
+def _eager_epoch(
+    loop: EnsembleLoop,
+    data: tuple[torch.Tensor, ...],
+    orders: torch.Tensor | None,
+    full: list[slice],
+    short: tuple[slice, int] | None,
+    *,
+    batch_size: int,
+) -> torch.Tensor:
+    """One epoch of eager steps; return the members' size-weighted loss sums, ``(K,)``."""
+    losses = loop.run(data, full, orders)
+    total = stack_losses(losses).sum(0) * batch_size if losses else None
+    if short is not None:
+        rows, size = short
+        last = loop.run(data, [rows], orders)[0] * size
+        total = last if total is None else total + last
+    assert total is not None  # at least one batch: the data is never empty
+    return total
 
 
 def _name_of(model: nn.Module, param: torch.Tensor) -> str:

@@ -24,6 +24,7 @@ from .stacking import Ensemble, _Slab
 __all__ = ["MemberSteps", "VectorAdam", "VectorSGD", "hparams_of", "vectorised_kind"]
 
 _ADAM_FAMILY = (torch.optim.Adam, torch.optim.AdamW)
+_SPARE_ROWS = 4  # more than the warm-up steps before a capture (graphed.WARM_UP_STEPS)
 
 
 def vectorised_kind(optimizers: Sequence[torch.optim.Optimizer]) -> tuple[str | None, str]:
@@ -86,6 +87,18 @@ class _Vectorised:
     def _read(self, group: dict[str, Any]) -> list[float]:
         raise NotImplementedError
 
+    def state_lists(self) -> list[list[torch.Tensor | None]]:
+        """The per-slab state: lists whose entries are ``None`` until a first step creates them."""
+        return []
+
+    def fixed_tensors(self) -> list[torch.Tensor]:
+        """The tensors a step reads that stay the same objects (hyperparameters, positions)."""
+        return list(self.hp)
+
+    def needs_first_step(self) -> bool:
+        """Whether the next step would create state (a first step, unlike the later ones)."""
+        return False
+
     def refresh(self, steps: int) -> None:
         """Read every member's hyperparameters into the ``(K, 1)`` tensors (one copy each).
 
@@ -124,6 +137,15 @@ class VectorSGD(_Vectorised):
             for name in self.names
         ]
 
+    def state_lists(self) -> list[list[torch.Tensor | None]]:  # noqa: D102
+        return [self.buffers]
+
+    def needs_first_step(self) -> bool:  # noqa: D102
+        return any(
+            flags["any_momentum"] and buf is None
+            for flags, buf in zip(self.flags, self.buffers, strict=True)
+        )
+
     @torch.no_grad()
     def step(self) -> None:
         """One SGD step of every member."""
@@ -156,13 +178,29 @@ class VectorAdam(_Vectorised):
 
     names = ("lr", "l2", "decoupled", "beta1", "beta2", "eps", "amsgrad", "maximize")
 
-    def __init__(self, ensemble: Ensemble, optimizers: Sequence[torch.optim.Optimizer]) -> None:
+    def __init__(
+        self,
+        ensemble: Ensemble,
+        optimizers: Sequence[torch.optim.Optimizer],
+        *,
+        device_cursor: bool = False,
+    ) -> None:
         super().__init__(ensemble, optimizers)
         self.exp_avg = [torch.zeros_like(s.data) for s in self.slabs]
         self.exp_avg_sq = [torch.zeros_like(s.data) for s in self.slabs]
         self.max_sq: list[torch.Tensor | None] = [None for _ in self.slabs]
-        self.taken = 0  # steps taken so far (the same for every member)
+        self.taken = 0  # steps taken before this epoch (the same for every member)
+        self.planned = 0  # steps this epoch takes
         self.cursor = 0  # steps taken in this epoch
+        # With device_cursor (for CUDA graphs) the step reads its row of the bias-correction
+        # table at a position held on the device, which a replayed graph advances; the table
+        # has spare rows for the warm-up steps before a capture (they are undone).
+        self.cursor_t: torch.Tensor | None = None
+        self.spare = 0
+        if device_cursor:
+            device = self.slabs[0].data.device
+            self.cursor_t = torch.zeros(1, dtype=torch.long, device=device)
+            self.spare = _SPARE_ROWS
         self.tables: list[torch.Tensor] = []
         self.constants: list[torch.Tensor] = []
 
@@ -185,9 +223,12 @@ class VectorAdam(_Vectorised):
     def refresh(self, steps: int) -> None:
         """Read the hyperparameters; tabulate the epoch's bias corrections (in float64)."""
         super().refresh(steps)
-        self.taken += self.cursor
+        self.taken += self.planned
+        self.planned = steps
         self.cursor = 0
-        t = torch.arange(self.taken + 1, self.taken + steps + 1, dtype=torch.float64)
+        if self.cursor_t is not None:
+            self.cursor_t.zero_()
+        t = torch.arange(self.taken + 1, self.taken + steps + self.spare + 1, dtype=torch.float64)
         t = t.view(-1, 1, 1)
         for i, values in enumerate(self.values64):
             lr, _, decoupled, beta1, beta2, _, _, maximize = values
@@ -206,9 +247,11 @@ class VectorAdam(_Vectorised):
         """One Adam(W) step of every member."""
         cursor = self.cursor
         self.cursor = cursor + 1
+        at = self.cursor_t
         for i, slab in enumerate(self.slabs):
             _, l2, _, _, beta2, eps, amsgrad, _ = self.hp[i]
-            step_size, correction2 = self.tables[i][cursor]
+            row = self.tables[i][cursor] if at is None else self.tables[i].index_select(0, at)[0]
+            step_size, correction2 = row
             one_minus_beta1, one_minus_beta2, decay, sign = self.constants[i]
             flags = self.flags[i]
             p, g = slab.data, slab.grad
@@ -231,6 +274,21 @@ class VectorAdam(_Vectorised):
                 source = vmax if flags["all_amsgrad"] else torch.where(amsgrad.bool(), vmax, v)
             denom = source.sqrt().div_(correction2).add_(eps)
             p.addcdiv_(m * step_size, denom, value=-1)
+        if at is not None:
+            at.add_(1)
+
+    def state_lists(self) -> list[list[torch.Tensor | None]]:  # noqa: D102
+        return [self.exp_avg, self.exp_avg_sq, self.max_sq]  # type: ignore[list-item]
+
+    def fixed_tensors(self) -> list[torch.Tensor]:  # noqa: D102
+        cursor = [] if self.cursor_t is None else [self.cursor_t]
+        return [*self.hp, *self.tables, *self.constants, *cursor]
+
+    def needs_first_step(self) -> bool:  # noqa: D102
+        return any(
+            flags["any_amsgrad"] and vmax is None
+            for flags, vmax in zip(self.flags, self.max_sq, strict=True)
+        )
 
 
 class MemberSteps:
