@@ -1,4 +1,4 @@
-"""epoch_stream(cuda_graphs=True) on a real GPU: same numbers, lockstep, refusals.
+"""epoch_stream and ensemble_stream(cuda_graphs=True) on a real GPU: numbers, lockstep, refusals.
 
 Skipped without CUDA. Run on a GPU machine with ``uv run pytest -q -m gpu``.
 """
@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from fitstream import best_model, epoch_stream
+from fitstream import best_model, ensemble_stream, epoch_stream
 
 pytestmark = [
     pytest.mark.gpu,
@@ -259,3 +259,157 @@ def test_dropout_trains_with_fresh_masks_per_replay() -> None:
     losses = [ev["train_loss"] for ev in islice(_stream(model, opt, graphs=True), 5)]
     assert losses[-1] < losses[0]
     assert len(set(losses)) == 5
+
+
+# --- ensemble_stream(cuda_graphs=True) ------------------------------------------------------
+
+K = 4
+MEMBER_OPTIMIZERS: dict[str, Callable[[int, Any], torch.optim.Optimizer]] = {
+    "sgd-momentum": lambda k, ps: torch.optim.SGD(
+        ps, lr=[0.01, 0.02, 0.05, 0.1][k], momentum=[0.0, 0.5, 0.9, 0.9][k], weight_decay=1e-3
+    ),
+    "adam": lambda k, ps: torch.optim.Adam(ps, lr=[1e-4, 1e-3, 3e-3, 1e-2][k]),
+    "adamw": lambda k, ps: torch.optim.AdamW(
+        ps, lr=1e-3, weight_decay=[0.0, 0.01, 0.05, 0.1][k], amsgrad=k % 2 == 1
+    ),
+}
+
+
+def _members(kind: str) -> tuple[list[nn.Module], list[torch.optim.Optimizer]]:
+    models = []
+    for seed in range(K):
+        torch.manual_seed(seed)
+        models.append(nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 1)).cuda())
+    return models, [MEMBER_OPTIMIZERS[kind](k, m.parameters()) for k, m in enumerate(models)]
+
+
+def _ensemble(
+    models: list[nn.Module],
+    opts: list[torch.optim.Optimizer],
+    *,
+    graphs: bool,
+    n: int = 1000,
+    loss_fn: Any = None,
+    **kw: Any,
+) -> Iterator[dict[str, Any]]:
+    kw.setdefault("batch_size", 64)
+    kw.setdefault("generator", torch.Generator(device="cuda").manual_seed(7))
+    loss = nn.MSELoss() if loss_fn is None else loss_fn
+    return ensemble_stream(_data(n), models, opts, loss, cuda_graphs=graphs, **kw)
+
+
+def _close_members(a: list[nn.Module], b: list[nn.Module]) -> None:
+    for x, y in zip(a, b, strict=True):
+        _close(x, y)
+
+
+def _approx_members(got: list[list[float]], expected: list[list[float]]) -> None:
+    for g, e in zip(got, expected, strict=True):
+        assert g == pytest.approx(e, rel=RTOL)
+
+
+@pytest.mark.parametrize("kind", list(MEMBER_OPTIMIZERS))
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("n", [1000, 1024])
+def test_ensemble_same_losses_and_weights_per_member(kind: str, shuffle: bool, n: int) -> None:
+    runs, members = [], []
+    for graphs in (False, True):
+        models, opts = _members(kind)
+        stream = _ensemble(models, opts, graphs=graphs, n=n, shuffle=shuffle)
+        runs.append([ev["train_loss"] for ev in islice(stream, 5)])
+        members.append(models)
+    _approx_members(runs[1], runs[0])
+    _close_members(*members)
+
+
+def test_ensemble_per_member_data_orders() -> None:
+    runs, members = [], []
+    for graphs in (False, True):
+        models, opts = _members("adam")
+        gens = [torch.Generator(device="cuda").manual_seed(s) for s in range(K)]
+        stream = _ensemble(models, opts, graphs=graphs, generator=gens)
+        runs.append([ev["train_loss"] for ev in islice(stream, 3)])
+        members.append(models)
+    _approx_members(runs[1], runs[0])
+    _close_members(*members)
+
+
+ENSEMBLE_CHANGES: dict[str, Callable[[dict[str, Any], list[nn.Module], list[Any], Any], None]] = {
+    "lr": lambda ev, models, opts, saved: opts[1].param_groups[0].__setitem__("lr", 1e-2),
+    "betas": lambda ev, models, opts, saved: (
+        opts[0].param_groups[0].__setitem__("betas", (0.5, 0.9))
+    ),
+    "weight decay switched on": lambda ev, models, opts, saved: (
+        opts[0].param_groups[0].__setitem__("weight_decay", 0.5)
+    ),
+    "freeze": lambda ev, models, opts, saved: ev["model"].freeze(2),
+    "member load_state_dict": lambda ev, models, opts, saved: models[0].load_state_dict(saved),
+}
+
+
+@pytest.mark.parametrize("name", list(ENSEMBLE_CHANGES))
+def test_ensemble_changes_take_effect_next_epoch(name: str) -> None:
+    runs, members = [], []
+    for graphs in (False, True):
+        models, opts = _members("adam")
+        saved: Any = None
+        losses = []
+        for event in islice(_ensemble(models, opts, graphs=graphs), 5):
+            losses.append(event["train_loss"])
+            if event["step"] == 1:
+                saved = copy.deepcopy(models[3].state_dict())
+            if event["step"] == 2:
+                ENSEMBLE_CHANGES[name](event, models, opts, saved)
+        runs.append(losses)
+        members.append(models)
+    _approx_members(runs[1], runs[0])
+    _close_members(*members)
+
+
+def test_ensemble_step_that_cannot_be_captured_is_refused_at_the_first_next() -> None:
+    def syncing(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return (pred.cpu().cuda() - target).square().mean()  # a device-to-host copy: a sync
+
+    models, opts = _members("adam")
+    before = [copy.deepcopy(m.state_dict()) for m in models]
+    stream = _ensemble(models, opts, graphs=True, n=256, loss_fn=syncing)
+    with pytest.raises(RuntimeError, match=r"ensemble_stream: cuda_graphs=True cannot capture"):
+        next(stream)
+    for model, saved in zip(models, before, strict=True):
+        for key, value in model.state_dict().items():
+            assert torch.equal(value, saved[key]), key
+    with pytest.raises(StopIteration):
+        next(stream)
+
+
+def test_ensemble_call_refusals_name_cuda_graphs() -> None:
+    models, _ = _members("adam")
+    cpu = [m.cpu() for m in models]
+    opts = [torch.optim.Adam(m.parameters()) for m in cpu]
+    with pytest.raises(ValueError, match=r"cuda_graphs=True needs every parameter and buffer"):
+        ensemble_stream(_data(64), cpu, opts, nn.MSELoss(), cuda_graphs=True)
+    models, _ = _members("adam")
+    rms = [torch.optim.RMSprop(m.parameters()) for m in models]
+    with pytest.raises(ValueError, match=r"cuda_graphs=True needs the vectorised optimizer step"):
+        ensemble_stream(_data(64), models, rms, nn.MSELoss(), cuda_graphs=True)
+
+
+def _ensemble_syncs_in_second_epoch(graphs: bool) -> int:
+    models, opts = _members("adam")
+    stream = _ensemble(models, opts, graphs=graphs)
+    next(stream)
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            next(stream)
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+    return sum("synchronizing" in str(w.message) for w in caught)
+
+
+def test_ensemble_host_syncs_per_epoch_are_those_of_the_eager_loop() -> None:
+    assert _ensemble_syncs_in_second_epoch(graphs=True) <= _ensemble_syncs_in_second_epoch(
+        graphs=False
+    )
