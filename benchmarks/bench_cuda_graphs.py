@@ -1,4 +1,4 @@
-"""GPU check of ``epoch_stream(cuda_graphs=True)``: the eager loop's numbers, and the speed.
+"""GPU check of ``cuda_graphs=True``: the eager loop's numbers, and the speed.
 
 Needs CUDA (without it, exits with status 1 and a message). For each workload (``tiny`` and
 ``small``, as in ``bench_epoch_stream.py``):
@@ -7,10 +7,11 @@ Needs CUDA (without it, exits with status 1 and a message). For each workload (`
    ``cuda_graphs`` from the same initial weights and the same row order, for SGD (momentum),
    Adam and AdamW, shuffled and not, on the data cut so that the last batch is short: the
    ``train_loss`` of each of ``--check-epochs`` epochs and the final weights agree within
-   relative ``--rtol`` (1e-4).
+   relative ``--rtol`` (1e-4). The same for ``ensemble_stream`` with 4 members of different
+   learning rates, member by member.
 2. **Speed**: median seconds per epoch of the careful hand loop, ``epoch_stream``,
-   ``epoch_stream(cuda_graphs=True)`` and, when this fitstream has ``ensemble_stream``, an
-   ensemble of K=64 models with and without graphs (also per model). Each round builds fresh
+   ``epoch_stream(cuda_graphs=True)`` and ``ensemble_stream`` of K=64 models with and without
+   graphs (also per model). Each round builds fresh
    contenders, runs one untimed epoch of each (it includes the capture), then alternates
    single epochs, so load on the machine hits all alike. ``x hand`` is the time per model
    over the hand loop's (lower is faster).
@@ -32,8 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-import fitstream
-from fitstream import epoch_stream
+from fitstream import ensemble_stream, epoch_stream
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,47 @@ def check_equivalence(w: Workload, epochs: int, rtol: float) -> bool:
     return ok
 
 
+def _rel(a: list[float], b: list[float]) -> float:
+    return max(abs(x - y) / abs(x) for x, y in zip(a, b, strict=True))
+
+
+def check_ensemble_equivalence(w: Workload, epochs: int, rtol: float, k: int = 4) -> bool:
+    n = w.n_samples - w.batch_size // 2  # leaves a short last batch
+    data = make_data(w, n)
+    ok = True
+    for name, make_opt in OPTIMIZERS.items():
+        runs, members = [], []
+        for graphs in (False, True):
+            models = [make_model(w, seed) for seed in range(k)]
+            opts = [make_opt(m.parameters()) for m in models]
+            for j, opt in enumerate(opts):
+                opt.param_groups[0]["lr"] *= 0.5 + j  # a different learning rate per member
+            stream = ensemble_stream(
+                data,
+                models,
+                opts,
+                loss_fn_for(w),
+                batch_size=w.batch_size,
+                generator=order(),
+                cuda_graphs=graphs,
+            )
+            runs.append([ev["train_loss"] for ev in islice(stream, epochs)])
+            members.append(models)
+        loss_rel = max(_rel(a, b) for a, b in zip(*runs, strict=True))
+        weight_rel = max(
+            ((a - b).abs().max() / a.abs().max().clamp_min(1e-12)).item()
+            for ma, mb in zip(*members, strict=True)
+            for a, b in zip(ma.parameters(), mb.parameters(), strict=True)
+        )
+        good = loss_rel <= rtol and weight_rel <= rtol
+        ok &= good
+        print(
+            f"  {'ok ' if good else 'BAD'} ensemble K={k} {name:<14} "
+            f"losses rel {loss_rel:.1e}, weights rel {weight_rel:.1e} (every member)"
+        )
+    return ok
+
+
 # --- speed ---------------------------------------------------------------------------------
 
 
@@ -171,17 +212,14 @@ def ensemble(
 ) -> Iterator[Any]:
     models = [make_model(w, seed) for seed in range(k)]
     optimizers = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in models]
-    make = fitstream.ensemble_stream  # type: ignore[attr-defined]
-    return iter(
-        make(
-            data,
-            models,
-            optimizers,
-            loss_fn_for(w),
-            batch_size=w.batch_size,
-            generator=order(),
-            cuda_graphs=graphs,
-        )
+    return ensemble_stream(
+        data,
+        models,
+        optimizers,
+        loss_fn_for(w),
+        batch_size=w.batch_size,
+        generator=order(),
+        cuda_graphs=graphs,
     )
 
 
@@ -193,13 +231,7 @@ def contenders(w: Workload, data: tuple[torch.Tensor, torch.Tensor], k: int) -> 
     }
     for graphs in (False, True):
         name = f"ensemble_stream K={k}" + (" (cuda_graphs=True)" if graphs else "")
-        if not hasattr(fitstream, "ensemble_stream"):
-            made[name] = "skipped: this fitstream has no ensemble_stream"
-            continue
-        try:
-            made[name] = (ensemble(w, data, graphs, k), k)
-        except (TypeError, ValueError) as exc:
-            made[name] = f"skipped: {type(exc).__name__}: {str(exc)[:70]}"
+        made[name] = (ensemble(w, data, graphs, k), k)
     return made
 
 
@@ -262,6 +294,7 @@ def main() -> None:
         if not args.skip_check:
             print(f" equivalence over {args.check_epochs} epochs (rtol {args.rtol}):")
             ok &= check_equivalence(w, args.check_epochs, args.rtol)
+            ok &= check_ensemble_equivalence(w, args.check_epochs, args.rtol)
         print(f" speed, Adam, median of {args.rounds} x {args.epochs} epochs:")
         measure(w, args.rounds, args.epochs, args.k)
     if not ok:
