@@ -223,8 +223,10 @@ def ensemble(
     )
 
 
-def contenders(w: Workload, data: tuple[torch.Tensor, torch.Tensor], k: int) -> dict[str, Any]:
-    made: dict[str, Any] = {
+def contenders(
+    w: Workload, data: tuple[torch.Tensor, torch.Tensor], k: int
+) -> dict[str, tuple[Iterator[Any], int]]:
+    made: dict[str, tuple[Iterator[Any], int]] = {
         "hand loop": (hand_loop(w, data), 1),
         "epoch_stream": (stream(w, data, graphs=False), 1),
         "epoch_stream(cuda_graphs=True)": (stream(w, data, graphs=True), 1),
@@ -247,14 +249,10 @@ def measure(w: Workload, rounds: int, epochs: int, k: int) -> None:
     data = make_data(w)
     times: dict[str, list[float]] = {}
     sizes: dict[str, int] = {}
-    notes: dict[str, str] = {}
     for _ in range(rounds):
         live = contenders(w, data, k)
         running = {}
         for name, made in live.items():
-            if isinstance(made, str):
-                notes[name] = made
-                continue
             running[name], sizes[name] = made
             next(running[name])  # untimed: allocator, optimizer state, capture
         for e in range(epochs):
@@ -264,9 +262,6 @@ def measure(w: Workload, rounds: int, epochs: int, k: int) -> None:
     hand = statistics.median(times["hand loop"])
     print(f"  {'contender':<44} {'s/epoch':>9} {'s/epoch/model':>14} {'x hand':>8}")
     for name in live:
-        if name in notes:
-            print(f"  {name:<44} {notes[name]}")
-            continue
         med = statistics.median(times[name])
         per_model = med / sizes[name]
         print(f"  {name:<44} {med:>9.4f} {per_model:>14.6f} {per_model / hand:>8.4f}")
