@@ -24,7 +24,7 @@ from torch import nn
 from fitstream import ensemble_stream
 from fitstream.sources import ensemble as ensemble_module
 from fitstream.sources import graphed
-from fitstream.sources.vectorised_optim import VectorAdam
+from fitstream.sources.vectorised_optim import VectorAdam, VectorSGD
 
 K = 3
 
@@ -185,6 +185,33 @@ def test_graphed_ensemble_equals_the_eager_one_per_member(
     assert cuda.captures == (2 if n % 8 else 1)  # full batches, and a short last batch
     first_eager = 1 if kind.startswith("sgd-") or kind == "adamw" else 0  # state-making step
     assert cuda.replays == 5 * -(-n // 8) - first_eager
+
+
+@pytest.mark.parametrize("kind", ["sgd-momentum", "adamw"])
+def test_after_the_capturing_epoch_the_optimizer_state_is_the_eager_one(
+    fake: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    made: list[Any] = []
+    for base in (VectorSGD, VectorAdam):
+
+        class Recording(base):  # type: ignore[valid-type,misc]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                made.append(self)
+
+        monkeypatch.setattr(ensemble_module, base.__name__, Recording)
+    (m_eager, o_eager), (m_graph, o_graph) = _pair(kind)
+    next(ensemble_stream(_data(), m_eager, o_eager, nn.MSELoss(), **_kw()))
+    stream, cuda = fake(m_graph, o_graph, **_kw())
+    next(stream)  # eager first step, warm-ups (undone), captures, replays
+    assert cuda.captures == 2
+    eager, graph = made
+    for lists_e, lists_g in zip(eager.state_lists(), graph.state_lists(), strict=True):
+        for e, g in zip(lists_e, lists_g, strict=True):
+            assert e is not None
+            assert g is not None
+            torch.testing.assert_close(g, e, rtol=1e-6, atol=1e-8)
+    _same_members(m_eager, m_graph)
 
 
 @pytest.mark.parametrize("kind", ["sgd-momentum", "adamw"])
