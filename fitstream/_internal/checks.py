@@ -2,37 +2,151 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import inspect
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
 __all__ = [
+    "OWN_KEYS",
+    "check_arity",
+    "check_bool",
     "check_callable",
     "check_generator",
     "check_name",
     "check_non_negative_int",
+    "check_not_own_key",
     "check_one_device",
     "check_positive_int",
     "check_same_device",
     "check_strings",
     "check_tensor_data",
     "describe",
+    "mark_factory",
     "model_device",
 ]
+
+
+OWN_KEYS = frozenset({"step", "model", "train_loss", "train_time_sec", "trainer", "global_step"})
+"""The keys a source puts in every event; augmenters and stages must not overwrite them."""
+
+_DEFAULT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 
 def describe(value: object) -> str:
     """Say what a refused value is, for the end of an error message: its type and its start.
 
+    An object without a repr of its own is named by its type (its address says nothing); a
+    long repr is cut at 60 characters and marked with ``...``.
+
     Example:
         >>> describe("val_loss"), describe(torch.zeros(2))
         ("str: 'val_loss'", 'Tensor(shape=(2,), dtype=torch.float32, device=cpu)')
+        >>> describe(nn.ReLU().register_forward_hook(print))
+        'RemovableHandle object'
+        >>> describe("x" * 70)
+        "str: 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx..."
     """
     if isinstance(value, torch.Tensor):
         return f"Tensor(shape={tuple(value.shape)}, dtype={value.dtype}, device={value.device})"
-    return f"{type(value).__name__}: {value!r:.60}"
+    text = repr(value)
+    if _DEFAULT_REPR.fullmatch(text):
+        return f"{type(value).__qualname__} object"
+    if len(text) > 60:
+        text = text[:60] + "..."
+    return f"{type(value).__name__}: {text}"
+
+
+def check_bool(value: object, *, func: str, arg: str) -> None:
+    """Refuse a flag that is not ``True`` or ``False`` (``"no"`` would otherwise mean true).
+
+    Example:
+        >>> check_bool("no", func="epoch_stream", arg="shuffle")
+        Traceback (most recent call last):
+        ...
+        TypeError: epoch_stream: 'shuffle' must be True or False, got str: 'no'
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"{func}: '{arg}' must be True or False, got {describe(value)}")
+
+
+def check_not_own_key(key: str, *, func: str, arg: str) -> None:
+    """Refuse an output key that would overwrite one of the event's own keys (:data:`OWN_KEYS`).
+
+    Example:
+        >>> check_not_own_key("train_loss", func="validation_loss", arg="key")
+        Traceback (most recent call last):
+        ...
+        ValueError: validation_loss: 'key' must not be one of the event's own keys ...
+    """
+    if key in OWN_KEYS:
+        raise ValueError(
+            f"{func}: '{arg}' must not be one of the event's own keys {sorted(OWN_KEYS)}, got "
+            f"{key!r}; choose another name, e.g. 'val_{key}'"
+        )
+
+
+_FACTORY_MARK = "__fitstream_factory__"
+
+F = TypeVar("F")
+
+
+def mark_factory(factory: F, usage: str) -> F:
+    """Mark ``factory`` so that passing it uncalled (``tap(best_model)``) shows ``usage``.
+
+    Example:
+        >>> def make(): ...
+        >>> make = mark_factory(make, "tap(make())")
+        >>> check_arity(make, 1, func="tap", arg="fn")
+        Traceback (most recent call last):
+        ...
+        TypeError: tap: 'fn' got the factory itself; call it first: tap(make())
+    """
+    setattr(factory, _FACTORY_MARK, usage)
+    return factory
+
+
+def _factory_hint(fn: object) -> str | None:
+    """The hint for a FitStream factory passed where what it makes was expected, else None."""
+    try:
+        own = vars(fn)  # the object's own attributes: a class's mark is not its instances'
+    except TypeError:
+        return None
+    hint = own.get(_FACTORY_MARK)
+    return hint if isinstance(hint, str) else None
+
+
+def check_arity(fn: Callable[..., Any], n_args: int, *, func: str, arg: str) -> None:
+    """Refuse a callable that cannot be called with ``n_args`` positional arguments.
+
+    A FitStream factory (``best_model``, ``validation_loss``, ``print_keys``...) passed
+    uncalled gets a hint to call it first. Callables whose signature Python cannot read
+    (some built-ins) are accepted as they are.
+
+    Example:
+        >>> check_arity(lambda a, b: None, 1, func="tap", arg="fn")
+        Traceback (most recent call last):
+        ...
+        TypeError: tap: 'fn' must accept 1 positional argument(s) (the event), ...
+    """
+    hint = _factory_hint(fn)
+    if hint is not None:
+        raise TypeError(f"{func}: '{arg}' got the factory itself; call it first: {hint}")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*range(n_args))
+    except TypeError as exc:
+        what = "no arguments" if n_args == 0 else f"{n_args} positional argument(s) (the event)"
+        name = getattr(fn, "__qualname__", None) or type(fn).__name__
+        raise TypeError(
+            f"{func}: '{arg}' must accept {what}, but {name}{signature} cannot ({exc})"
+        ) from None
 
 
 def check_tensor_data(
@@ -69,9 +183,16 @@ def check_tensor_data(
             f"{describe(data)}; wrap it: ({arg},) with last_label=False, or pass (X, y)"
         )
     if not isinstance(data, Sequence) or isinstance(data, str | bytes):
+        hint = ""
+        if hasattr(data, "dataset") and hasattr(data, "__iter__"):  # a DataLoader
+            hint = (
+                "; FitStream trains on tensors held in memory: take them from the dataset "
+                f"({arg} = loader.dataset.tensors for a TensorDataset) or gather the batches "
+                f"once: {arg} = tuple(map(torch.cat, zip(*loader)))"
+            )
         raise TypeError(
             f"{func}: '{arg}' must be a tuple or list of tensors such as (X, y), "
-            f"got {describe(data)}"
+            f"got {describe(data)}{hint}"
         )
     tensors = tuple(data)
     if not tensors:

@@ -14,12 +14,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._internal.checks import check_strings
+from .._internal.paths import check_file_target
 from .._internal.values import scalar_value
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
-__all__ = ["check_figsize", "check_keys", "draw", "read_history", "x_value", "y_value"]
+__all__ = [
+    "check_ax",
+    "check_figsize",
+    "check_keys",
+    "check_save",
+    "draw",
+    "figure_of",
+    "read_history",
+    "x_value",
+    "y_value",
+]
 
 DEFAULT_FIGSIZE = (6.4, 4.0)
 
@@ -83,6 +95,62 @@ def check_figsize(figsize: object, dpi: object, *, func: str) -> None:
             )
     if not _positive_number(dpi):
         raise ValueError(f"{func}: dpi must be a positive number, got {dpi!r:.60}")
+
+
+def check_save(save: object, *, func: str) -> Path | None:
+    """Return ``save`` as a Path after checking a file can be written there (None stays None).
+
+    Example:
+        >>> check_save("plots/loss.png", func="f")
+        PosixPath('plots/loss.png')
+        >>> check_save(3, func="f")
+        Traceback (most recent call last):
+        ...
+        TypeError: f: save must be a file path (str or os.PathLike) or None, got int: 3
+    """
+    if save is None:
+        return None
+    if not isinstance(save, str | os.PathLike):
+        raise TypeError(
+            f"{func}: save must be a file path (str or os.PathLike) or None, got "
+            f"{type(save).__name__}: {save!r:.60}"
+        )
+    path = Path(save)
+    check_file_target(path, func=func, arg="save")
+    return path
+
+
+def check_ax(ax: object, figsize: object, *, func: str) -> None:
+    """Refuse an ``ax`` that is not a matplotlib Axes, or one given together with ``figsize``.
+
+    Example:
+        >>> check_ax("left", None, func="f")
+        Traceback (most recent call last):
+        ...
+        TypeError: f: ax must be a matplotlib Axes (e.g. fig.add_subplot()) or None, got ...
+    """
+    if ax is None:
+        return
+    from matplotlib.axes import Axes
+
+    if not isinstance(ax, Axes):
+        raise TypeError(
+            f"{func}: ax must be a matplotlib Axes (e.g. fig.add_subplot()) or None, got "
+            f"{type(ax).__name__}: {ax!r:.60}"
+        )
+    if figsize is not None:
+        raise ValueError(
+            f"{func}: figsize applies to a new figure; with ax= the size is that of "
+            "ax.figure (set it with ax.figure.set_size_inches)"
+        )
+
+
+def figure_of(ax: Axes) -> Figure:
+    """The top-level figure of ``ax`` (an Axes of a SubFigure belongs to a SubFigure)."""
+    from matplotlib.figure import Figure
+
+    parent = ax.figure
+    return parent if isinstance(parent, Figure) else parent.figure
 
 
 def _read_jsonl(path: Path, *, func: str) -> list[Mapping[str, Any]]:

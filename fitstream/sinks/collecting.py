@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .._internal.optional import require
+from .._internal.paths import check_file_target
 from ..pipeline import check_stream, upstream
 from ._json import json_line
 from ._members import rows_by_member
@@ -83,10 +84,7 @@ def _open_target(dest: object) -> tuple[IO[str], bool]:
     """Return ``(file, opened_here)`` for a path or an open text file; check it is writable."""
     if isinstance(dest, str | os.PathLike):
         path = Path(dest)
-        if path.is_dir():
-            raise IsADirectoryError(
-                f"collect_jsonl: dest must be a file path, got the directory {str(path)!r}"
-            )
+        check_file_target(path, func="collect_jsonl", arg="dest")
         path.parent.mkdir(parents=True, exist_ok=True)
         return path.open("w", encoding="utf-8"), True
     if not callable(getattr(dest, "write", None)):
@@ -101,6 +99,14 @@ def _open_target(dest: object) -> tuple[IO[str], bool]:
         raise TypeError(
             f"collect_jsonl: dest must be opened in text mode ('w' or 'a'), got the binary "
             f"file {dest!r:.80}"
+        )
+    if getattr(dest, "closed", False) is True:
+        raise ValueError(f"collect_jsonl: dest is a closed file: {dest!r:.80}")
+    writable = getattr(dest, "writable", None)
+    if callable(writable) and not writable():
+        raise ValueError(
+            f"collect_jsonl: dest is not open for writing (mode {getattr(dest, 'mode', '?')!r}): "
+            f"{dest!r:.80}; open it with 'w' or 'a'"
         )
     return dest, False  # type: ignore[return-value]
 

@@ -9,7 +9,6 @@ import sys
 import time
 import weakref
 from collections.abc import Generator, Iterable, Iterator
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, overload
 
@@ -18,6 +17,7 @@ from ..pipeline import check_stream, is_stream, upstream
 from . import _curves
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 __all__ = ["LivePlot", "live_plot"]
@@ -63,7 +63,10 @@ class LivePlot:
         figsize: tuple[float, float] | None = None,
         dpi: float = 100,
         title: str | None = None,
+        ax: Axes | None = None,
     ) -> None:
+        if len(keys) == 1 and isinstance(keys[0], tuple | list):
+            keys = tuple(keys[0])  # fitstream 0.4 took the keys as one tuple
         self.keys = _curves.check_keys(list(keys), func="live_plot")
         if (
             isinstance(min_interval, bool)
@@ -84,13 +87,20 @@ class LivePlot:
         require("matplotlib", "plot", feature="live_plot")
         from matplotlib.figure import Figure
 
+        self.save = _curves.check_save(save, func="live_plot")
+        _curves.check_ax(ax, figsize, func="live_plot")
         self.min_interval = float(min_interval)
-        self.save = None if save is None else Path(save)
         if self.save is not None:
             self.save.parent.mkdir(parents=True, exist_ok=True)
         self.title = title
-        self._figure = Figure(figsize=figsize or _curves.DEFAULT_FIGSIZE, dpi=dpi)
-        self._ax = self._figure.add_subplot()
+        if ax is None:
+            self._figure = Figure(figsize=figsize or _curves.DEFAULT_FIGSIZE, dpi=dpi)
+            self._ax = self._figure.add_subplot()
+        else:
+            self._figure = _curves.figure_of(ax)
+            self._ax = ax
+        self._owned_ax = ax is None
+        self._lines: list[Any] = []  # the curves drawn into an Axes given by the caller
         self._x: list[float] = []
         self._columns: dict[str, list[float]] = {key: [] for key in self.keys}
         self._drawn = 0  # events shown by the last draw
@@ -102,6 +112,11 @@ class LivePlot:
     def figure(self) -> Figure:
         """The matplotlib figure, holding every event seen so far once the stream has ended."""
         return self._figure
+
+    @property
+    def ax(self) -> Axes:
+        """The matplotlib Axes drawn into: the one given as ``ax=``, else the figure's own."""
+        return self._ax
 
     def __call__(self, events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """Follow ``events``: pass each one through and redraw when ``min_interval`` allows."""
@@ -136,7 +151,16 @@ class LivePlot:
 
     def redraw(self) -> None:
         """Draw every event seen so far, and show it: in the notebook cell, in ``save``."""
-        _curves.draw(self._ax, self._x, self._columns, xlabel="step", title=self.title)
+        if self._owned_ax:
+            _curves.draw(self._ax, self._x, self._columns, xlabel="step", title=self.title)
+        else:  # the caller's Axes: replace only our own curves, keep what else it shows
+            for line in self._lines:
+                line.remove()
+            before = set(self._ax.get_lines())
+            _curves.draw(
+                self._ax, self._x, self._columns, xlabel="step", title=self.title, clear=False
+            )
+            self._lines = [line for line in self._ax.get_lines() if line not in before]
         self._drawn = len(self._x)
         if self.save is not None:
             self._figure.savefig(self.save)
@@ -149,6 +173,10 @@ class LivePlot:
                 self._handle = display.display(image, display_id=True)
             else:
                 self._handle.update(image)
+
+    def refresh(self) -> None:
+        """Redraw now, whatever ``min_interval`` says (the name fitstream 0.4 used)."""
+        self.redraw()
 
     def close(self) -> None:
         """Close every stream this plot still follows; each one draws its last events first."""
@@ -177,6 +205,7 @@ def live_plot(
     figsize: tuple[float, float] | None = None,
     dpi: float = 100,
     title: str | None = None,
+    ax: Axes | None = None,
 ) -> Iterator[dict[str, Any]]: ...
 
 
@@ -188,6 +217,7 @@ def live_plot(
     figsize: tuple[float, float] | None = None,
     dpi: float = 100,
     title: str | None = None,
+    ax: Axes | None = None,
 ) -> LivePlot: ...
 
 
@@ -229,13 +259,20 @@ def live_plot(*args: Any, **kwargs: Any) -> LivePlot | Iterator[dict[str, Any]]:
         figsize: ``(width, height)`` in inches; ``(6.4, 4.0)`` when ``None``.
         dpi: Pixels per inch.
         title: A title for the plot.
+        ax: Draw into this existing matplotlib Axes (one panel of a grid, say) instead of
+            a new figure; each redraw replaces only the curves of this plot and keeps what
+            else the Axes shows. ``figsize`` and ``dpi`` are then the Axes' figure's.
 
     Returns:
         A :class:`LivePlot` (stage and context manager), or the stream when one is given.
 
     Raises:
-        TypeError: A key or the title is not a string.
-        ValueError: No key, ``min_interval`` below 0, or a bad ``figsize``/``dpi``.
+        TypeError: A key or the title is not a string, or ``ax`` is not a matplotlib Axes.
+        ValueError: No key, ``min_interval`` below 0, a bad ``figsize``/``dpi``, or
+            ``figsize`` together with ``ax``.
+        IsADirectoryError: ``save`` is a folder.
+        NotADirectoryError: ``save`` lies under a file.
+        PermissionError: ``save`` cannot be written.
         ImportError: matplotlib is not installed (``pip install 'fitstream[plot]'``).
 
     Example:

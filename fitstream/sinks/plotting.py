@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._internal.optional import require
@@ -67,11 +66,14 @@ def plot_history(
         the cell's last expression).
 
     Raises:
-        TypeError: ``history`` is none of the three forms, or ``keys`` holds a non-string.
+        TypeError: ``history`` is none of the three forms, ``keys`` holds a non-string, or
+            ``ax`` is not a matplotlib Axes.
         ValueError: ``history`` is empty, a JSONL line is not a JSON object, only some
             events have a ``step``, ``keys`` is empty, or ``figsize``/``dpi`` are not
             positive (or ``figsize`` is given together with ``ax``).
         KeyError: No event has one of ``keys``; the message lists the keys the events have.
+        IsADirectoryError, NotADirectoryError, PermissionError: ``save`` is a folder, lies
+            under a file, or cannot be written (checked before anything is drawn).
         ImportError: matplotlib is not installed (``pip install 'fitstream[plot]'``).
 
     Example:
@@ -88,11 +90,6 @@ def plot_history(
     """
     names = _curves.check_keys(keys, func="plot_history")
     _curves.check_figsize(figsize, 100 if dpi is None else dpi, func="plot_history")
-    if ax is not None and figsize is not None:
-        raise ValueError(
-            "plot_history: figsize applies to a new figure; with ax= the size is that of "
-            "ax.figure (set it with ax.figure.set_size_inches)"
-        )
     if title is not None and not isinstance(title, str):
         raise TypeError(
             f"plot_history: title must be a string or None, got {type(title).__name__}: "
@@ -100,6 +97,9 @@ def plot_history(
         )
     require("matplotlib", "plot", feature="plot_history")
     from matplotlib.figure import Figure
+
+    _curves.check_ax(ax, figsize, func="plot_history")
+    path = _curves.check_save(save, func="plot_history")
 
     events = _curves.read_history(history, func="plot_history")
     present = {key for event in events for key in event}
@@ -127,11 +127,9 @@ def plot_history(
     if ax is None:
         ax = Figure(figsize=figsize or _curves.DEFAULT_FIGSIZE, dpi=dpi or 100).add_subplot()
     _curves.draw(ax, x, columns, xlabel=xlabel, title=title, clear=False)
-    parent = ax.figure
     # An Axes of a SubFigure belongs to a SubFigure: save and return the whole figure.
-    figure = parent if isinstance(parent, Figure) else parent.figure
-    if save is not None:
-        path = Path(save)
+    figure = _curves.figure_of(ax)
+    if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, dpi=figure.dpi if dpi is None else dpi)
     return figure

@@ -10,10 +10,12 @@ import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .._internal.checks import check_positive_int
 from .._internal.optional import require
+from .._internal.paths import check_folder_target
 from .._internal.values import scalar_value
 from ..events import Stage
 from ..pipeline import check_stream, stage_factory, upstream
@@ -53,6 +55,8 @@ def _check_options(
             f"{caller}: log_dir must be a folder path (str or os.PathLike) or None, got "
             f"{type(log_dir).__name__}: {log_dir!r:.80}"
         )
+    if log_dir is not None:
+        check_folder_target(Path(log_dir), func=caller, arg="log_dir")
     needed = ["add_scalar", "add_custom_scalars", "flush"]
     if hparams is not None:
         needed.append("_get_file_writer")

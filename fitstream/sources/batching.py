@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import torch
 
 from .._internal.checks import (
+    check_bool,
     check_generator,
     check_one_device,
     check_positive_int,
@@ -85,6 +86,7 @@ def iter_batches(
     """
     data = check_tensor_data(tensors, func="iter_batches", arg="tensors", last_label=False)
     check_positive_int(batch_size, func="iter_batches", arg="batch_size")
+    check_bool(shuffle, func="iter_batches", arg="shuffle")
     check_one_device(data, func="iter_batches", arg="tensors")
     check_generator(generator, data[0].device, func="iter_batches")
     return _batches(data, batch_size, shuffle, generator)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .._internal.checks import (
+    check_bool,
     check_callable,
     check_generator,
     check_non_negative_int,
@@ -21,6 +22,7 @@ from .._internal.checks import (
     describe,
 )
 from .._internal.optimizers import learning_rate
+from .._internal.train_checks import check_optimizer_for, check_training_data
 from ..events import Event
 from ._cuda import CudaGraphs, check_cuda_graphs
 from ._loop import Loop
@@ -123,9 +125,12 @@ def epoch_stream(
         >>> history[-1][1] < history[0][1]
         True
     """
+    check_bool(shuffle, func=_FUNC, arg="shuffle")
+    check_bool(last_label, func=_FUNC, arg="last_label")
     tensors = check_tensor_data(train_data, func=_FUNC, arg="train_data", last_label=last_label)
     if not isinstance(model, nn.Module):
         raise TypeError(f"{_FUNC}: 'model' must be a torch.nn.Module, got {describe(model)}")
+    check_optimizer_for(optimizer, model, func=_FUNC)
     check_optimizer(optimizer, func=_FUNC, arg="optimizer")
     check_callable(loss_fn, func=_FUNC, arg="loss_fn")
     check_positive_int(batch_size, func=_FUNC, arg="batch_size")
@@ -133,6 +138,7 @@ def epoch_stream(
     # Before the device match, so that a model or data on the CPU is refused naming cuda_graphs.
     graphed = check_cuda_graphs(cuda_graphs, tensors, model, optimizer, func=_FUNC)
     check_same_device(tensors, model, func=_FUNC, arg="train_data")
+    check_training_data(tensors, model, func=_FUNC, arg="train_data")
     check_generator(generator, tensors[0].device, func=_FUNC)
     constants = check_extra(extra, func=_FUNC)
     check_non_negative_int(step_offset, func=_FUNC, arg="step_offset")
@@ -142,8 +148,8 @@ def epoch_stream(
         optimizer,
         loss_fn,
         batch_size=batch_size,
-        shuffle=bool(shuffle),
-        last_label=bool(last_label),
+        shuffle=shuffle,
+        last_label=last_label,
         generator=generator,
         constants=constants,
         step_offset=step_offset,
