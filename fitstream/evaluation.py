@@ -21,12 +21,15 @@ import torch
 from torch import nn
 
 from ._internal.checks import (
+    check_bool,
     check_callable,
     check_name,
+    check_not_own_key,
     check_positive_int,
     check_same_device,
     check_tensor_data,
     describe,
+    mark_factory,
     model_device,
 )
 from ._internal.chunks import Chunks
@@ -190,7 +193,8 @@ def validation_loss(
         TypeError: ``val_data`` is not a sequence of tensors, ``loss_fn`` is not callable, or
             ``key`` is not a string.
         ValueError: ``val_data`` is empty or its tensors' first dimensions differ, it has one
-            tensor with ``last_label=True``, ``batch_size`` is not positive, or ``key`` is empty.
+            tensor with ``last_label=True``, ``batch_size`` is not positive, or ``key`` is empty
+            or one of the event's own keys (``step``, ``model``, ``train_loss``, ...).
 
     Example:
         >>> X, y = torch.randn(100, 3), torch.randn(100, 1)
@@ -212,9 +216,11 @@ def validation_loss(
         [['model', 'step', 'val_loss'], ['model', 'step', 'val_loss']]
     """
     func = "validation_loss"
+    check_bool(last_label, func=func, arg="last_label")
     tensors = check_tensor_data(val_data, func=func, arg="val_data", last_label=last_label)
     check_callable(loss_fn, func=func, arg="loss_fn")
     check_name(key, func=func, what="'key'")
+    check_not_own_key(key, func=func, arg="key")
     check_positive_int(batch_size, func=func, arg="batch_size", allow_none=True)
     spec = MetricSpec(key, loss_fn, stateful=False, label="'loss_fn'")
     return _augmenter(func, tensors, [spec], last_label=last_label, batch_size=batch_size)
@@ -269,8 +275,8 @@ def evaluate(
     Raises:
         TypeError: ``metrics`` is not a mapping of string names to callables, or ``val_data`` is
             not a sequence of tensors.
-        ValueError: ``metrics`` is empty or has an empty name, or ``val_data`` or
-            ``batch_size`` is invalid (as for :func:`validation_loss`).
+        ValueError: ``metrics`` is empty or has an empty name or one of the event's own keys,
+            or ``val_data`` or ``batch_size`` is invalid (as for :func:`validation_loss`).
 
     Example:
         >>> X, y = torch.randn(60, 4), torch.randint(0, 3, (60,))
@@ -284,6 +290,7 @@ def evaluate(
         (['val_acc', 'val_ce'], True)
     """
     func = "evaluate"
+    check_bool(last_label, func=func, arg="last_label")
     tensors = check_tensor_data(val_data, func=func, arg="val_data", last_label=last_label)
     if not isinstance(metrics, Mapping):
         raise TypeError(
@@ -295,7 +302,12 @@ def evaluate(
     specs = []
     for name, metric in metrics.items():
         check_name(name, func=func, what="each name in 'metrics'")
+        check_not_own_key(name, func=func, arg="metrics")
         check_callable(metric, func=func, arg=f"metrics[{name!r}]")
         specs.append(MetricSpec(name, metric, is_stateful_metric(metric), f"metric {name!r}"))
     check_positive_int(batch_size, func=func, arg="batch_size", allow_none=True)
     return _augmenter(func, tensors, specs, last_label=last_label, batch_size=batch_size)
+
+
+mark_factory(validation_loss, "augment(validation_loss((X_val, y_val), loss_fn))")
+mark_factory(evaluate, "augment(evaluate((X_val, y_val), metrics={'val_acc': accuracy}))")

@@ -14,6 +14,7 @@ the stream it consumes on every exit path, so closing a pipeline closes its sour
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
@@ -103,15 +104,48 @@ def stage_factory(factory: Callable[P, Stage]) -> StageFactory[P]:
         >>> [ev["x"] for ev in pipe([{"x": 3}], double("x"))]
         [6]
     """
+    signature = _signature(factory)
 
     @functools.wraps(factory)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if args and is_stream(args[0]):
             events, *rest = args
             return factory(*rest, **kwargs)(events)
+        if signature is not None:
+            _check_call(factory.__name__, signature, args, kwargs)
         return factory(*args, **kwargs)
 
     return wrapper
+
+
+def _signature(factory: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(factory)
+    except (TypeError, ValueError):  # pragma: no cover - every FitStream factory has one
+        return None
+
+
+def _check_call(
+    name: str, signature: inspect.Signature, args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> None:
+    """Explain a call that fits neither form: a stream that is not one, or arguments swapped."""
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        first = args[0] if args else None
+        if isinstance(first, Iterable) and not isinstance(first, str | bytes | Mapping):
+            raise TypeError(
+                f"{name}: the first argument looks like a stream but is not one of event "
+                f"dicts: {type(first).__name__}: {first!r:.60}. A stream is an iterable of "
+                f"dicts such as [{{'step': 1, 'train_loss': 0.5}}, ...]; call as "
+                f"{name}(events, ...) or pipe(events, {name}(...))"
+            ) from exc
+        stream = next((arg for arg in args[1:] if is_stream(arg)), None)
+        if stream is not None:
+            raise TypeError(
+                f"{name}: the stream must come first: {name}(events, ...), got it as argument "
+                f"{list(args).index(stream) + 1}"
+            ) from exc
 
 
 def pipe(stream: Iterable[dict[str, Any]], *stages: Stage) -> Iterator[dict[str, Any]]:
@@ -128,7 +162,8 @@ def pipe(stream: Iterable[dict[str, Any]], *stages: Stage) -> Iterator[dict[str,
         An iterator over the events of the last stage.
 
     Raises:
-        TypeError: If ``stream`` is not iterable or a stage is not callable.
+        TypeError: If ``stream`` is not iterable or a stage is not callable (at the call), or
+            a stage returns something that is not iterable (naming the stage).
 
     Example:
         >>> from fitstream import take
@@ -139,8 +174,15 @@ def pipe(stream: Iterable[dict[str, Any]], *stages: Stage) -> Iterator[dict[str,
     check_stream(stream, func="pipe", arg="stream")
     check_stages(stages, func="pipe")
     result: Iterable[dict[str, Any]] = stream
-    for stage in stages:
+    for position, stage in enumerate(stages, start=1):
         result = stage(result)
+        if not isinstance(result, Iterable):
+            name = getattr(stage, "__qualname__", None) or type(stage).__name__
+            raise TypeError(
+                f"pipe: stage {position} ({name}) must return an iterable of events, got "
+                f"{type(result).__name__}: {result!r:.60}; a stage is a function from a stream "
+                f"to a stream (did it forget to return or yield?)"
+            )
     return iter(result)
 
 

@@ -267,6 +267,10 @@ def test_collect_jsonl_closes_its_file_on_exhaustion(
     assert source.closed
 
 
+def _refuse(constant: str) -> None:
+    raise ValueError(f"not strict JSON: {constant}")
+
+
 def test_collect_jsonl_converts_numbers_and_writes_non_finite_floats(
     tmp_path: pathlib.Path,
 ) -> None:
@@ -285,15 +289,15 @@ def test_collect_jsonl_converts_numbers_and_writes_non_finite_floats(
     }
     collect_jsonl([event], path)
     text = path.read_text(encoding="utf-8")
-    assert '"loss": NaN' in text
-    assert '"grad_norm": Infinity' in text
-    assert '"low": -Infinity' in text
-    record = json.loads(text)
-    assert math.isnan(record.pop("loss"))
+    assert '"loss": "NaN"' in text
+    assert '"grad_norm": "Infinity"' in text
+    assert '"low": "-Infinity"' in text
+    record = json.loads(text, parse_constant=_refuse)  # strict JSON: no bare NaN/Infinity
+    assert record.pop("loss") == "NaN"
     assert record == {
         "step": 3,
-        "grad_norm": math.inf,
-        "low": -math.inf,
+        "grad_norm": "Infinity",
+        "low": "-Infinity",
         "acc": 0.75,
         "per_class": [0.5, 1.0],
         "confusion": [[1, 0], [0, 1]],

@@ -9,7 +9,31 @@ from .checks import describe
 from .members import ensemble_of, is_per_member
 from .values import scalar_value
 
-__all__ = ["metric_value", "metric_values", "missing_key_error"]
+__all__ = ["MetricValueError", "as_float", "metric_value", "metric_values", "missing_key_error"]
+
+
+class MetricValueError(TypeError, ValueError):
+    """A monitored value that is not a number: a TypeError, and a ValueError as in fitstream 0.4."""
+
+
+def as_float(number: float, key: str, *, func: str) -> float:
+    """Return ``number`` as a float, or raise a ValueError naming ``key`` when it is too large.
+
+    Example:
+        >>> as_float(3, "val_loss", func="ema")
+        3.0
+        >>> as_float(10**400, "val_loss", func="ema")
+        Traceback (most recent call last):
+        ...
+        ValueError: ema: the value of 'val_loss' is too large for a float (an int of 401 digits)
+    """
+    try:
+        return float(number)
+    except OverflowError:
+        raise ValueError(
+            f"{func}: the value of {key!r} is too large for a float (an int of "
+            f"{len(str(abs(int(number))))} digits)"
+        ) from None
 
 
 def missing_key_error(event: Mapping[str, Any], key: str, *, func: str) -> KeyError:
@@ -31,6 +55,8 @@ def metric_value(event: Mapping[str, Any], key: str, *, func: str) -> float:
             only the events that have it.
         TypeError: The value is not a single number; the message quotes it (a per-member
             list gets its own message: use :func:`metric_values` where lists are supported).
+            The error is also a ValueError, which fitstream 0.4 raised here.
+        ValueError: The value is an int too large for a float.
 
     Example:
         >>> import torch
@@ -39,7 +65,7 @@ def metric_value(event: Mapping[str, Any], key: str, *, func: str) -> float:
         >>> metric_value({"val_loss": "low"}, "val_loss", func="ema")
         Traceback (most recent call last):
         ...
-        TypeError: ema: the value of 'val_loss' must be a number or a 0-d tensor, got str: 'low'
+        fitstream._internal.lookup.MetricValueError: ema: the value of 'val_loss' must be ...
     """
     raw = _raw_value(event, key, func=func)
     if is_per_member(raw):
@@ -50,10 +76,10 @@ def metric_value(event: Mapping[str, Any], key: str, *, func: str) -> float:
         )
     number = scalar_value(raw)
     if number is None or isinstance(number, bool):
-        raise TypeError(
+        raise MetricValueError(
             f"{func}: the value of {key!r} must be a number or a 0-d tensor, got {describe(raw)}"
         )
-    return float(number)
+    return as_float(number, key, func=func)
 
 
 def _raw_value(event: Mapping[str, Any], key: str, *, func: str) -> Any:
@@ -103,4 +129,4 @@ def metric_values(event: Mapping[str, Any], key: str, *, func: str) -> float | l
             f"{func}: the value of {key!r} is a list of {len(raw)} values but the event's "
             f"ensemble has {len(ensemble)} members; a per-member value has one per member"
         )
-    return [float(v) for v in raw]
+    return [as_float(v, key, func=func) for v in raw]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .._internal.checks import check_strings
 from .._internal.paths import check_file_target
 from .._internal.values import scalar_value
+from ._json import decode_non_finite
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -165,7 +166,7 @@ def _read_jsonl(path: Path, *, func: str) -> list[Mapping[str, Any]]:
             if not line.strip():
                 continue
             try:
-                event = json.loads(line)  # accepts NaN and Infinity as Python writes them
+                event = json.loads(line)  # also reads bare NaN/Infinity, as 0.5 wrote them
             except json.JSONDecodeError as exc:
                 raise ValueError(
                     f"{func}: line {number} of {str(path)!r} is not valid JSON ({exc.msg}): "
@@ -176,7 +177,7 @@ def _read_jsonl(path: Path, *, func: str) -> list[Mapping[str, Any]]:
                     f"{func}: line {number} of {str(path)!r} must be a JSON object (one event), "
                     f"got {type(event).__name__}: {line.strip()!r:.80}"
                 )
-            events.append(event)
+            events.append({key: decode_non_finite(value) for key, value in event.items()})
     return events
 
 

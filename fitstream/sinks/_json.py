@@ -3,15 +3,41 @@
 from __future__ import annotations
 
 import json
+import math
 import numbers
-from collections.abc import Mapping
-from typing import Any
+import os
+from collections.abc import Callable, Mapping
+from typing import IO, Any
 
 import torch
 
 from .._internal.values import scalar_value
 
-__all__ = ["json_line", "json_ready"]
+__all__ = ["NON_FINITE", "decode_non_finite", "file_watch", "json_line", "json_ready"]
+
+NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+"""How the JSON Lines sink writes the floats JSON has no numbers for, and their values."""
+
+
+def _float(value: float) -> float | str:
+    if math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def decode_non_finite(value: Any) -> Any:
+    """Turn the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` back into floats, in lists too.
+
+    Example:
+        >>> decode_non_finite(["NaN", 1.0, "-Infinity", "text"])
+        [nan, 1.0, -inf, 'text']
+    """
+    if isinstance(value, str):
+        return NON_FINITE.get(value, value)
+    if isinstance(value, list):
+        return [decode_non_finite(item) for item in value]
+    return value
+
 
 _WRITABLE = "numbers, strings, bools, None, tensors, NumPy values, and lists or dicts of them"
 
@@ -31,15 +57,19 @@ def json_ready(value: Any, *, key: str, caller: str) -> Any:
         ...
         TypeError: demo: cannot write key 'model': a value of type object is not JSON data ...
     """
-    if value is None or isinstance(value, str | bool | int | float):
+    if isinstance(value, float):
+        return _float(value)
+    if value is None or isinstance(value, str | bool | int):
         return value
     if isinstance(value, torch.Tensor):
-        return value.item() if value.ndim == 0 else value.detach().cpu().tolist()
+        plain = value.item() if value.ndim == 0 else value.detach().cpu().tolist()
+        return json_ready(plain, key=key, caller=caller)
     if type(value).__module__ == "numpy" and callable(getattr(value, "tolist", None)):
         number = scalar_value(value)
-        return number if number is not None else json_ready(value.tolist(), key=key, caller=caller)
+        plain = number if number is not None else value.tolist()
+        return json_ready(plain, key=key, caller=caller)
     if isinstance(value, numbers.Real):
-        return float(value)
+        return _float(float(value))
     if isinstance(value, list | tuple):
         return [json_ready(item, key=key, caller=caller) for item in value]
     if isinstance(value, Mapping):
@@ -62,12 +92,53 @@ def json_ready(value: Any, *, key: str, caller: str) -> Any:
 def json_line(record: Mapping[str, Any], *, caller: str) -> str:
     r"""Return ``record`` as one line of JSON, newline included.
 
-    Non-finite floats are written as ``NaN``, ``Infinity`` and ``-Infinity``, as Python's
-    :mod:`json` does by default; :func:`json.loads` and :func:`pandas.read_json` read them back.
+    The line is strict JSON: non-finite floats are written as the strings ``"NaN"``,
+    ``"Infinity"`` and ``"-Infinity"`` (see :func:`decode_non_finite`).
 
     Example:
         >>> json_line({"step": 1, "loss": float("nan")}, caller="demo")
-        '{"step": 1, "loss": NaN}\n'
+        '{"step": 1, "loss": "NaN"}\n'
     """
     data = {key: json_ready(value, key=key, caller=caller) for key, value in record.items()}
-    return json.dumps(data) + "\n"
+    return json.dumps(data, allow_nan=False) + "\n"
+
+
+def file_watch(handle: IO[str]) -> Callable[[], None]:
+    """Return a check that raises when the file behind ``handle`` has been deleted or replaced.
+
+    Handles that are not files on disk (a ``StringIO``, a pipe, a terminal) are not watched.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = os.path.join(folder, "run.jsonl")
+        ...     with open(path, "w") as handle:
+        ...         still_there = file_watch(handle)
+        ...         still_there()
+        ...         os.remove(path)
+        ...         still_there()
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: collect_jsonl: the file '...run.jsonl' was deleted or replaced ...
+    """
+    name = getattr(handle, "name", None)
+    try:
+        opened = os.fstat(handle.fileno())
+    except (AttributeError, OSError, ValueError):
+        return lambda: None
+    if not isinstance(name, str) or not os.path.isfile(name):
+        return lambda: None
+
+    def still_there() -> None:
+        try:
+            now = os.stat(name)
+        except FileNotFoundError:
+            now = None
+        if now is None or (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino):
+            raise FileNotFoundError(
+                f"collect_jsonl: the file {name!r} was deleted or replaced while the run was "
+                f"writing to it; the lines written so far are gone with it and later ones "
+                f"would be lost too, so the stream stops here"
+            )
+
+    return still_there

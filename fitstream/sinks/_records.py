@@ -4,7 +4,8 @@ The sinks (:func:`fitstream.collect`, :func:`fitstream.collect_jsonl`,
 :func:`fitstream.collect_pd`) and :func:`fitstream.log_tensorboard` share these rules:
 
 - ``include`` and ``exclude`` are sequences of key names, never both at once;
-- without ``include``, live objects (the model, an optimizer, a Trainer) are left out;
+- without ``include``, the key ``model`` (whatever it holds, as fitstream 0.4 did) and live
+  objects (a model under any key, an optimizer, a Trainer) are left out;
 - a key named in ``include`` is kept where an event has it (Lightning leaves ``val_loss`` out of
   epochs without validation); one that no event of the stream had is an error listing the
   keys the events had, raised when the stream ends.
@@ -110,16 +111,32 @@ def unseen_keys_error(
 
 
 def plain_value(value: Any) -> Any:
-    """Return 0-d tensors and NumPy scalars as Python numbers; anything else unchanged.
+    """Return 0-d tensors and NumPy scalars as Python numbers, with no autograd graph kept.
+
+    Larger tensors that require grad are detached and copied (a history must not keep the
+    graph alive, nor follow a parameter as training changes it); lists, tuples and dicts are
+    converted item by item. Anything else comes back unchanged.
 
     Example:
         >>> plain_value(torch.tensor(2.5)), plain_value([1, 2])
         (2.5, [1, 2])
+        >>> w = torch.ones(2, requires_grad=True)
+        >>> plain_value({"norm": (w * 2).sum(), "w": w})
+        {'norm': 4.0, 'w': tensor([1., 1.])}
     """
-    if isinstance(value, torch.Tensor) or type(value).__module__ == "numpy":
+    if isinstance(value, torch.Tensor):
         number = scalar_value(value)
         if number is not None:
             return number
+        return value.detach().clone() if value.requires_grad else value
+    if type(value).__module__ == "numpy":
+        number = scalar_value(value)
+        if number is not None:
+            return number
+    if isinstance(value, list | tuple) and type(value) in (list, tuple):
+        return type(value)(plain_value(item) for item in value)
+    if type(value) is dict:
+        return {key: plain_value(item) for key, item in value.items()}
     return value
 
 
@@ -127,7 +144,7 @@ def select(event: Mapping[str, Any], selection: KeySelection, *, caller: str) ->
     """Return the record a sink keeps of ``event``, values passed through :func:`plain_value`.
 
     With ``include``, those keys the event has, in that order (a live object named there is
-    kept); otherwise every key but those in ``exclude`` and live objects.
+    kept); otherwise every key but those in ``exclude``, ``model`` and live objects.
 
     Example:
         >>> from torch import nn
@@ -143,7 +160,7 @@ def select(event: Mapping[str, Any], selection: KeySelection, *, caller: str) ->
     return {
         key: plain_value(value)
         for key, value in event.items()
-        if key not in exclude and not is_live_object(value)
+        if key not in exclude and key != "model" and not is_live_object(value)
     }
 
 

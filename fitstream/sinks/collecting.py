@@ -1,8 +1,9 @@
 """Sinks: consume a stream of events into a list, a JSON Lines file, or a DataFrame.
 
-Every sink keeps one record per event. By default a record is the event without its live
-objects (the ``model``, an optimizer, a Lightning ``Trainer``: anything
-:func:`fitstream._internal.values.is_live_object` recognises); ``exclude`` drops more keys, or
+Every sink keeps one record per event. By default a record is the event without its key
+``model`` (whatever it holds) and its live objects (a model, an optimizer, a Lightning
+``Trainer``: anything :func:`fitstream._internal.values.is_live_object` recognises);
+``exclude`` drops more keys, or
 ``include`` names exactly the keys to keep. 0-d tensors and NumPy scalars become Python numbers.
 Arguments are checked before the first event is pulled, and the stream is closed when the sink
 returns or fails.
@@ -19,7 +20,7 @@ from typing import IO, TYPE_CHECKING, Any
 from .._internal.optional import require
 from .._internal.paths import check_file_target
 from ..pipeline import check_stream, upstream
-from ._json import json_line
+from ._json import file_watch, json_line
 from ._members import rows_by_member
 from ._records import check_selection, records
 
@@ -38,7 +39,8 @@ def collect(
     """Consume ``events`` and return one record (a new dict) per event.
 
     Values are kept as they are, except that 0-d tensors and NumPy scalars become Python
-    numbers (so a history holds no tensors and no autograd graphs) and live objects are left
+    numbers and larger tensors that require grad are detached copies, also inside lists and
+    dicts (so a history holds no autograd graph), and that ``model`` and live objects are left
     out. An ensemble's per-member values stay lists of K numbers, one record per event (see
     :func:`collect_pd` for one row per member).
 
@@ -123,11 +125,16 @@ def collect_jsonl(
     Each line is written and flushed before the next event is pulled, so a run that crashes
     loses at most the event being written, and the file can be followed while training runs.
     Values become JSON data: 0-d tensors and NumPy scalars are written as numbers, larger
-    tensors and arrays as lists; NaN and infinities are written as ``NaN``, ``Infinity`` and
-    ``-Infinity`` (Python's :mod:`json` default, read back by :func:`json.loads` and
-    :func:`pandas.read_json`). A value that is none of these raises a TypeError naming its key
-    and type; the lines already written stay. An ensemble's per-member values are written as
-    lists of K numbers, one line per event.
+    tensors and arrays as lists. Every line is strict JSON (``JSON.parse``, ``jq``, any JSON
+    library reads it): NaN and infinities, which JSON has no numbers for, are written as the
+    strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``, and :func:`fitstream.plot_history`
+    reads them back as those floats. A value that is none of these raises a TypeError naming
+    its key and type; the lines already written stay. An ensemble's per-member values are
+    written as lists of K numbers, one line per event.
+
+    A file opened here that is deleted (or replaced) while the run goes on is noticed at the
+    next write, which raises a FileNotFoundError instead of writing into a file no one can
+    read; a handle passed in is checked the same way when it is a file on disk.
 
     Args:
         events: The stream to consume.
@@ -138,8 +145,12 @@ def collect_jsonl(
         exclude: Keys to leave out besides the live objects.
 
     Raises:
-        ValueError: If both ``include`` and ``exclude`` are given, or ``include`` is empty.
+        ValueError: If both ``include`` and ``exclude`` are given, ``include`` is empty, or
+            ``dest`` is a closed file or one not open for writing.
         TypeError: If ``dest`` is neither a path nor a text file, or a value cannot be written.
+        IsADirectoryError, NotADirectoryError, PermissionError: If ``dest`` is a folder, lies
+            under a file, or cannot be written (at the call, before any event is pulled).
+        FileNotFoundError: While writing, if the file was deleted since it was opened.
         KeyError: If no event had a key named in ``include``.
 
     Example:
@@ -155,9 +166,12 @@ def collect_jsonl(
     selection = check_selection(include, exclude, caller="collect_jsonl")
     handle, opened_here = _open_target(dest)
     try:
+        still_there = file_watch(handle)
         with upstream(events) as it:
             for record in records(it, selection, caller="collect_jsonl"):
-                handle.write(json_line(record, caller="collect_jsonl"))
+                line = json_line(record, caller="collect_jsonl")
+                still_there()
+                handle.write(line)
                 handle.flush()
     finally:
         if opened_here:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .._internal.checks import check_positive_int
+from .._internal.lookup import as_float
 from .._internal.optional import require
 from .._internal.paths import check_folder_target
 from .._internal.values import scalar_value
@@ -118,7 +119,11 @@ class _Run:
         keys = self.options.keys
         if keys is None:
             found = ((key, scalar_value(value)) for key, value in event.items() if key != "step")
-            return {k: float(v) for k, v in found if v is not None and not isinstance(v, bool)}
+            return {
+                k: as_float(v, k, func=self.options.caller)
+                for k, v in found
+                if v is not None and not isinstance(v, bool)
+            }
         self.keys_had.update(event)
         scalars: dict[str, float] = {}
         for key in keys:
@@ -130,7 +135,7 @@ class _Run:
                     f"{self.options.caller}: keys names {key!r}, whose value is not a number: "
                     f"got {type(event[key]).__name__}: {event[key]!r:.80}"
                 )
-            scalars[key] = float(value)
+            scalars[key] = as_float(value, key, func=self.options.caller)
         return scalars
 
     def see(self, event: Mapping[str, Any]) -> None:

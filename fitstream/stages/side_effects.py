@@ -12,7 +12,14 @@ from typing import Any
 
 import torch
 
-from .._internal.checks import check_callable, check_non_negative_int, check_positive_int, describe
+from .._internal.checks import (
+    check_arity,
+    check_callable,
+    check_non_negative_int,
+    check_positive_int,
+    describe,
+    mark_factory,
+)
 from .._internal.members import is_per_member
 from .._internal.values import scalar_value
 from ..events import Stage
@@ -39,7 +46,9 @@ def tap(fn: Callable[[dict[str, Any]], object], *, every: int = 1, start: int = 
         A stage for :func:`fitstream.pipe`; ``tap(events, fn, ...)`` returns the stream.
 
     Raises:
-        TypeError: ``fn`` is not callable, or ``every``/``start`` is not an int.
+        TypeError: ``fn`` is not callable or cannot take one argument (a factory such as
+            :func:`fitstream.best_model` passed uncalled is named), or ``every``/``start`` is
+            not an int.
         ValueError: ``every`` or ``start`` is below 1.
 
     Example:
@@ -52,6 +61,7 @@ def tap(fn: Callable[[dict[str, Any]], object], *, every: int = 1, start: int = 
         True
     """
     check_callable(fn, func="tap", arg="fn")
+    check_arity(fn, 1, func="tap", arg="fn")
     check_positive_int(every, func="tap", arg="every")
     check_positive_int(start, func="tap", arg="start")
 
@@ -79,7 +89,7 @@ def tick(fn: Callable[[], object]) -> Stage:
         A stage for :func:`fitstream.pipe`; ``tick(events, fn)`` returns the stream.
 
     Raises:
-        TypeError: ``fn`` is not callable.
+        TypeError: ``fn`` is not callable, or cannot be called without arguments.
 
     Example:
         >>> from fitstream import pipe
@@ -91,6 +101,7 @@ def tick(fn: Callable[[], object]) -> Stage:
         ['tick', 'tick']
     """
     check_callable(fn, func="tick", arg="fn")
+    check_arity(fn, 0, func="tick", arg="fn")
     return tap(lambda _event: fn())
 
 
@@ -204,7 +215,9 @@ def print_keys(
         if include_step and step_key in event:
             step = event[step_key]
             number = scalar_value(step)
-            if not isinstance(number, bool | None) and float(number).is_integer():
+            if isinstance(number, int) and not isinstance(number, bool):
+                parts.append(f"{step_key}={number:04d}")
+            elif isinstance(number, float) and number.is_integer():
                 parts.append(f"{step_key}={int(number):04d}")
             else:
                 parts.append(f"{step_key}={_format(step, precision)}")
@@ -214,3 +227,6 @@ def print_keys(
         print(" ".join(parts), flush=True)
 
     return show
+
+
+mark_factory(print_keys, "tap(print_keys('train_loss'))")

@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeVar
 import torch
 from torch import nn
 
-from .._internal.checks import check_name, describe
+from .._internal.checks import check_name, describe, mark_factory
 from .._internal.lookup import metric_values, missing_key_error
 from .._internal.members import EnsembleLike, ensemble_of
 from ._tracker_stage import TrackerStage
@@ -42,6 +42,28 @@ def _snapshot(state: Mapping[str, Any], device: torch.device | None) -> dict[str
     return copied
 
 
+def _check_device(device: object) -> torch.device:
+    """Return ``device`` as a :class:`torch.device` once a tensor can be put there."""
+    expected = "a torch.device or a device string such as 'cpu' or 'cuda:0', or None"
+    if not isinstance(device, torch.device | str):
+        raise ValueError(f"best_model: 'device' must be {expected}, got {describe(device)}")
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"best_model: 'device' must be {expected}, got {describe(device)}"
+        ) from exc
+    try:
+        torch.empty(0, device=parsed)
+    except (RuntimeError, AssertionError) as exc:
+        raise ValueError(
+            f"best_model: 'device' {str(parsed)!r} cannot hold tensors on this machine "
+            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+            f"use 'cpu' or a device that exists"
+        ) from exc
+    return parsed
+
+
 class BestModel(TrackerStage):
     """Keeps the model weights of the event where a metric was best; made by :func:`best_model`.
 
@@ -50,7 +72,8 @@ class BestModel(TrackerStage):
     weights with :meth:`load_into`. Called with a stream instead (``pipe(events, best)``), it
     is a stage that tracks every event it passes on and, if made with ``restore=True``, loads
     the best weights into the live model (each member's, for an ensemble) whenever that stream
-    ends.
+    ends. As in fitstream 0.4, the arguments may also be given by position:
+    ``BestModel("val_loss", "min", "cpu")``.
 
     On an ensemble's events, where the metric is a per-member list of K numbers, each member
     is tracked on its own: the three attributes become lists of K entries (``None`` for a
@@ -69,7 +92,6 @@ class BestModel(TrackerStage):
     def __init__(
         self,
         metric_key: str,
-        *,
         direction: Literal["min", "max"] = "min",
         device: torch.device | str | None = None,
         restore: bool = False,
@@ -79,15 +101,7 @@ class BestModel(TrackerStage):
             raise TypeError(f"best_model: 'restore' must be a bool, got {describe(restore)}")
         if direction not in _DIRECTIONS:
             raise ValueError(f"best_model: 'direction' must be 'min' or 'max', got {direction!r}")
-        self._device: torch.device | None = None
-        if device is not None:
-            try:
-                self._device = torch.device(device)
-            except (RuntimeError, TypeError) as exc:
-                raise ValueError(
-                    f"best_model: 'device' must be a torch.device or a device string such as "
-                    f"'cpu', or None, got {describe(device)}"
-                ) from exc
+        self._device = None if device is None else _check_device(device)
         self.metric_key = metric_key
         self.direction = direction
         self.restore = restore
@@ -290,8 +304,9 @@ def best_model(
         restore it.
 
     Raises:
-        ValueError: ``direction`` is not ``"min"`` or ``"max"``, ``device`` is not a device, or
-            ``metric_key`` is empty.
+        ValueError: ``direction`` is not ``"min"`` or ``"max"``, ``device`` is not a device
+            or names one this machine lacks (``"cuda"`` without a GPU), or ``metric_key`` is
+            empty.
         TypeError: ``metric_key`` is not a string, or ``restore`` not a bool.
 
     Example:
@@ -331,3 +346,7 @@ def best_model(
         2.0
     """
     return BestModel(metric_key, direction=direction, device=device, restore=restore)
+
+
+mark_factory(best_model, "tap(best_model('val_loss'))")
+mark_factory(BestModel, "tap(BestModel('val_loss'))")

@@ -12,7 +12,14 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from .._internal.checks import check_callable, check_name, describe
+from .._internal.checks import (
+    OWN_KEYS,
+    check_arity,
+    check_callable,
+    check_name,
+    check_not_own_key,
+    describe,
+)
 from .._internal.lookup import metric_values
 from ..events import Stage
 from ..pipeline import stage_factory, upstream
@@ -38,7 +45,9 @@ def augment(fn: Callable[[dict[str, Any]], Mapping[str, Any] | None]) -> Stage:
 
     ``fn`` receives the event and returns a mapping of extra keys, or ``None`` to add nothing.
     The extra keys are merged into a shallow copy of the event; where a key already exists,
-    the augmenter's value wins. The incoming event is never modified.
+    the augmenter's value wins, except for the event's own keys (``step``, ``model``,
+    ``train_loss``, ``train_time_sec``, and Lightning's ``trainer`` and ``global_step``),
+    which an augmenter may not replace. The incoming event is never modified.
 
     Args:
         fn: The augmenter, e.g. :func:`fitstream.validation_loss`'s result.
@@ -48,8 +57,11 @@ def augment(fn: Callable[[dict[str, Any]], Mapping[str, Any] | None]) -> Stage:
         augmented stream directly.
 
     Raises:
-        TypeError: At the call, if ``fn`` is not callable; while iterating, if ``fn`` returns
-            something other than a mapping or ``None`` (the message quotes what came).
+        TypeError: At the call, if ``fn`` is not callable, cannot take one argument, or is
+            a factory such as :func:`fitstream.validation_loss` not yet called; while
+            iterating, if ``fn`` returns something other than a mapping or ``None`` (the
+            message quotes what came).
+        ValueError: While iterating, if ``fn`` returns one of the event's own keys.
 
     Example:
         >>> from fitstream import pipe
@@ -64,6 +76,7 @@ def augment(fn: Callable[[dict[str, Any]], Mapping[str, Any] | None]) -> Stage:
         [1.0, 0.5]
     """
     check_callable(fn, func="augment", arg="fn")
+    check_arity(fn, 1, func="augment", arg="fn")
     name = getattr(fn, "__qualname__", None) or type(fn).__name__
 
     def stage(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -78,9 +91,20 @@ def augment(fn: Callable[[dict[str, Any]], Mapping[str, Any] | None]) -> Stage:
                         f"(or None), got {describe(extra)} for the event with keys "
                         f"{list(event)}"
                     )
+                _check_no_overwrite(event, extra, name)
                 yield _extended(event, extra)
 
     return stage
+
+
+def _check_no_overwrite(event: Mapping[str, Any], extra: Mapping[str, Any], name: str) -> None:
+    """Refuse an augmenter's result that would replace one of the event's own keys."""
+    clashes = [key for key in extra if key in OWN_KEYS and key in event]
+    if clashes:
+        raise ValueError(
+            f"augment: the augmenter {name} returned {clashes}, which would overwrite the "
+            f"event's own key(s); give its values other names (e.g. 'val_{clashes[0]}')"
+        )
 
 
 def _decay_from(decay: float | None, half_life: float | None) -> float:
@@ -175,6 +199,7 @@ def ema(
         check_name(out_key, func="ema", what="'out_key'")
     factor = _decay_from(decay, half_life)
     target = f"{key}_ema" if out_key is None else out_key
+    check_not_own_key(target, func="ema", arg="out_key")
     correct = bool(bias_correction)
 
     def run(events: Iterable[dict[str, Any]], state: dict[str, Any]) -> Iterator[dict[str, Any]]:
