@@ -31,9 +31,6 @@ from fitstream import (
     validation_loss,
 )
 
-pytest.importorskip("matplotlib")
-
-
 def _data(n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(n, 3), torch.randn(n, 1)
 
@@ -198,6 +195,7 @@ HISTORY = [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}]
 def test_plot_save_that_is_a_folder_or_under_a_file_is_refused(
     tmp_path: pathlib.Path, a_file: pathlib.Path
 ) -> None:
+    pytest.importorskip("matplotlib")
     with pytest.raises(IsADirectoryError, match=r"plot_history: save .* is a folder"):
         plot_history(HISTORY, "loss", save=tmp_path)
     assert not list(tmp_path.parent.glob(f"{tmp_path.name}.*"))  # nothing written beside it
@@ -212,12 +210,14 @@ def test_plot_save_that_is_a_folder_or_under_a_file_is_refused(
 def test_plot_save_that_cannot_be_written_is_refused(
     a_file: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    pytest.importorskip("matplotlib")
     monkeypatch.setattr(os, "access", lambda p, mode: False)
     with pytest.raises(PermissionError, match=r"plot_history: save .* is a file you cannot write"):
         plot_history(HISTORY, "loss", save=a_file)
 
 
 def test_a_bad_ax_is_refused() -> None:
+    pytest.importorskip("matplotlib")
     with pytest.raises(TypeError, match="plot_history: ax must be a matplotlib Axes"):
         plot_history(HISTORY, "loss", ax="left")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="live_plot: ax must be a matplotlib Axes"):

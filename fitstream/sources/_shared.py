@@ -2,16 +2,53 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Generator, Iterator, Mapping
 from typing import Any
 
 import torch
 
 from .._internal.checks import describe
 
-__all__ = ["RESERVED_KEYS", "check_extra", "check_optimizer", "explain_bad_loss", "stack_losses"]
+__all__ = [
+    "RESERVED_KEYS",
+    "Released",
+    "check_extra",
+    "check_optimizer",
+    "explain_bad_loss",
+    "stack_losses",
+]
 
 RESERVED_KEYS = frozenset({"step", "model", "optimizer", "train_loss", "train_time_sec", "lr"})
+
+
+class Released(Iterator[Any]):
+    """An iterator over a source's generator that lets go of it once closed.
+
+    Whether a closed generator still holds its frame's locals (the model, the data) is up to
+    the interpreter; a stream closed by the consumer must release them at once, so the
+    generator itself is dropped on :meth:`close`.
+
+    Example:
+        >>> stream = Released(n for n in range(3))
+        >>> next(stream), stream.close(), list(stream)
+        (0, None, [])
+    """
+
+    __slots__ = ("_events",)
+
+    def __init__(self, events: Generator[Any, None, None]) -> None:
+        self._events: Generator[Any, None, None] | None = events
+
+    def __next__(self) -> Any:
+        if self._events is None:
+            raise StopIteration
+        return next(self._events)
+
+    def close(self) -> None:
+        """Stop the stream (its generator runs its clean-up) and release what it held."""
+        events, self._events = self._events, None
+        if events is not None:
+            events.close()
 
 
 def check_optimizer(optimizer: object, *, func: str, arg: str) -> None:

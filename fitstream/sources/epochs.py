@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -26,7 +26,7 @@ from .._internal.train_checks import check_optimizer_for, check_training_data
 from ..events import Event
 from ._cuda import CudaGraphs, check_cuda_graphs
 from ._loop import Loop
-from ._shared import check_extra, check_optimizer, stack_losses
+from ._shared import Released, check_extra, check_optimizer, stack_losses
 from .batching import batch_slices, shuffled
 from .graphed import GraphedSteps, ModelStep
 
@@ -142,18 +142,20 @@ def epoch_stream(
     check_generator(generator, tensors[0].device, func=_FUNC)
     constants = check_extra(extra, func=_FUNC)
     check_non_negative_int(step_offset, func=_FUNC, arg="step_offset")
-    return _epochs(
-        tensors,
-        model,
-        optimizer,
-        loss_fn,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        last_label=last_label,
-        generator=generator,
-        constants=constants,
-        step_offset=step_offset,
-        cuda_graphs=graphed,
+    return Released(
+        _epochs(
+            tensors,
+            model,
+            optimizer,
+            loss_fn,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            last_label=last_label,
+            generator=generator,
+            constants=constants,
+            step_offset=step_offset,
+            cuda_graphs=graphed,
+        )
     )
 
 
@@ -170,7 +172,7 @@ def _epochs(
     constants: dict[str, Any],
     step_offset: int,
     cuda_graphs: bool,
-) -> Iterator[Event]:
+) -> Generator[Event, None, None]:
     n_samples = tensors[0].shape[0]
     slices = batch_slices(n_samples, batch_size)
     run_epoch: Callable[[tuple[torch.Tensor, ...]], torch.Tensor]
