@@ -31,6 +31,7 @@ from fitstream import (
     validation_loss,
 )
 
+
 def _data(n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(n, 3), torch.randn(n, 1)
 

@@ -362,7 +362,7 @@ def test_collect_jsonl_refuses_a_binary_file(tmp_path: pathlib.Path) -> None:
 
 def test_collect_jsonl_refuses_a_directory(tmp_path: pathlib.Path, counting_source: Any) -> None:
     source = counting_source(n=3)
-    with pytest.raises(IsADirectoryError, match="dest .* is a folder; give the path of a file"):
+    with pytest.raises(IsADirectoryError, match=r"dest .* is a folder; give the path of a file"):
         collect_jsonl(source, tmp_path)
     assert source.pulled == 0
 
