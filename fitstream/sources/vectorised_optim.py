@@ -203,9 +203,11 @@ class VectorAdam(_Vectorised):
             self.spare = _SPARE_ROWS
         self.tables: list[torch.Tensor] = []
         self.constants: list[torch.Tensor] = []
+        self.adamw_groups: set[int] = set()  # ids of the param groups of AdamW optimizers
 
     def _read(self, group: dict[str, Any]) -> list[float]:
-        decoupled = bool(group.get("decoupled_weight_decay", False))
+        # torch < 2.7's AdamW has no "decoupled_weight_decay" entry: it is decoupled by type.
+        decoupled = bool(group.get("decoupled_weight_decay", id(group) in self.adamw_groups))
         wd = float(_scalar(group["weight_decay"]))
         beta1, beta2 = (float(_scalar(b)) for b in group["betas"])
         return [
@@ -222,6 +224,12 @@ class VectorAdam(_Vectorised):
     @torch.no_grad()
     def refresh(self, steps: int) -> None:
         """Read the hyperparameters; tabulate the epoch's bias corrections (in float64)."""
+        self.adamw_groups = {
+            id(group)
+            for opt in self.optimizers
+            if isinstance(opt, torch.optim.AdamW)
+            for group in opt.param_groups
+        }
         super().refresh(steps)
         self.taken += self.planned
         self.planned = steps
