@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._internal.checks import check_strings
+from .._internal.checks import check_strings, describe
 from .._internal.paths import check_file_target
 from .._internal.values import scalar_value
 from ._json import decode_non_finite
@@ -113,8 +113,7 @@ def check_save(save: object, *, func: str) -> Path | None:
         return None
     if not isinstance(save, str | os.PathLike):
         raise TypeError(
-            f"{func}: save must be a file path (str or os.PathLike) or None, got "
-            f"{type(save).__name__}: {save!r:.60}"
+            f"{func}: save must be a file path (str or os.PathLike) or None, got {describe(save)}"
         )
     path = Path(save)
     check_file_target(path, func=func, arg="save")
@@ -137,7 +136,7 @@ def check_ax(ax: object, figsize: object, *, func: str) -> None:
     if not isinstance(ax, Axes):
         raise TypeError(
             f"{func}: ax must be a matplotlib Axes (e.g. fig.add_subplot()) or None, got "
-            f"{type(ax).__name__}: {ax!r:.60}"
+            f"{describe(ax)}"
         )
     if figsize is not None:
         raise ValueError(
