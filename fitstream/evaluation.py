@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._internal.callables import mark_factory
 from ._internal.checks import (
     check_bool,
     check_callable,
@@ -29,7 +30,6 @@ from ._internal.checks import (
     check_same_device,
     check_tensor_data,
     describe,
-    mark_factory,
     model_device,
 )
 from ._internal.chunks import Chunks

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import inspect
 import re
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 __all__ = [
     "OWN_KEYS",
-    "check_arity",
     "check_bool",
     "check_callable",
     "check_generator",
@@ -25,7 +23,6 @@ __all__ = [
     "check_strings",
     "check_tensor_data",
     "describe",
-    "mark_factory",
     "model_device",
 ]
 
@@ -87,66 +84,6 @@ def check_not_own_key(key: str, *, func: str, arg: str) -> None:
             f"{func}: '{arg}' must not be one of the event's own keys {sorted(OWN_KEYS)}, got "
             f"{key!r}; choose another name, e.g. 'val_{key}'"
         )
-
-
-_FACTORY_MARK = "__fitstream_factory__"
-
-F = TypeVar("F")
-
-
-def mark_factory(factory: F, usage: str) -> F:
-    """Mark ``factory`` so that passing it uncalled (``tap(best_model)``) shows ``usage``.
-
-    Example:
-        >>> def make(): ...
-        >>> make = mark_factory(make, "tap(make())")
-        >>> check_arity(make, 1, func="tap", arg="fn")
-        Traceback (most recent call last):
-        ...
-        TypeError: tap: 'fn' got the factory itself; call it first: tap(make())
-    """
-    setattr(factory, _FACTORY_MARK, usage)
-    return factory
-
-
-def _factory_hint(fn: object) -> str | None:
-    """The hint for a FitStream factory passed where what it makes was expected, else None."""
-    try:
-        own = vars(fn)  # the object's own attributes: a class's mark is not its instances'
-    except TypeError:
-        return None
-    hint = own.get(_FACTORY_MARK)
-    return hint if isinstance(hint, str) else None
-
-
-def check_arity(fn: Callable[..., Any], n_args: int, *, func: str, arg: str) -> None:
-    """Refuse a callable that cannot be called with ``n_args`` positional arguments.
-
-    A FitStream factory (``best_model``, ``validation_loss``, ``print_keys``...) passed
-    uncalled gets a hint to call it first. Callables whose signature Python cannot read
-    (some built-ins) are accepted as they are.
-
-    Example:
-        >>> check_arity(lambda a, b: None, 1, func="tap", arg="fn")
-        Traceback (most recent call last):
-        ...
-        TypeError: tap: 'fn' must accept 1 positional argument(s) (the event), ...
-    """
-    hint = _factory_hint(fn)
-    if hint is not None:
-        raise TypeError(f"{func}: '{arg}' got the factory itself; call it first: {hint}")
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return
-    try:
-        signature.bind(*range(n_args))
-    except TypeError as exc:
-        what = "no arguments" if n_args == 0 else f"{n_args} positional argument(s) (the event)"
-        name = getattr(fn, "__qualname__", None) or type(fn).__name__
-        raise TypeError(
-            f"{func}: '{arg}' must accept {what}, but {name}{signature} cannot ({exc})"
-        ) from None
 
 
 def check_tensor_data(

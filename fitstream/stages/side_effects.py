@@ -12,13 +12,12 @@ from typing import Any
 
 import torch
 
+from .._internal.callables import check_arity, mark_factory
 from .._internal.checks import (
-    check_arity,
     check_callable,
     check_non_negative_int,
     check_positive_int,
     describe,
-    mark_factory,
 )
 from .._internal.members import is_per_member
 from .._internal.values import scalar_value

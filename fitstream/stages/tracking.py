@@ -18,7 +18,8 @@ from typing import Any, Literal, TypeVar
 import torch
 from torch import nn
 
-from .._internal.checks import check_name, describe, mark_factory
+from .._internal.callables import mark_factory
+from .._internal.checks import check_name, describe
 from .._internal.lookup import metric_values, missing_key_error
 from .._internal.members import EnsembleLike, ensemble_of
 from ._tracker_stage import TrackerStage

@@ -12,9 +12,9 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
+from .._internal.callables import check_arity
 from .._internal.checks import (
     OWN_KEYS,
-    check_arity,
     check_callable,
     check_name,
     check_not_own_key,
