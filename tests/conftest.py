@@ -230,3 +230,58 @@ def _no_stream_thread_left() -> Iterator[None]:
     if running():
         gc.collect()  # an abandoned stream in a reference cycle is closed by its finalizer
     assert not running(), f"stream threads still running after the test: {running()}"
+
+
+class StandInEnsemble(torch.nn.Module):
+    """A small stand-in for ``ensemble_stream``'s ensemble (the ``EnsembleLike`` interface).
+
+    K one-weight members with one hyperparameter dict each (``lr`` differs, as in a sweep).
+    ``events(n)`` returns n events whose per-member values are lists of K floats: member k's
+    ``train_loss`` at step s is ``(k + 1) / s`` and ``val_loss`` is twice that.
+    """
+
+    def __init__(self, size: int, hparams: list[dict[str, Any]] | None = None) -> None:
+        super().__init__()
+        self._members = torch.nn.ModuleList(torch.nn.Linear(1, 1) for _ in range(size))
+        self._hparams = hparams or [
+            {"optimizer": "Adam", "lr": 10.0 ** -(k + 1), "betas": (0.9, 0.999)}
+            for k in range(size)
+        ]
+        self._active = [True] * size
+
+    @property
+    def members(self) -> list[torch.nn.Module]:
+        return list(self._members)
+
+    @property
+    def hparams(self) -> list[dict[str, Any]]:
+        return self._hparams
+
+    @property
+    def active(self) -> list[bool]:
+        return list(self._active)
+
+    def freeze(self, member: int) -> None:
+        self._active[member] = False
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def events(self, n: int) -> list[dict[str, Any]]:
+        k = len(self)
+        return [
+            {
+                "step": s,
+                "model": self,
+                "train_loss": [(m + 1) / s for m in range(k)],
+                "val_loss": [2 * (m + 1) / s for m in range(k)],
+                "train_time_sec": 0.5,
+            }
+            for s in range(1, n + 1)
+        ]
+
+
+@pytest.fixture
+def standin_ensemble() -> type[StandInEnsemble]:
+    """The :class:`StandInEnsemble` class: ``standin_ensemble(K)`` builds one of K members."""
+    return StandInEnsemble
