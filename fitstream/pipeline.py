@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
+from ._internal.hints import forward_hint
 from .events import Stage
 
 __all__ = [
@@ -140,7 +141,7 @@ def pipe(stream: Iterable[dict[str, Any]], *stages: Stage) -> Iterator[dict[str,
     check_stages(stages, func="pipe")
     result: Iterable[dict[str, Any]] = stream
     for stage in stages:
-        result = stage(result)
+        result = forward_hint(result, stage(result))  # e.g. take(n)'s n, for progress()
     return iter(result)
 
 

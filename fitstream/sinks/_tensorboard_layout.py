@@ -21,6 +21,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from .._internal.direction import lower_is_better
+
 __all__ = [
     "LAYOUT_CATEGORY",
     "RunningBest",
@@ -45,7 +47,6 @@ _RUNS = {
 _SPLIT = "|".join(sorted(_RUNS, key=len, reverse=True))
 _PREFIXED = re.compile(rf"^(?P<split>{_SPLIT})[_/](?P<stem>.+)$", re.IGNORECASE)
 _SUFFIXED = re.compile(rf"^(?P<stem>.+)[_/](?P<split>{_SPLIT})$", re.IGNORECASE)
-_LOWER_IS_BETTER = ("loss", "err", "mse", "mae", "perplexity", "time")
 BEST_SUFFIX = "_best"
 
 
@@ -128,20 +129,6 @@ def custom_scalars_layout(tags: Iterable[str]) -> dict[str, dict[str, list[Any]]
         title = tag.removeprefix("epoch_")
         charts[title] = ["Multiline", [f"^{re.escape(t)}$" for t in shown]]
     return {LAYOUT_CATEGORY: charts} if charts else {}
-
-
-def lower_is_better(key: str) -> bool:
-    """Tell whether a smaller value of metric ``key`` is better.
-
-    True when the key contains ``loss``, ``err`` (error), ``mse``, ``mae``, ``perplexity`` or
-    ``time`` (case-insensitive); otherwise larger is better (accuracy, F1, AUC...).
-
-    Example:
-        >>> lower_is_better("val_loss"), lower_is_better("test_error"), lower_is_better("val_acc")
-        (True, True, False)
-    """
-    lowered = key.lower()
-    return any(word in lowered for word in _LOWER_IS_BETTER)
 
 
 class RunningBest:
