@@ -92,7 +92,7 @@ class LivePlot:
         self._figure = Figure(figsize=figsize or _curves.DEFAULT_FIGSIZE, dpi=dpi)
         self._ax = self._figure.add_subplot()
         self._x: list[float] = []
-        self._columns: dict[str, list[float]] = {key: [] for key in self.keys}
+        self._rows: list[dict[str, Any]] = []  # each event's values of keys
         self._drawn = 0  # events shown by the last draw
         self._last_draw: float | None = None
         self._handle: Any = None
@@ -131,12 +131,12 @@ class LivePlot:
         if step is None:  # no step: one past the previous point
             step = self._x[-1] + 1 if self._x else 1.0
         self._x.append(step)
-        for key, ys in self._columns.items():
-            ys.append(_curves.y_value(event.get(key)))
+        self._rows.append({key: _curves.kept_value(event.get(key)) for key in self.keys})
 
     def redraw(self) -> None:
         """Draw every event seen so far, and show it: in the notebook cell, in ``save``."""
-        _curves.draw(self._ax, self._x, self._columns, xlabel="step", title=self.title)
+        columns = _curves.columns_of(self._rows, self.keys)
+        _curves.draw(self._ax, self._x, columns, xlabel="epoch", title=self.title)
         self._drawn = len(self._x)
         if self.save is not None:
             self._figure.savefig(self.save)
