@@ -146,24 +146,24 @@ def test_events_pass_through_unchanged_and_splits_become_runs_sharing_a_tag(
     events = history()
     out = list(log_tensorboard(events, tmp_path))
     assert all(a is b for a, b in zip(out, events, strict=True))
-    # train and validation of one metric share the tag epoch_loss: one chart, two runs.
+    # train and validation of one metric share the tag epoch/loss: one chart, two runs.
     assert runs_and_tags(tmp_path) == {
-        "train": ["epoch_epochs_done", "epoch_loss"],
-        "validation": ["epoch_acc", "epoch_loss"],
+        "train": ["epoch/epochs_done", "epoch/loss"],
+        "validation": ["epoch/acc", "epoch/loss"],
     }
-    assert scalars(tmp_path / "train", "epoch_loss") == [
+    assert scalars(tmp_path / "train", "epoch/loss") == [
         (1, 1.0),
         (2, 0.5),
         (3, pytest.approx(1 / 3)),
         (4, 0.25),
     ]
-    assert scalars(tmp_path / "validation", "epoch_loss") == [
+    assert scalars(tmp_path / "validation", "epoch/loss") == [
         (1, 2.0),
         (2, 1.0),
         (3, pytest.approx(2 / 3)),
         (4, 0.5),
     ]
-    assert scalars(tmp_path / "validation", "epoch_acc") == [
+    assert scalars(tmp_path / "validation", "epoch/acc") == [
         (1, 0.5),
         (2, 0.75),
         (3, 0.5),
@@ -174,9 +174,9 @@ def test_events_pass_through_unchanged_and_splits_become_runs_sharing_a_tag(
 def test_timings_are_left_out_unless_named(tmp_path: Path) -> None:
     events = [{"step": s, "train_loss": 1 / s, "train_time_sec": 0.1 * s} for s in (1, 2)]
     collect_tensorboard(events, tmp_path / "a")
-    assert runs_and_tags(tmp_path / "a") == {"train": ["epoch_loss"]}
+    assert runs_and_tags(tmp_path / "a") == {"train": ["epoch/loss"]}
     collect_tensorboard(events, tmp_path / "b", keys=["train_loss", "train_time_sec"])
-    assert runs_and_tags(tmp_path / "b") == {"train": ["epoch_loss", "epoch_time_sec"]}
+    assert runs_and_tags(tmp_path / "b") == {"train": ["epoch/loss", "epoch/time_sec"]}
 
 
 def test_pipe_form_and_stream_form_agree(tmp_path: Path) -> None:
@@ -184,15 +184,15 @@ def test_pipe_form_and_stream_form_agree(tmp_path: Path) -> None:
     assert steps == [1, 2, 3, 4]
     list(log_tensorboard(history(), log_dir=tmp_path / "b"))
     assert runs_and_tags(tmp_path / "a") == runs_and_tags(tmp_path / "b")
-    assert scalars(tmp_path / "a/validation", "epoch_loss") == scalars(
-        tmp_path / "b/validation", "epoch_loss"
+    assert scalars(tmp_path / "a/validation", "epoch/loss") == scalars(
+        tmp_path / "b/validation", "epoch/loss"
     )
 
 
 def test_keys_narrow_the_set_and_may_name_a_bool(tmp_path: Path) -> None:
     list(log_tensorboard(history(), tmp_path, keys=["val_loss", "is_best"]))
-    assert runs_and_tags(tmp_path) == {"train": ["epoch_is_best"], "validation": ["epoch_loss"]}
-    assert [v for _, v in scalars(tmp_path / "train", "epoch_is_best")] == [0.0, 1.0, 0.0, 0.0]
+    assert runs_and_tags(tmp_path) == {"train": ["epoch/is_best"], "validation": ["epoch/loss"]}
+    assert [v for _, v in scalars(tmp_path / "train", "epoch/is_best")] == [0.0, 1.0, 0.0, 0.0]
 
 
 def test_a_key_some_events_lack_is_logged_where_present(tmp_path: Path) -> None:
@@ -202,8 +202,8 @@ def test_a_key_some_events_lack_is_logged_where_present(tmp_path: Path) -> None:
         for s in range(1, 5)
     ]
     assert len(list(log_tensorboard(events, tmp_path, keys=["train_loss", "val_loss"]))) == 4
-    assert scalars(tmp_path / "validation", "epoch_loss") == [(2, 1.0), (4, 0.5)]
-    assert [step for step, _ in scalars(tmp_path / "train", "epoch_loss")] == [1, 2, 3, 4]
+    assert scalars(tmp_path / "validation", "epoch/loss") == [(2, 1.0), (4, 0.5)]
+    assert [step for step, _ in scalars(tmp_path / "train", "epoch/loss")] == [1, 2, 3, 4]
 
 
 def test_a_key_no_event_had_lists_the_keys_at_the_end(tmp_path: Path, counting_source: Any) -> None:
@@ -237,14 +237,14 @@ def test_a_named_key_that_is_not_a_number_is_refused(tmp_path: Path) -> None:
 
 def test_every_logs_every_nth_event_and_always_the_last(tmp_path: Path) -> None:
     list(log_tensorboard(history(8), tmp_path / "a", every=3, keys=["train_loss"]))
-    assert [s for s, _ in scalars(tmp_path / "a/train", "epoch_loss")] == [1, 4, 7, 8]
+    assert [s for s, _ in scalars(tmp_path / "a/train", "epoch/loss")] == [1, 4, 7, 8]
     list(log_tensorboard(history(7), tmp_path / "b", every=3, keys=["train_loss"]))
-    assert [s for s, _ in scalars(tmp_path / "b/train", "epoch_loss")] == [1, 4, 7]
+    assert [s for s, _ in scalars(tmp_path / "b/train", "epoch/loss")] == [1, 4, 7]
 
 
 def test_events_without_step_are_logged_at_their_position(tmp_path: Path) -> None:
     collect_tensorboard([{"loss": 0.5}, {"loss": 0.25}], tmp_path)
-    assert scalars(tmp_path / "train", "epoch_loss") == [(1, 0.5), (2, 0.25)]
+    assert scalars(tmp_path / "train", "epoch/loss") == [(1, 0.5), (2, 0.25)]
 
 
 def test_a_step_that_is_not_an_int_is_refused(tmp_path: Path) -> None:
@@ -254,15 +254,15 @@ def test_a_step_that_is_not_an_int_is_refused(tmp_path: Path) -> None:
 
 def test_nan_and_infinite_values_are_logged_as_they_are(tmp_path: Path) -> None:
     collect_tensorboard([{"step": 1, "loss": math.nan}, {"step": 2, "loss": math.inf}], tmp_path)
-    values = [v for _, v in scalars(tmp_path / "train", "epoch_loss")]
+    values = [v for _, v in scalars(tmp_path / "train", "epoch/loss")]
     assert math.isnan(values[0])
     assert values[1] == math.inf
 
 
 def test_keys_that_would_share_a_tag_stay_apart(tmp_path: Path) -> None:
     collect_tensorboard([{"step": 1, "loss": 0.5, "train_loss": 0.25}], tmp_path)
-    assert scalars(tmp_path / "train", "epoch_loss") == [(1, 0.5)]
-    assert scalars(tmp_path / "train", "epoch_train_loss") == [(1, 0.25)]
+    assert scalars(tmp_path / "train", "epoch/loss") == [(1, 0.5)]
+    assert scalars(tmp_path / "train", "epoch/train_loss") == [(1, 0.25)]
 
 
 # --- custom scalars and hparams --------------------------------------------------------------
@@ -274,14 +274,14 @@ def test_the_custom_scalars_layout_has_the_time_series_charts(tmp_path: Path) ->
         for s in (1, 2)
     ]
     collect_tensorboard(events, tmp_path)
-    assert layout_of(tmp_path) == {"acc": ["^epoch_acc$"], "loss": ["^epoch_loss$"]}
+    assert layout_of(tmp_path) == {"acc": ["^epoch/acc$"], "loss": ["^epoch/loss$"]}
     assert "" not in runs_and_tags(tmp_path)  # the layout, never a one-point card
 
 
 def test_the_layout_is_rewritten_when_a_tag_appears_later(tmp_path: Path) -> None:
     events = [{"step": 1, "train_loss": 1.0}, {"step": 2, "train_loss": 0.5, "val_acc": 0.7}]
     collect_tensorboard(events, tmp_path)
-    assert layout_of(tmp_path) == {"acc": ["^epoch_acc$"], "loss": ["^epoch_loss$"]}
+    assert layout_of(tmp_path) == {"acc": ["^epoch/acc$"], "loss": ["^epoch/loss$"]}
 
 
 def test_hparams_make_a_session_and_running_bests_without_one_point_series(
@@ -297,19 +297,19 @@ def test_hparams_make_a_session_and_running_bests_without_one_point_series(
     assert "_hparams_/experiment" not in read_run(tmp_path).PluginTagToContent("hparams")
     # Every series is a curve; the best values are running bests of the validation metrics.
     assert runs_and_tags(tmp_path) == {
-        "train": ["epoch_loss"],
-        "validation": ["epoch_acc", "epoch_acc_best", "epoch_loss", "epoch_loss_best"],
+        "train": ["epoch/loss"],
+        "validation": ["epoch/acc", "epoch/acc_best", "epoch/loss", "epoch/loss_best"],
     }
-    assert scalars(tmp_path / "validation", "epoch_acc_best") == [
+    assert scalars(tmp_path / "validation", "epoch/acc_best") == [
         (1, 0.5),
         (2, 0.75),
         (3, 0.75),
         (4, pytest.approx(0.9)),
     ]
-    assert [v for _, v in scalars(tmp_path / "validation", "epoch_loss_best")] == pytest.approx(
+    assert [v for _, v in scalars(tmp_path / "validation", "epoch/loss_best")] == pytest.approx(
         [2.0, 1.0, 2 / 3, 0.5]
     )
-    assert layout_of(tmp_path)["loss"] == ["^epoch_loss$", "^epoch_loss_best$"]
+    assert layout_of(tmp_path)["loss"] == ["^epoch/loss$", "^epoch/loss_best$"]
 
 
 def test_runs_with_different_hparam_names_each_keep_theirs(tmp_path: Path) -> None:
@@ -334,13 +334,13 @@ def test_layout_rules() -> None:
     assert split_of("lr") == ("train", "lr")
     assert split_of("train") == ("train", "train")
     assert custom_scalars_layout([]) == {}
-    assert custom_scalars_layout(["epoch_a.b"]) == {
-        "fitstream": {"a.b": ["Multiline", [r"^epoch_a\.b$"]]}
+    assert custom_scalars_layout(["epoch/a.b"]) == {
+        "fitstream": {"a.b": ["Multiline", [r"^epoch/a\.b$"]]}
     }
     tags = TagMap()
-    assert tags.place("val_loss") == ("validation", "epoch_loss")
-    assert tags.place("val_loss_best") == ("validation", "epoch_loss_best")
-    assert tags.best("val_loss") == ("validation", "epoch_loss_best_")  # taken: kept apart
+    assert tags.place("val_loss") == ("validation", "epoch/loss")
+    assert tags.place("val_loss_best") == ("validation", "epoch/loss_best")
+    assert tags.best("val_loss") == ("validation", "epoch/loss_best_")  # taken: kept apart
     assert [lower_is_better(k) for k in ("mse", "val_error", "train_time_sec", "f1", "auc")] == [
         True,
         True,
@@ -368,12 +368,12 @@ def test_an_ensemble_gets_one_run_per_member_each_a_session(
     assert sorted(runs) == [
         f"member_{k:02d}/{split}" for k in range(3) for split in ("train", "validation")
     ]
-    assert runs["member_02/validation"] == ["epoch_loss", "epoch_loss_best"]
-    assert runs["member_02/train"] == ["epoch_loss"]  # model and train_time_sec left out
-    assert [v for _, v in scalars(tmp_path / "member_02/train", "epoch_loss")] == pytest.approx(
+    assert runs["member_02/validation"] == ["epoch/loss", "epoch/loss_best"]
+    assert runs["member_02/train"] == ["epoch/loss"]  # model and train_time_sec left out
+    assert [v for _, v in scalars(tmp_path / "member_02/train", "epoch/loss")] == pytest.approx(
         [3 / s for s in (1, 2, 3)]
     )
-    assert [v for _, v in scalars(tmp_path / "member_00/validation", "epoch_loss")] == (
+    assert [v for _, v in scalars(tmp_path / "member_00/validation", "epoch/loss")] == (
         pytest.approx([2 / s for s in (1, 2, 3)])
     )
     assert session_start(tmp_path / "member_01") == {
@@ -383,7 +383,7 @@ def test_an_ensemble_gets_one_run_per_member_each_a_session(
         "lr": pytest.approx(0.01),
         "betas": "(0.9, 0.999)",
     }
-    assert layout_of(tmp_path) == {"loss": ["^epoch_loss$", "^epoch_loss_best$"]}
+    assert layout_of(tmp_path) == {"loss": ["^epoch/loss$", "^epoch/loss_best$"]}
 
 
 def test_an_ensemble_of_64_pads_member_folders_and_logs_shared_values_to_each(
@@ -394,8 +394,8 @@ def test_an_ensemble_of_64_pads_member_folders_and_logs_shared_values_to_each(
     collect_tensorboard(events, tmp_path, keys=["train_loss", "lr"])
     runs = runs_and_tags(tmp_path)
     assert len(runs) == 64
-    assert runs["member_63/train"] == ["epoch_loss", "epoch_lr"]
-    assert scalars(tmp_path / "member_07/train", "epoch_lr") == [
+    assert runs["member_63/train"] == ["epoch/loss", "epoch/lr"]
+    assert scalars(tmp_path / "member_07/train", "epoch/lr") == [
         (1, pytest.approx(0.1)),
         (2, pytest.approx(0.1)),
     ]
@@ -494,7 +494,7 @@ def test_default_folder_is_summarywriters_runs(
     run_dirs = list((tmp_path / "runs").iterdir())
     assert len(run_dirs) == 1
     assert Path(written).resolve() == run_dirs[0].resolve()
-    assert scalars(run_dirs[0] / "train", "epoch_loss") == [(1, 0.5)]
+    assert scalars(run_dirs[0] / "train", "epoch/loss") == [(1, 0.5)]
 
 
 # --- the writer's life -----------------------------------------------------------------------
@@ -508,7 +508,7 @@ def test_a_writer_it_opened_is_closed_when_the_stream_is_exhausted(
     assert len(spy_writers) == 2  # the run's own folder and its validation sub-run
     assert all(writer.closed for writer in spy_writers)
     assert source.closed
-    assert [s for s, _ in scalars(tmp_path / "validation", "epoch_loss")] == [1, 2, 3]
+    assert [s for s, _ in scalars(tmp_path / "validation", "epoch/loss")] == [1, 2, 3]
 
 
 def test_a_writer_it_opened_is_closed_when_the_consumer_stops_early(
@@ -522,7 +522,7 @@ def test_a_writer_it_opened_is_closed_when_the_consumer_stops_early(
     assert all(writer.closed for writer in spy_writers)
     assert source.closed
     assert source.pulled == 2
-    assert scalars(tmp_path / "validation", "epoch_loss_best") == [(1, 1.0), (2, 0.5)]
+    assert scalars(tmp_path / "validation", "epoch/loss_best") == [(1, 1.0), (2, 0.5)]
     assert session_status(tmp_path) == 1  # stopping early is a success
 
 
@@ -546,7 +546,7 @@ def test_a_writer_it_opened_is_closed_when_the_source_raises(
     with pytest.raises(type(exc)):
         collect_tensorboard(raising_after(3, exc), tmp_path, hparams={"lr": 0.1})
     assert all(writer.closed for writer in spy_writers)
-    assert [s for s, _ in scalars(tmp_path / "train", "epoch_loss")] == [1, 2, 3]
+    assert [s for s, _ in scalars(tmp_path / "train", "epoch/loss")] == [1, 2, 3]
     assert session_status(tmp_path) == 2  # STATUS_FAILURE
 
 
@@ -558,7 +558,7 @@ def test_a_writer_passed_in_is_flushed_and_left_open(
         assert collect_tensorboard(history(2), writer=writer, hparams={"lr": 0.1}) == str(tmp_path)
         assert not writer.closed
         assert writer.flushes >= 1
-        assert scalars(tmp_path / "train", "epoch_loss") == [(1, 1.0), (2, 0.5)]
+        assert scalars(tmp_path / "train", "epoch/loss") == [(1, 1.0), (2, 0.5)]
         assert session_start(tmp_path) == {"lr": 0.1}  # in the writer's own run
         with pytest.raises(RuntimeError, match="boom"):
             collect_tensorboard(raising_after(3, RuntimeError("boom")), writer=writer)
@@ -574,7 +574,7 @@ def test_values_land_in_a_lightning_loggers_run(tmp_path: Path) -> None:
     logger = loggers.TensorBoardLogger(str(tmp_path), name="lit")
     collect_tensorboard(history(2), writer=logger.experiment, keys=["val_loss"])
     logger.finalize("success")
-    assert scalars(Path(logger.log_dir) / "validation", "epoch_loss") == [(1, 2.0), (2, 1.0)]
+    assert scalars(Path(logger.log_dir) / "validation", "epoch/loss") == [(1, 2.0), (2, 1.0)]
 
 
 def test_a_writer_its_owner_closed_mid_stream_gets_the_last_values_and_ends_closed(
@@ -589,7 +589,7 @@ def test_a_writer_its_owner_closed_mid_stream_gets_the_last_values_and_ends_clos
 
     collect_tensorboard(owner_closes_after_step_2(), writer=writer, every=2, hparams={"lr": 0.1})
     assert writer.closed  # reopened for the last writes, closed again
-    assert scalars(tmp_path / "train", "epoch_loss") == [(1, 1.0), (2, 0.5)]
+    assert scalars(tmp_path / "train", "epoch/loss") == [(1, 1.0), (2, 0.5)]
     assert session_status(tmp_path) == 1
 
 
@@ -628,18 +628,18 @@ def test_a_fit_stream_logs_into_its_tensorboard_loggers_run(tmp_path: Path) -> N
     assert [ev["step"] for ev in history] == [1, 2, 3]
 
     # Lightning logged val_loss at the global step into its run; the stream's curves are in
-    # sub-runs, tagged epoch_*, at the epoch: no tag holds two x-axes (issue 8, part 3).
+    # sub-runs, tagged epoch/*, at the epoch: no tag holds two x-axes (issue 8, part 3).
     folder = Path(logger.log_dir)
     assert runs_and_tags(folder) == {
         ".": ["epoch", "val_loss"],
-        "train": ["epoch_loss"],
-        "validation": ["epoch_loss", "epoch_loss_best"],
+        "train": ["epoch/loss"],
+        "validation": ["epoch/loss", "epoch/loss_best"],
     }
     lightning_steps = [step for step, _ in scalars(folder, "val_loss")]
     assert lightning_steps == [1, 3, 5]  # global steps: 2 batches an epoch
-    logged = scalars(folder / "validation", "epoch_loss")
+    logged = scalars(folder / "validation", "epoch/loss")
     assert [step for step, _ in logged] == [1, 2, 3]
     assert [value for _, value in logged] == pytest.approx([ev["val_loss"] for ev in history])
-    assert [step for step, _ in scalars(folder / "train", "epoch_loss")] == [1, 2, 3]
+    assert [step for step, _ in scalars(folder / "train", "epoch/loss")] == [1, 2, 3]
     assert session_start(folder) == {"lr": 0.1}
     assert logger.experiment.all_writers is None  # Lightning closed it; nothing was reopened

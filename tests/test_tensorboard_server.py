@@ -152,24 +152,24 @@ def test_the_server_shows_the_logged_scalars_layout_and_hparams(
     def both_runs_loaded() -> dict[str, Any] | None:
         tags = server.get("/data/plugin/scalars/tags")
         ready = all(
-            "epoch_acc_best" in tags.get(f"{run}/validation", {}) for run in ("lr_0.1", "lr_0.01")
+            "epoch/acc_best" in tags.get(f"{run}/validation", {}) for run in ("lr_0.1", "lr_0.01")
         )
         return tags if ready else None
 
     tags = server.wait_for("both runs' scalars", both_runs_loaded)
     # train and validation share a tag in sibling runs: one chart each in Time Series.
-    assert set(tags["lr_0.1/train"]) == {"epoch_loss"}
+    assert set(tags["lr_0.1/train"]) == {"epoch/loss"}
     assert set(tags["lr_0.1/validation"]) == {
-        "epoch_loss",
-        "epoch_loss_best",
-        "epoch_acc",
-        "epoch_acc_best",
+        "epoch/loss",
+        "epoch/loss_best",
+        "epoch/acc",
+        "epoch/acc_best",
     }
     assert not tags.get("lr_0.1")  # no one-point cards in the session's own folder
 
     for run, lr in (("lr_0.1", 0.1), ("lr_0.01", 0.01)):
         points = server.get(
-            "/data/plugin/scalars/scalars", run=f"{run}/validation", tag="epoch_loss"
+            "/data/plugin/scalars/scalars", run=f"{run}/validation", tag="epoch/loss"
         )
         assert [step for _, step, _ in points] == [1, 2, 3]
         assert [value for _, _, value in points] == pytest.approx([2 * lr / s for s in (1, 2, 3)])
@@ -177,8 +177,8 @@ def test_the_server_shows_the_logged_scalars_layout_and_hparams(
     layout = server.get("/data/plugin/custom_scalars/layout")
     charts = {chart["title"]: chart["multiline"]["tag"] for chart in layout["category"][0]["chart"]}
     assert charts == {
-        "acc": ["^epoch_acc$", "^epoch_acc_best$"],
-        "loss": ["^epoch_loss$", "^epoch_loss_best$"],
+        "acc": ["^epoch/acc$", "^epoch/acc_best$"],
+        "loss": ["^epoch/loss$", "^epoch/loss_best$"],
     }
 
     by_run = session_groups(server)
@@ -188,9 +188,9 @@ def test_the_server_shows_the_logged_scalars_layout_and_hparams(
     for run, lr in (("lr_0.1", 0.1), ("lr_0.01", 0.01)):
         hparams, metrics = by_run[run]
         assert hparams["lr"] == pytest.approx(lr)
-        assert metrics["validation/epoch_loss_best"] == pytest.approx(2 * lr / 3)
-        assert metrics["validation/epoch_acc_best"] == pytest.approx(0.75)
-        assert metrics["train/epoch_loss"] == pytest.approx(lr / 3)
+        assert metrics["validation/epoch/loss_best"] == pytest.approx(2 * lr / 3)
+        assert metrics["validation/epoch/acc_best"] == pytest.approx(0.75)
+        assert metrics["train/epoch/loss"] == pytest.approx(lr / 3)
 
 
 def test_the_server_shows_an_ensemble_as_one_session_per_member(
@@ -206,5 +206,5 @@ def test_the_server_shows_an_ensemble_as_one_session_per_member(
     hparams, metrics = by_run["sweep/member_02"]
     assert hparams["lr"] == pytest.approx(1e-3)
     assert hparams["member"] == 2
-    assert metrics["validation/epoch_loss_best"] == pytest.approx(2 * 3 / 3)
-    assert metrics["train/epoch_loss"] == pytest.approx(3 / 3)
+    assert metrics["validation/epoch/loss_best"] == pytest.approx(2 * 3 / 3)
+    assert metrics["train/epoch/loss"] == pytest.approx(3 / 3)

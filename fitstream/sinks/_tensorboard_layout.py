@@ -6,11 +6,12 @@ curves with training and validation of one metric overlaid on one chart:
 - a metric's data split becomes a *run*, a sub-folder of the log folder: ``train_loss`` goes
   to ``<log_dir>/train``, ``val_loss`` to ``<log_dir>/validation``, ``test_loss`` to
   ``<log_dir>/test``; a key with no split (``lr``) goes to ``train`` too, as in Keras;
-- the *tag* is the metric once its split is removed, prefixed by the x-axis it is drawn
-  against: ``epoch_loss``. The prefix keeps the tags apart from what a Lightning
-  ``TensorBoardLogger`` writes at the global step when the two share a log folder;
+- the *tag* is the metric once its split is removed, under the x-axis it is drawn against:
+  ``epoch/loss``, so TensorBoard shows every chart in one group, ``epoch``. The prefix keeps
+  the tags apart from what a Lightning ``TensorBoardLogger`` writes at the global step when
+  the two share a log folder;
 - the running best of a validation metric, written when the run has hyperparameters (for
-  the HParams tab), is the curve ``epoch_<metric>_best`` in the same run;
+  the HParams tab), is the curve ``epoch/<metric>_best`` in the same run;
 - the members of an ensemble each get a folder, ``member_03/train``, ``member_03/validation``.
 """
 
@@ -77,14 +78,14 @@ class TagMap:
     """Each event key's ``(run, tag)``, chosen once; a key never shares another key's tag.
 
     Two keys that land on one place (``loss`` and ``train_loss`` are both the train run's
-    ``epoch_loss``) are kept apart: the later one keeps its whole name (``epoch_train_loss``).
+    ``epoch/loss``) are kept apart: the later one keeps its whole name (``epoch/train_loss``).
 
     Example:
         >>> tags = TagMap()
         >>> tags.place("val_loss"), tags.place("loss"), tags.place("train_loss")
-        (('validation', 'epoch_loss'), ('train', 'epoch_loss'), ('train', 'epoch_train_loss'))
+        (('validation', 'epoch/loss'), ('train', 'epoch/loss'), ('train', 'epoch/train_loss'))
         >>> tags.best("val_loss")
-        ('validation', 'epoch_loss_best')
+        ('validation', 'epoch/loss_best')
     """
 
     def __init__(self) -> None:
@@ -101,7 +102,7 @@ class TagMap:
     def place(self, key: str) -> tuple[str, str]:
         """Return the ``(run, tag)`` of ``key``'s curve."""
         run, metric = split_of(key)
-        return self._claim(key, run, f"epoch_{metric}", f"epoch_{key}")
+        return self._claim(key, run, f"epoch/{metric}", f"epoch/{key}")
 
     def best(self, key: str) -> tuple[str, str]:
         """Return the ``(run, tag)`` of ``key``'s running best: its own tag + ``_best``."""
@@ -116,9 +117,9 @@ def custom_scalars_layout(tags: Iterable[str]) -> dict[str, dict[str, list[Any]]
     best when there is one; regular expressions match whole tags.
 
     Example:
-        >>> custom_scalars_layout(["epoch_loss", "epoch_loss_best", "epoch_acc"])
-        {'fitstream': {'acc': ['Multiline', ['^epoch_acc$']], \
-'loss': ['Multiline', ['^epoch_loss$', '^epoch_loss_best$']]}}
+        >>> custom_scalars_layout(["epoch/loss", "epoch/loss_best", "epoch/acc"])
+        {'fitstream': {'acc': ['Multiline', ['^epoch/acc$']], \
+'loss': ['Multiline', ['^epoch/loss$', '^epoch/loss_best$']]}}
     """
     tags = set(tags)
     charts: dict[str, list[Any]] = {}
@@ -126,7 +127,7 @@ def custom_scalars_layout(tags: Iterable[str]) -> dict[str, dict[str, list[Any]]
         if tag.endswith(BEST_SUFFIX) and tag.removesuffix(BEST_SUFFIX) in tags:
             continue
         shown = [tag] + ([tag + BEST_SUFFIX] if tag + BEST_SUFFIX in tags else [])
-        title = tag.removeprefix("epoch_")
+        title = tag.removeprefix("epoch/")
         charts[title] = ["Multiline", [f"^{re.escape(t)}$" for t in shown]]
     return {LAYOUT_CATEGORY: charts} if charts else {}
 

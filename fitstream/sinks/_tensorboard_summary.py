@@ -5,8 +5,8 @@ when its first event is logged and a session-end summary (the status) when the s
 in the run's own folder. No experiment summary is written: TensorBoard then builds the
 HParams table from all sessions under ``--logdir`` (so runs with different hyperparameter
 names still show every name, a run that lacks one shows it empty) and takes the metrics from
-the curves in each session's sub-runs: the last value of ``train``'s ``epoch_loss``, of
-``validation``'s ``epoch_loss_best`` and so on.
+the curves in each session's sub-runs: the last value of ``train``'s ``epoch/loss``, of
+``validation``'s ``epoch/loss_best`` and so on.
 """
 
 from __future__ import annotations

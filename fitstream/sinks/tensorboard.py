@@ -67,23 +67,23 @@ def log_tensorboard(
     ============================  =========================================
     event key                     run (folder) and tag
     ============================  =========================================
-    ``train_loss``                ``<log_dir>/train``, ``epoch_loss``
-    ``val_loss``                  ``<log_dir>/validation``, ``epoch_loss``
-    ``test_acc``                  ``<log_dir>/test``, ``epoch_acc``
-    ``lr`` (no split)             ``<log_dir>/train``, ``epoch_lr``
+    ``train_loss``                ``<log_dir>/train``, ``epoch/loss``
+    ``val_loss``                  ``<log_dir>/validation``, ``epoch/loss``
+    ``test_acc``                  ``<log_dir>/test``, ``epoch/acc``
+    ``lr`` (no split)             ``<log_dir>/train``, ``epoch/lr``
     ============================  =========================================
 
     So TensorBoard's first tab shows one chart per metric with training and validation
     overlaid; the Custom Scalars tab holds the same charts. The tags cannot collide with what
     a Lightning ``TensorBoardLogger`` writes at the global step when ``writer`` is its
-    ``.experiment``: they start with ``epoch_`` and live in their own sub-runs. Scalars are
+    ``.experiment``: they start with ``epoch/`` and live in their own sub-runs. Scalars are
     flushed after each logged event so TensorBoard shows the run live.
 
     With ``hparams``, the run is a session of TensorBoard's HParams tab: its hyperparameters
     are written when the first event is logged, and its status (success, or failure if the
     stream raised) when it ends. The table's metrics are the last points of the curves
-    (``epoch_loss`` of train and of validation...); for them to include the best value so far,
-    each validation metric also gets its running best as a curve, ``epoch_loss_best`` (the
+    (``epoch/loss`` of train and of validation...); for them to include the best value so far,
+    each validation metric also gets its running best as a curve, ``epoch/loss_best`` (the
     minimum for keys containing ``loss``, ``err``, ``mse``, ``mae``, ``perplexity`` or
     ``time``, else the maximum). Runs with different hyperparameter names each show theirs
     (a run lacking a name has an empty cell) as long as nothing in the folder wrote an
