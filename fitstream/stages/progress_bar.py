@@ -7,6 +7,7 @@ which picks its notebook widget inside Jupyter and a text bar elsewhere.
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
@@ -40,14 +41,14 @@ def _compact(value: int | float | bool) -> str:
 def _bar_format(total: int | None, desc: str | None, *, count: int, note: str = "") -> str:
     """The bar's layout.
 
-    ``12/100 epochs`` with a percentage and time left when the total is known, ``12 epochs``
+    ``|###  | 12/100 epochs`` and the time left when the total is known, ``12 epochs``
     otherwise; then the time so far, seconds per epoch and the values. ``note`` follows the
     count (``ended early``), where a line cut at 80 columns still shows it.
     """
     label = "{desc}: " if desc else ""
     note = f" {note}" if note else ""
     if total is not None:
-        count_part = "{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} epochs" + note
+        count_part = "|{bar}| {n_fmt}/{total_fmt} epochs" + note
         return label + count_part + " [{elapsed}<{remaining}, {per_epoch}{postfix}]"
     unit = "epoch" if count == 1 else "epochs"
     return label + "{n_fmt} " + unit + note + " [{elapsed}, {per_epoch}{postfix}]"
@@ -58,20 +59,20 @@ def _per_epoch(seconds: float) -> str:
 
     Example:
         >>> _per_epoch(12.345), _per_epoch(0.51234), _per_epoch(0.0000456)
-        ('12.3 s/epoch', '512 ms/epoch', '0.0456 ms/epoch')
+        ('12.3s/epoch', '512ms/epoch', '0.0456ms/epoch')
     """
     if seconds >= 1:
-        return f"{seconds:.3g} s/epoch"
-    return f"{seconds * 1000:.3g} ms/epoch"
+        return f"{seconds:.3g}s/epoch"
+    return f"{seconds * 1000:.3g}ms/epoch"
 
 
 def _bar_class(base: Any) -> Any:
-    """``base`` (a tqdm class) whose format also knows ``{per_epoch}``, e.g. ``0.5127 s/epoch``."""
+    """``base`` (a tqdm class) whose format also knows ``{per_epoch}``, e.g. ``512ms/epoch``."""
 
     def format_dict(self: Any) -> dict[str, Any]:
         values: dict[str, Any] = base.format_dict.fget(self)
         n, elapsed = values.get("n", 0), values.get("elapsed", 0.0)
-        values["per_epoch"] = _per_epoch(elapsed / n) if n else "? s/epoch"
+        values["per_epoch"] = _per_epoch(elapsed / n) if n else "?s/epoch"
         return values
 
     return type("EpochBar", (base,), {"format_dict": property(format_dict)})
@@ -81,7 +82,11 @@ def _width(file: IO[str]) -> dict[str, Any]:
     """A terminal's bar follows its width; elsewhere (a log file) the line is 80 columns."""
     isatty = getattr(file, "isatty", None)
     if callable(isatty) and isatty():
-        return {"dynamic_ncols": True}
+        try:
+            os.get_terminal_size(file.fileno())
+            return {"dynamic_ncols": True}
+        except (AttributeError, OSError, ValueError):  # no size to follow
+            pass
     return {"ncols": 80}
 
 
@@ -105,7 +110,7 @@ def _shown(event: dict[str, Any], keys: tuple[str, ...]) -> dict[str, str]:
                 continue
             pick = min if lower_is_better(key) else max
             best = pick(finite, key=lambda i: values[i])
-            shown[key] = f"best {key}={_compact(values[best])} (member {best} of {len(values)})"
+            shown[key] = f"{key}={_compact(values[best])} (best: member {best})"
             continue
         number = scalar_value(value)
         if number is not None:
@@ -127,13 +132,13 @@ def progress(
     """Show a live progress bar while events pass through unchanged.
 
     The bar counts epochs (events), the time per epoch, and after them the latest value of
-    each of ``keys``: ``12 epochs [00:03, 251 ms/epoch, train_loss=0.4127, val_loss=0.5013]``.
+    each of ``keys``: ``12 epochs [00:03, 251ms/epoch, train_loss=0.4127, val_loss=0.5013]``.
     With a total (``total=``, or the ``n`` of a :func:`fitstream.take` before it in a
-    :func:`fitstream.pipe`) it also shows a percentage, ``12/100`` and the time left; a stream
+    :func:`fitstream.pipe`) it also shows a bar, ``12/100`` and the time left; a stream
     that ends before its total says so: ``37/100 epochs (ended early)`` (e.g. after
     :func:`fitstream.early_stop`), or ``(stopped early)`` when the consumer stopped it.
     Values are shown with four significant digits. For an ensemble's per-member values (lists
-    of K numbers) the bar shows the best member: ``best val_loss=0.3127 (member 17 of 64)``
+    of K numbers) the bar shows the best member: ``val_loss=0.3127 (best: member 17)``
     (the smallest for losses and errors, else the largest), and how many members still train
     once some have stopped. A key keeps the last value it had, so a metric computed every few
     epochs stays on the bar in between; a key no event has carried yet, or whose value is not a
