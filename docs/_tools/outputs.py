@@ -71,32 +71,35 @@ def masked(text: str) -> str:
     return _NUMBER.sub("N", text.strip())
 
 
-def outputs(page: Path) -> list[tuple[Block, str]]:
-    """Run the page's code blocks in order, in one namespace, in a temporary folder.
+def outputs(page: Path, workdir: Path | None = None) -> list[tuple[Block, str]]:
+    """Run the page's code blocks in order, in one namespace, in ``workdir``.
 
-    Returns each run block with what it printed.
+    A temporary folder when ``workdir`` is None. Returns each run block with what
+    it printed.
     """
+    if workdir is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            return outputs(page, Path(tmp))
     lines = page.read_text(encoding="utf-8").splitlines()
     namespace: dict[str, Any] = {"__name__": "__markdown__"}
     results: list[tuple[Block, str]] = []
     previous = Path.cwd()
-    with tempfile.TemporaryDirectory() as workdir:
-        os.chdir(workdir)
-        try:
-            for block in blocks(lines):
-                if block.info not in RUNS or block.skipped:
-                    continue
-                code = "\n".join(lines[block.start + 1 : block.end])
-                where = f"{page}:{block.start + 2}"
-                terminal = _Terminal()  # stdout and stderr, in the order written
-                with (
-                    contextlib.redirect_stdout(terminal),
-                    contextlib.redirect_stderr(terminal),
-                ):
-                    exec(compile(code, where, "exec"), namespace)
-                results.append((block, shown(terminal.getvalue())))
-        finally:
-            os.chdir(previous)
+    os.chdir(workdir)
+    try:
+        for block in blocks(lines):
+            if block.info not in RUNS or block.skipped:
+                continue
+            code = "\n".join(lines[block.start + 1 : block.end])
+            where = f"{page}:{block.start + 2}"
+            terminal = _Terminal()  # stdout and stderr, in the order written
+            with (
+                contextlib.redirect_stdout(terminal),
+                contextlib.redirect_stderr(terminal),
+            ):
+                exec(compile(code, where, "exec"), namespace)
+            results.append((block, shown(terminal.getvalue())))
+    finally:
+        os.chdir(previous)
     return results
 
 

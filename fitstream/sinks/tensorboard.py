@@ -130,9 +130,10 @@ def log_tensorboard(
     Example:
         >>> import tempfile
         >>> from fitstream import pipe, collect
-        >>> events = [{"step": s, "train_loss": 1 / s, "val_loss": 2 / s} for s in (1, 2, 3)]
+        >>> events = [{"step": s, "train_loss": 1 / s} for s in (1, 2, 3)]
         >>> with tempfile.TemporaryDirectory() as run_dir:
-        ...     history = collect(pipe(events, log_tensorboard(run_dir, hparams={"lr": 0.1})))
+        ...     stage = log_tensorboard(run_dir, hparams={"lr": 0.1})
+        ...     history = collect(pipe(events, stage))
         >>> [ev["step"] for ev in history]
         [1, 2, 3]
     """

@@ -49,7 +49,8 @@ def _bar_format(total: int | None, desc: str | None, *, count: int, note: str = 
     note = f" {note}" if note else ""
     if total is not None:
         count_part = "|{bar}| {n_fmt}/{total_fmt} epochs" + note
-        return label + count_part + " [{elapsed}<{remaining}, {per_epoch}{postfix}]"
+        left = "" if note else "<{remaining}"  # nothing is left of a stream that ended
+        return label + count_part + " [{elapsed}" + left + ", {per_epoch}{postfix}]"
     unit = "epoch" if count == 1 else "epochs"
     return label + "{n_fmt} " + unit + note + " [{elapsed}, {per_epoch}{postfix}]"
 
