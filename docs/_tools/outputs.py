@@ -24,6 +24,7 @@ from typing import Any
 
 RUNS = ("python", "py", "{code-block} python")
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+_BAR = re.compile(r"\|[#\s]*\|")  # a progress bar's width follows the text's
 
 
 @dataclass
@@ -68,7 +69,7 @@ def shown(text: str) -> str:
 
 def masked(text: str) -> str:
     """``text`` with every number replaced by ``N``: compare it, not the values."""
-    return _NUMBER.sub("N", text.strip())
+    return _NUMBER.sub("N", _BAR.sub("|BAR|", text.strip()))
 
 
 def outputs(page: Path, workdir: Path | None = None) -> list[tuple[Block, str]]:
