@@ -232,56 +232,33 @@ def _no_stream_thread_left() -> Iterator[None]:
     assert not running(), f"stream threads still running after the test: {running()}"
 
 
-class StandInEnsemble(torch.nn.Module):
-    """A small stand-in for ``ensemble_stream``'s ensemble (the ``EnsembleLike`` interface).
+def sweep_events(
+    k: int, n: int, hparams: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """n events of a :class:`StandInEnsemble` of k members, as a sweep's stream holds them.
 
-    K one-weight members with one hyperparameter dict each (``lr`` differs, as in a sweep).
-    ``events(n)`` returns n events whose per-member values are lists of K floats: member k's
-    ``train_loss`` at step s is ``(k + 1) / s`` and ``val_loss`` is twice that.
+    Member m's ``train_loss`` at step s is ``(m + 1) / s`` and its ``val_loss`` twice that;
+    ``train_time_sec`` is shared. Without ``hparams`` member m has Adam's ``lr = 10**-(m+1)``
+    and ``betas`` (a tuple, as an optimizer's param group holds it).
     """
-
-    def __init__(self, size: int, hparams: list[dict[str, Any]] | None = None) -> None:
-        super().__init__()
-        self._members = torch.nn.ModuleList(torch.nn.Linear(1, 1) for _ in range(size))
-        self._hparams = hparams or [
-            {"optimizer": "Adam", "lr": 10.0 ** -(k + 1), "betas": (0.9, 0.999)}
-            for k in range(size)
-        ]
-        self._active = [True] * size
-
-    @property
-    def members(self) -> list[torch.nn.Module]:
-        return list(self._members)
-
-    @property
-    def hparams(self) -> list[dict[str, Any]]:
-        return self._hparams
-
-    @property
-    def active(self) -> list[bool]:
-        return list(self._active)
-
-    def freeze(self, member: int) -> None:
-        self._active[member] = False
-
-    def __len__(self) -> int:
-        return len(self._members)
-
-    def events(self, n: int) -> list[dict[str, Any]]:
-        k = len(self)
-        return [
-            {
-                "step": s,
-                "model": self,
-                "train_loss": [(m + 1) / s for m in range(k)],
-                "val_loss": [2 * (m + 1) / s for m in range(k)],
-                "train_time_sec": 0.5,
-            }
-            for s in range(1, n + 1)
-        ]
+    ensemble = StandInEnsemble(
+        k,
+        hparams=hparams
+        or [{"optimizer": "Adam", "lr": 10.0 ** -(m + 1), "betas": (0.9, 0.999)} for m in range(k)],
+    )
+    return [
+        {
+            "step": s,
+            "model": ensemble,
+            "train_loss": [(m + 1) / s for m in range(k)],
+            "val_loss": [2 * (m + 1) / s for m in range(k)],
+            "train_time_sec": 0.5,
+        }
+        for s in range(1, n + 1)
+    ]
 
 
 @pytest.fixture
-def standin_ensemble() -> type[StandInEnsemble]:
-    """The :class:`StandInEnsemble` class: ``standin_ensemble(K)`` builds one of K members."""
-    return StandInEnsemble
+def sweep() -> Callable[..., list[dict[str, Any]]]:
+    """:func:`sweep_events`: ``sweep(k, n)`` is n events of an ensemble of k members."""
+    return sweep_events

@@ -50,8 +50,8 @@ def test_every_block_that_prints_shows_its_output(
         assert outputs.masked(text) == outputs.masked(printed), (
             f"{where}: the output shown is stale; refresh it with docs/_tools/outputs.py"
         )
-    if page.name == "plots.md":  # the page's own code draws the picture the page shows
-        assert (tmp_path / "history.png").is_file()
+    for picture in tool("pictures").PICTURES.get(page.relative_to(DOCS).as_posix(), []):
+        assert (tmp_path / picture).is_file()  # the page's own code draws what it shows
 
 
 def test_masking_ignores_values_not_words() -> None:
@@ -67,6 +67,10 @@ def test_masking_ignores_values_not_words() -> None:
     ("page", "pictures"),
     [
         ("howto/plots.md", ["../_generated/history.png"]),
+        (
+            "howto/ensembles.md",
+            ["../_generated/sweep.png", "../_static/tensorboard_ensemble_hparams.png"],
+        ),
         (
             "howto/tensorboard.md",
             [

@@ -279,9 +279,9 @@ def test_missing_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> 
         live_plot("loss")
 
 
-def test_an_ensemble_gets_one_curve_per_member(clock: Any, standin_ensemble: Any) -> None:
+def test_an_ensemble_gets_one_curve_per_member(clock: Any, sweep: Any) -> None:
     lp = LivePlot("val_loss", min_interval=0.0)
-    list(lp(standin_ensemble(4).events(3)))
+    list(lp(sweep(4, 3)))
     ax = lp.figure.axes[0]
     assert ax.get_xlabel() == "epoch"
     assert len(ax.get_lines()) == 4

@@ -338,8 +338,8 @@ def test_events_without_a_metric_are_refused_with_their_keys() -> None:
         plot_history([{"step": 1, "note": "text"}])
 
 
-def test_an_ensemble_gets_one_curve_per_member_in_one_colour(standin_ensemble: Any) -> None:
-    fig = plot_history(standin_ensemble(5).events(3))
+def test_an_ensemble_gets_one_curve_per_member_in_one_colour(sweep: Any) -> None:
+    fig = plot_history(sweep(5, 3))
     assert [ax.get_ylabel() for ax in fig.axes] == ["loss"]
     lines = fig.axes[0].get_lines()
     assert len(lines) == 10  # train_loss and val_loss, 5 members each

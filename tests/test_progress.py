@@ -332,10 +332,10 @@ def test_a_text_bar_in_a_file_fits_80_columns() -> None:
 
 
 def test_an_ensemble_shows_its_best_member_and_how_many_still_train(
-    standin_ensemble: Any,
+    sweep: Any,
 ) -> None:
-    ensemble = standin_ensemble(64)
-    events = ensemble.events(2)
+    events = sweep(64, 2)
+    ensemble = events[0]["model"]
     events[1]["val_acc"] = [0.5] * 63 + [0.9]
     ensemble.freeze(5)
     out = Terminal()

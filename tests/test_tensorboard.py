@@ -359,11 +359,8 @@ def test_running_best_picks_min_for_losses_max_otherwise_and_skips_nan() -> None
 # --- ensembles -------------------------------------------------------------------------------
 
 
-def test_an_ensemble_gets_one_run_per_member_each_a_session(
-    tmp_path: Path, standin_ensemble: Any
-) -> None:
-    ensemble = standin_ensemble(3)
-    collect_tensorboard(ensemble.events(3), tmp_path, hparams={"batch_size": 32})
+def test_an_ensemble_gets_one_run_per_member_each_a_session(tmp_path: Path, sweep: Any) -> None:
+    collect_tensorboard(sweep(3, 3), tmp_path, hparams={"batch_size": 32})
     runs = runs_and_tags(tmp_path)
     assert sorted(runs) == [
         f"member_{k:02d}/{split}" for k in range(3) for split in ("train", "validation")
@@ -387,10 +384,9 @@ def test_an_ensemble_gets_one_run_per_member_each_a_session(
 
 
 def test_an_ensemble_of_64_pads_member_folders_and_logs_shared_values_to_each(
-    tmp_path: Path, standin_ensemble: Any
+    tmp_path: Path, sweep: Any
 ) -> None:
-    ensemble = standin_ensemble(64)
-    events = [{**ev, "lr": 0.1} for ev in ensemble.events(2)]
+    events = [{**ev, "lr": 0.1} for ev in sweep(64, 2)]
     collect_tensorboard(events, tmp_path, keys=["train_loss", "lr"])
     runs = runs_and_tags(tmp_path)
     assert len(runs) == 64
@@ -401,10 +397,8 @@ def test_an_ensemble_of_64_pads_member_folders_and_logs_shared_values_to_each(
     ]
 
 
-def test_a_named_per_member_key_of_the_wrong_length_is_refused(
-    tmp_path: Path, standin_ensemble: Any
-) -> None:
-    events = standin_ensemble(3).events(1)
+def test_a_named_per_member_key_of_the_wrong_length_is_refused(tmp_path: Path, sweep: Any) -> None:
+    events = sweep(3, 1)
     events[0]["train_loss"] = [0.1, 0.2]
     with pytest.raises(
         TypeError,

@@ -194,10 +194,10 @@ def test_the_server_shows_the_logged_scalars_layout_and_hparams(
 
 
 def test_the_server_shows_an_ensemble_as_one_session_per_member(
-    tensorboard_server: tuple[Server, Path], standin_ensemble: Any
+    tensorboard_server: tuple[Server, Path], sweep: Any
 ) -> None:
     server, logdir = tensorboard_server
-    collect(pipe(standin_ensemble(4).events(3), log_tensorboard(logdir / "sweep")))
+    collect(pipe(sweep(4, 3), log_tensorboard(logdir / "sweep")))
     by_run = server.wait_for(
         "the members' sessions",
         lambda: session_groups(server) if len(session_groups(server)) == 4 else None,

@@ -1,8 +1,9 @@
 """Pictures the docs make from their own code while ``make doc`` builds them.
 
-``make_pictures(folder)`` runs the code of docs/howto/plots.md, which saves the
-figure of ``plot_history``, and copies that figure to ``folder`` (the docs'
-``_generated/``), so the picture on the page is what its code draws today. The
+``make_pictures(folder)`` runs the code of the pages in ``PICTURES`` (plots and
+ensembles), which save figures of ``plot_history``, and copies them to
+``folder`` (the docs' ``_generated/``), so a picture on a page is what its code
+draws today. The
 TensorBoard screenshots need a browser; they are made by
 ``tensorboard_screenshot.py`` and kept in ``_static/``.
 """
@@ -16,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[1]
-PICTURES = {"howto/plots.md": ["history.png"]}
+PICTURES = {"howto/plots.md": ["history.png"], "howto/ensembles.md": ["sweep.png"]}
 """Each page whose code saves pictures, and the files it saves."""
 
 

@@ -8,7 +8,8 @@ Run it by hand after a change to what ``log_tensorboard`` writes; it needs
 It logs a small learning-rate sweep as docs/howto/tensorboard.md does (two
 runs with hyperparameters), starts a TensorBoard server on 127.0.0.1 and
 photographs the Time Series, HParams and Custom Scalars tabs with headless
-Chromium.
+Chromium; then it runs docs/howto/ensembles.md and photographs the HParams tab
+of its sweep (one session per member).
 """
 
 from __future__ import annotations
@@ -84,31 +85,45 @@ def wait_for(url: str) -> None:
     raise RuntimeError(f"tensorboard did not answer at {url}")
 
 
+def shoot(logdir: Path, shots: dict[str, str]) -> None:
+    """Serve ``logdir`` and photograph each tab of ``shots`` into its file."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "tensorboard.main"]
+    command += ["--logdir", str(logdir)]
+    server = subprocess.Popen(
+        [*command, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(f"{base}/data/runs")
+        time.sleep(3)  # let the server load the event files
+        for tab, name in shots.items():
+            out = STATIC / name
+            url = f"{base}/?forceSVG=true#{tab}"  # SVG: WebGL is flaky headless
+            shot = [*CHROMIUM, f"--screenshot={out}", url]
+            subprocess.run(shot, check=True, capture_output=True, timeout=120)
+            print("wrote", out.relative_to(STATIC.parents[1]))
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         logdir = Path(tmp) / "runs"
         sweep(logdir)
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        command = [sys.executable, "-m", "tensorboard.main"]
-        command += ["--logdir", str(logdir)]
-        server = subprocess.Popen(
-            [*command, "--host", "127.0.0.1", "--port", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            wait_for(f"{base}/data/runs")
-            time.sleep(3)  # let the server load the event files
-            for tab in ("timeseries", "hparams", "custom_scalars"):
-                out = STATIC / f"tensorboard_{tab}.png"
-                url = f"{base}/?forceSVG=true#{tab}"  # SVG: WebGL is flaky headless
-                shot = [*CHROMIUM, f"--screenshot={out}", url]
-                subprocess.run(shot, check=True, capture_output=True, timeout=120)
-                print("wrote", out.relative_to(STATIC.parents[1]))
-        finally:
-            server.terminate()
-            server.wait(timeout=15)
+        tabs = ("timeseries", "hparams", "custom_scalars")
+        shoot(logdir, {tab: f"tensorboard_{tab}.png" for tab in tabs})
+    # The ensemble how-to's own code logs its sweep to runs/sweep.
+    sys.path.insert(0, str(Path(__file__).parent))
+    from outputs import outputs
+
+    with tempfile.TemporaryDirectory() as tmp:
+        outputs(STATIC.parent / "howto" / "ensembles.md", Path(tmp))
+        names = {"hparams": "tensorboard_ensemble_hparams.png"}
+        shoot(Path(tmp) / "runs" / "sweep", names)
 
 
 if __name__ == "__main__":
