@@ -169,7 +169,8 @@ def ema(
         Per member, a list in gives a list out:
 
         >>> members = [{"loss": [10.0, 1.0]}, {"loss": [20.0, 3.0]}]
-        >>> [ev["loss_ema"] for ev in ema(members, "loss", decay=0.5, bias_correction=False)]
+        >>> smooth = ema(members, "loss", decay=0.5, bias_correction=False)
+        >>> [ev["loss_ema"] for ev in smooth]
         [[5.0, 0.5], [12.5, 1.75]]
     """
     check_name(key, func="ema", what="'key'")
