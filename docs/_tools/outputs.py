@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import re
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +91,15 @@ def outputs(page: Path, workdir: Path | None = None) -> list[tuple[Block, str]]:
     results: list[tuple[Block, str]] = []
     previous = Path.cwd()
     os.chdir(workdir)
+    # Lightning's banners ("GPU available: ...") are not what a page is about.
+    import lightning.pytorch  # noqa: F401  (so that its loggers exist)
+
+    loggers = logging.root.manager.loggerDict
+    names = [n for n in loggers if n.startswith("lightning")]
+    quiet = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.WARNING)
     try:
         for block in blocks(lines):
             if block.info not in RUNS or block.skipped:
@@ -99,11 +110,15 @@ def outputs(page: Path, workdir: Path | None = None) -> list[tuple[Block, str]]:
             with (
                 contextlib.redirect_stdout(terminal),
                 contextlib.redirect_stderr(terminal),
+                warnings.catch_warnings(),
             ):
+                warnings.simplefilter("ignore")  # pages show what code prints
                 exec(compile(code, where, "exec"), namespace)
             results.append((block, shown(terminal.getvalue())))
     finally:
         os.chdir(previous)
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
     return results
 
 

@@ -11,21 +11,24 @@ from ._tensorboard_layout import split_of
 
 __all__ = ["found_metrics", "panel_title", "panels"]
 
+_NOT_METRICS = ("step", "global_step", "lr")  # the x-axis, a counter, a hyperparameter
+
 
 def found_metrics(events: Sequence[Mapping[str, Any]]) -> list[str]:
     """Return the keys worth plotting, in first-seen order: numbers or per-member lists.
 
-    ``step``, ``global_step``, timings (``*time_sec``) and bools are left out.
+    ``step``, ``global_step``, the learning rate ``lr`` (a setting; name it to draw it),
+    timings (``*time_sec``) and bools are left out.
 
     Example:
         >>> found_metrics([{"step": 1, "train_loss": 0.5, "train_time_sec": 2.0, "model": None},
-        ...                {"step": 2, "val_loss": [0.4, 0.6], "is_best": True}])
+        ...                {"step": 2, "val_loss": [0.4, 0.6], "is_best": True, "lr": 0.1}])
         ['train_loss', 'val_loss']
     """
     found: dict[str, None] = {}
     for event in events:
         for key, value in event.items():
-            if key in found or key in ("step", "global_step") or key.endswith("time_sec"):
+            if key in found or key in _NOT_METRICS or key.endswith("time_sec"):
                 continue
             if isinstance(value, bool):
                 continue

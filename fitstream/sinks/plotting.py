@@ -54,7 +54,7 @@ def plot_history(
     """Draw the curves of a run against each event's ``step`` (the epoch) and return the figure.
 
     With no ``keys``, every metric the events hold is drawn (numbers and per-member lists;
-    not ``step``, ``global_step``, timings such as ``train_time_sec``, bools). Metrics of
+    not ``step``, ``global_step``, ``lr``, timings such as ``train_time_sec``, bools). Metrics of
     different scales get separate panels: keys are grouped by their name once the split is
     removed, so ``train_loss`` and ``val_loss`` share the ``loss`` panel and ``train_acc``
     and ``val_acc`` the ``acc`` one. The x-axis is labelled ``epoch``. An ensemble's
