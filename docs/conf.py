@@ -44,8 +44,8 @@ autodoc_preserve_defaults = True
 # use ``from __future__ import annotations``, so annotations are the strings
 # these keys match).
 autodoc_type_aliases = {
-    "Stage": "fitstream.events.Stage",
-    "EventStream": "fitstream.events.EventStream",
+    "Stage": "fitstream.Stage",
+    "EventStream": "fitstream.EventStream",
 }
 add_module_names = False
 python_display_short_literal_types = True
@@ -57,3 +57,22 @@ html_css_files = ["custom.css"]
 html_show_sourcelink = False
 pygments_style = "friendly"
 pygments_dark_style = "monokai"
+
+
+def _make_pictures(app: object) -> None:
+    """Draw the pages' pictures from their own code (docs/_generated)."""
+    import sys
+    from pathlib import Path
+
+    tools = Path(__file__).parent / "_tools"
+    sys.path.insert(0, str(tools))
+    try:
+        from pictures import make_pictures
+    finally:
+        sys.path.remove(str(tools))
+    make_pictures(Path(__file__).parent / "_generated")
+
+
+def setup(app: object) -> dict[str, bool]:
+    app.connect("builder-inited", _make_pictures)  # type: ignore[attr-defined]
+    return {"parallel_read_safe": True}

@@ -4,9 +4,10 @@ Run it with ``python examples/tensorboard_logging.py``. It trains the same small
 scikit-learn's bundled 8x8 digits (no download) with two learning rates, one TensorBoard run
 each in a folder ``runs/digits/<time>_lr_<lr>`` (a new pair each time it runs, so earlier runs
 stay to compare with). Every epoch's ``train_loss``, ``val_loss``, ``train_acc`` and
-``val_acc`` are logged at the epoch number; the Custom Scalars tab shows train and validation
-of each metric on one chart; the HParams tab compares the two runs by their learning rate and
-their final and best values. Then look at them with::
+``val_acc`` are logged at the epoch number, in a ``train`` and a ``validation`` sub-run, so
+the Time Series tab shows train and validation of each metric on one chart (``epoch/loss``,
+``epoch/acc``); the HParams tab compares the two runs by their learning rate and their final
+and best values. Then look at them with::
 
     tensorboard --logdir runs/digits
 

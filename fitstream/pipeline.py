@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
+from ._internal.hints import forward_hint
 from .events import Stage
 
 __all__ = [
@@ -175,14 +176,15 @@ def pipe(stream: Iterable[dict[str, Any]], *stages: Stage) -> Iterator[dict[str,
     check_stages(stages, func="pipe")
     result: Iterable[dict[str, Any]] = stream
     for position, stage in enumerate(stages, start=1):
-        result = stage(result)
-        if not isinstance(result, Iterable):
+        staged = stage(result)
+        if not isinstance(staged, Iterable):
             name = getattr(stage, "__qualname__", None) or type(stage).__name__
             raise TypeError(
                 f"pipe: stage {position} ({name}) must return an iterable of events, got "
-                f"{type(result).__name__}: {result!r:.60}; a stage is a function from a stream "
+                f"{type(staged).__name__}: {staged!r:.60}; a stage is a function from a stream "
                 f"to a stream (did it forget to return or yield?)"
             )
+        result = forward_hint(result, staged)  # e.g. take(n)'s n, for progress()
     return iter(result)
 
 

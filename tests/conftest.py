@@ -230,3 +230,35 @@ def _no_stream_thread_left() -> Iterator[None]:
     if running():
         gc.collect()  # an abandoned stream in a reference cycle is closed by its finalizer
     assert not running(), f"stream threads still running after the test: {running()}"
+
+
+def sweep_events(
+    k: int, n: int, hparams: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """n events of a :class:`StandInEnsemble` of k members, as a sweep's stream holds them.
+
+    Member m's ``train_loss`` at step s is ``(m + 1) / s`` and its ``val_loss`` twice that;
+    ``train_time_sec`` is shared. Without ``hparams`` member m has Adam's ``lr = 10**-(m+1)``
+    and ``betas`` (a tuple, as an optimizer's param group holds it).
+    """
+    ensemble = StandInEnsemble(
+        k,
+        hparams=hparams
+        or [{"optimizer": "Adam", "lr": 10.0 ** -(m + 1), "betas": (0.9, 0.999)} for m in range(k)],
+    )
+    return [
+        {
+            "step": s,
+            "model": ensemble,
+            "train_loss": [(m + 1) / s for m in range(k)],
+            "val_loss": [2 * (m + 1) / s for m in range(k)],
+            "train_time_sec": 0.5,
+        }
+        for s in range(1, n + 1)
+    ]
+
+
+@pytest.fixture
+def sweep() -> Callable[..., list[dict[str, Any]]]:
+    """:func:`sweep_events`: ``sweep(k, n)`` is n events of an ensemble of k members."""
+    return sweep_events

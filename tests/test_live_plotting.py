@@ -277,3 +277,13 @@ def test_missing_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r"live_plot needs .*'matplotlib'.*fitstream\[plot\]"):
         live_plot("loss")
+
+
+def test_an_ensemble_gets_one_curve_per_member(clock: Any, sweep: Any) -> None:
+    lp = LivePlot("val_loss", min_interval=0.0)
+    list(lp(sweep(4, 3)))
+    ax = lp.figure.axes[0]
+    assert ax.get_xlabel() == "epoch"
+    assert len(ax.get_lines()) == 4
+    assert_ys = [list(line.get_ydata()) for line in ax.get_lines()]
+    assert assert_ys[3] == pytest.approx([8 / s for s in (1, 2, 3)])

@@ -60,7 +60,7 @@ def test_plots_each_key_against_step_with_gaps() -> None:
     assert_same(lines["train_loss"][1], TRAIN_Y)
     assert_same(lines["val_loss"][1], VAL_Y)
     ax = fig.axes[0]
-    assert ax.get_xlabel() == "step"
+    assert ax.get_xlabel() == "epoch"
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train_loss", "val_loss"]
 
 
@@ -293,3 +293,58 @@ def test_drawing_into_an_axes_adds_to_what_it_shows() -> None:
     assert_same(np.asarray(lines[1].get_ydata(), dtype=float).tolist(), TRAIN_Y)
     assert_same(np.asarray(lines[2].get_ydata(), dtype=float).tolist(), [0.7, 0.6])
     assert lines[1].get_color() != lines[2].get_color()
+
+
+# --- with no keys: what a person sees first (issue 12) ---------------------------------------
+
+RUN = [
+    {
+        "step": s,
+        "model": object(),
+        "train_loss": 1 / s,
+        "val_loss": 2 / s,
+        "train_acc": 0.5 + 0.1 * s,
+        "val_acc": 0.4 + 0.1 * s,
+        "train_time_sec": 0.3,
+        "is_best": s == 2,
+    }
+    for s in (1, 2, 3)
+]
+
+
+def test_no_keys_plots_every_metric_with_losses_and_accuracies_in_their_own_panels() -> None:
+    fig = plot_history(RUN)
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "acc"]
+    assert list(plotted(fig, 0)) == ["train_loss", "val_loss"]
+    assert list(plotted(fig, 1)) == ["train_acc", "val_acc"]
+    assert [ax.get_xlabel() for ax in fig.axes] == ["epoch", "epoch"]
+    np.testing.assert_allclose(plotted(fig, 1)["val_acc"][1], [0.5, 0.6, 0.7])
+    assert [ax.get_ylabel() for ax in fig.axes] == ["loss", "acc"]
+
+
+def test_a_title_names_the_run_and_a_jsonl_file_gives_its_name(tmp_path: Path) -> None:
+    assert plot_history(RUN, title="lr=0.01").get_suptitle() == "lr=0.01"
+    path = tmp_path / "lr_0.01.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "loss": 1 / s}) + "\n" for s in (1, 2)))
+    fig = plot_history(path)
+    assert fig.axes[0].get_title() == "lr_0.01"
+    assert fig.axes[0].get_xlabel() == "epoch"
+
+
+def test_events_without_a_metric_are_refused_with_their_keys() -> None:
+    with pytest.raises(
+        KeyError, match=r"plot_history: the events hold no metric .*\['note', 'step'\]"
+    ):
+        plot_history([{"step": 1, "note": "text"}])
+
+
+def test_an_ensemble_gets_one_curve_per_member_in_one_colour(sweep: Any) -> None:
+    fig = plot_history(sweep(5, 3))
+    assert [ax.get_ylabel() for ax in fig.axes] == ["loss"]
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 10  # train_loss and val_loss, 5 members each
+    assert [line.get_color() for line in lines[:5]] == [lines[0].get_color()] * 5
+    assert lines[5].get_color() != lines[0].get_color()
+    assert_same(list(lines[4].get_ydata()), [5 / s for s in (1, 2, 3)])
+    legend = [text.get_text() for text in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["train_loss (5 members)", "val_loss (5 members)"]

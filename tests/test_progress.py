@@ -62,7 +62,7 @@ def test_bar_shows_count_rate_total_and_latest_values() -> None:
     list(progress(events, "train_loss", "acc", total=3, file=out))
     line = final_line(out)
     assert "3/3" in line
-    assert "epoch/s" in line
+    assert "s/epoch" in line  # time per epoch, one number format
     assert "train_loss=7" in line
     assert "acc=0.875" in line
     assert line.index("train_loss=") < line.index("acc=")
@@ -282,3 +282,70 @@ def test_without_file_the_bar_comes_from_tqdm_auto(monkeypatch: pytest.MonkeyPat
     assert made[0]["unit"] == "epoch"
     assert made[0]["total"] == 2
     assert made[0]["disable"] is None
+
+
+# --- what the bar says (issue 12) ------------------------------------------------------------
+
+
+def test_the_count_reads_as_words() -> None:
+    out = Terminal()
+    list(progress([{"step": s} for s in range(1, 9)], file=out, total=None))
+    assert "| 8/8 epochs [" in final_line(out)  # a list says how long it is
+    out = Terminal()
+    list(progress((ev for ev in [{"step": 1}]), file=out))
+    assert final_line(out).startswith("1 epoch [")
+    out = Terminal()
+    list(progress(({"step": s} for s in range(1, 9)), file=out))
+    assert final_line(out).startswith("8 epochs [")
+
+
+def test_the_total_comes_from_an_upstream_take(counting_source: Any) -> None:
+    out = Terminal()
+    stream = pipe(counting_source(), take(100), progress("val_loss", file=out))
+    assert [ev["step"] for ev in islice(stream, 3)] == [1, 2, 3]
+    assert " 0/100 epochs [00:00<?" in out.getvalue()  # elapsed<remaining: a time estimate
+    stream.close()  # type: ignore[attr-defined]
+    assert final_line(out).startswith("|")
+    assert "3/100 epochs (stopped early) [" in final_line(out)
+
+
+def test_the_bar_says_when_the_stream_ended_before_its_total() -> None:
+    from fitstream import early_stop
+
+    events = [{"step": s, "val_loss": abs(s - 3) + 0.5} for s in range(1, 200)]
+    out = Terminal()
+    kept = list(pipe(events, take(100), early_stop(key="val_loss", patience=2), progress(file=out)))
+    assert len(kept) == 5
+    assert "5/100 epochs (ended early)" in final_line(out)
+
+
+def test_a_text_bar_in_a_file_fits_80_columns() -> None:
+    out = io.StringIO()
+    events = [{"step": s, "train_loss": 1 / s, "val_loss": 2 / s, "val_acc": 0.5} for s in (1, 2)]
+    keys = ("train_loss", "val_loss", "val_acc")
+    list(pipe((ev for ev in events), take(100), progress(*keys, file=out, disable=False)))
+    lines = [line for line in out.getvalue().replace("\r", "\n").split("\n") if line]
+    assert lines
+    assert all(len(line) <= 80 for line in lines)
+    assert lines[-1].startswith("|")
+    assert "2/100 epochs" in lines[-1]
+
+
+def test_an_ensemble_shows_its_best_member_and_how_many_still_train(
+    sweep: Any,
+) -> None:
+    events = sweep(64, 2)
+    ensemble = events[0]["model"]
+    events[1]["val_acc"] = [0.5] * 63 + [0.9]
+    ensemble.freeze(5)
+    out = Terminal()
+    list(progress(events, "val_loss", file=out))
+    line = final_line(out)
+    assert "val_loss=1 (best: member 0)," in line  # losses: the smallest
+    assert "[0." not in line  # never the list itself
+    out = Terminal()
+    list(progress(events, "val_acc", file=out))
+    assert "val_acc=0.9 (best: member 63)" in final_line(out)  # otherwise: the largest
+    out = Terminal()
+    list(progress(events, file=out))
+    assert final_line(out).endswith(", 63/64 training]")

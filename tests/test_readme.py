@@ -44,12 +44,19 @@ def test_readme_runs_as_written_and_produces_what_it_says(
     assert _lines(r"^100$", printed) == ["100"]
 
     # early_stop: the run ends 10 epochs after the best val_loss (or at the 300-epoch cap).
-    stopped = _lines(r"^(\d+) (\d+\.\d+(?:e-\d+)?)$", printed)
+    stopped = _lines(r"^(\d+) (\d+\.\d{1,4})$", printed)  # rounded to 4 decimals
     steps = [int(step) for step, _ in stopped]
     val_losses = [float(value) for _, value in stopped]
     assert steps == list(range(1, len(steps) + 1))
     best = val_losses.index(min(val_losses))
+    assert best > 0  # a fresh model: val_loss falls before it rises
     assert len(steps) == 300 or len(steps) - 1 - best == 10
+
+    # Progress, TensorBoard and plots: the curves of 20 epochs, the figure's loss panel.
+    assert [ev["step"] for ev in namespace["run"]] == list(range(1, 21))
+    assert (tmp_path / "runs/tb/quickstart/validation").is_dir()
+    assert (tmp_path / "runs/history.png").is_file()
+    assert [ax.get_xlabel() for ax in namespace["figure"].axes] == ["epoch"]
 
     # collect: 100 events of metrics, the model left out.
     history = namespace["history"]
@@ -62,6 +69,11 @@ def test_readme_runs_as_written_and_produces_what_it_says(
     assert [row["step"] for row in rows] == list(range(1, 101))
     assert all(set(row) == {"step", "train_loss", "train_time_sec", "lr"} for row in rows)
     assert all(isinstance(row["train_loss"], float) for row in rows)
+
+    # Install from a clone, beside PyPI; the examples are pointed to.
+    text = README.read_text(encoding="utf-8")
+    assert "pip install ./adapters/lightning" in text
+    assert "](examples/)" in text
 
     # Lightning: both epochs of the Trainer came through the stream.
     assert namespace["trainer"].current_epoch == 2

@@ -20,11 +20,12 @@ from torch import nn
 from torch.utils import tensorboard as torch_tensorboard
 
 from fitstream import collect, collect_tensorboard, log_tensorboard, pipe, take
-from fitstream.sinks._tensorboard_summary import (
-    MetricHistory,
+from fitstream.sinks._tensorboard_layout import (
+    RunningBest,
+    TagMap,
     custom_scalars_layout,
     lower_is_better,
-    metric_stem,
+    split_of,
 )
 
 
@@ -36,6 +37,32 @@ def read_run(path: Path) -> EventAccumulator:
 
 def scalars(path: Path, tag: str) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in read_run(path).Scalars(tag)]
+
+
+def runs_and_tags(path: Path) -> dict[str, list[str]]:
+    """Every run (folder relative to ``path``) that has scalars, with its sorted tags."""
+    found = {}
+    for folder in sorted({p.parent for p in path.rglob("events.out.tfevents.*")}):
+        tags = sorted(read_run(folder).Tags()["scalars"])
+        if tags:
+            found[folder.relative_to(path).as_posix()] = tags
+    return found
+
+
+def session_start(path: Path) -> dict[str, Any]:
+    """The hyperparameters of the HParams session a run folder holds."""
+    content = read_run(path).PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    return {
+        name: value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind"))
+        for name, value in start.session_start_info.hparams.items()
+    }
+
+
+def session_status(path: Path) -> int:
+    content = read_run(path).PluginTagToContent("hparams")
+    end = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_end_info"])
+    return int(end.session_end_info.status)
 
 
 def only_point(path: Path, tag: str) -> tuple[int, float]:
@@ -113,36 +140,59 @@ def raising_after(n: int, exc: BaseException) -> Iterator[dict[str, Any]]:
 # --- what is written -------------------------------------------------------------------------
 
 
-def test_events_pass_through_unchanged_and_numeric_scalars_are_logged(tmp_path: Path) -> None:
+def test_events_pass_through_unchanged_and_splits_become_runs_sharing_a_tag(
+    tmp_path: Path,
+) -> None:
     events = history()
     out = list(log_tensorboard(events, tmp_path))
     assert all(a is b for a, b in zip(out, events, strict=True))
-    assert sorted(read_run(tmp_path).Tags()["scalars"]) == [
-        "epochs_done",
-        "train_loss",
-        "val_acc",
-        "val_loss",
-    ]
-    assert scalars(tmp_path, "train_loss") == [
+    # train and validation of one metric share the tag epoch/loss: one chart, two runs.
+    assert runs_and_tags(tmp_path) == {
+        "train": ["epoch/epochs_done", "epoch/loss"],
+        "validation": ["epoch/acc", "epoch/loss"],
+    }
+    assert scalars(tmp_path / "train", "epoch/loss") == [
         (1, 1.0),
         (2, 0.5),
         (3, pytest.approx(1 / 3)),
         (4, 0.25),
     ]
-    assert scalars(tmp_path, "val_acc") == [(1, 0.5), (2, 0.75), (3, 0.5), (4, pytest.approx(0.9))]
+    assert scalars(tmp_path / "validation", "epoch/loss") == [
+        (1, 2.0),
+        (2, 1.0),
+        (3, pytest.approx(2 / 3)),
+        (4, 0.5),
+    ]
+    assert scalars(tmp_path / "validation", "epoch/acc") == [
+        (1, 0.5),
+        (2, 0.75),
+        (3, 0.5),
+        (4, pytest.approx(0.9)),
+    ]
+
+
+def test_timings_are_left_out_unless_named(tmp_path: Path) -> None:
+    events = [{"step": s, "train_loss": 1 / s, "train_time_sec": 0.1 * s} for s in (1, 2)]
+    collect_tensorboard(events, tmp_path / "a")
+    assert runs_and_tags(tmp_path / "a") == {"train": ["epoch/loss"]}
+    collect_tensorboard(events, tmp_path / "b", keys=["train_loss", "train_time_sec"])
+    assert runs_and_tags(tmp_path / "b") == {"train": ["epoch/loss", "epoch/time_sec"]}
 
 
 def test_pipe_form_and_stream_form_agree(tmp_path: Path) -> None:
     steps = [ev["step"] for ev in pipe(history(), log_tensorboard(tmp_path / "a"))]
     assert steps == [1, 2, 3, 4]
     list(log_tensorboard(history(), log_dir=tmp_path / "b"))
-    assert scalars(tmp_path / "a", "val_loss") == scalars(tmp_path / "b", "val_loss")
+    assert runs_and_tags(tmp_path / "a") == runs_and_tags(tmp_path / "b")
+    assert scalars(tmp_path / "a/validation", "epoch/loss") == scalars(
+        tmp_path / "b/validation", "epoch/loss"
+    )
 
 
 def test_keys_narrow_the_set_and_may_name_a_bool(tmp_path: Path) -> None:
     list(log_tensorboard(history(), tmp_path, keys=["val_loss", "is_best"]))
-    assert sorted(read_run(tmp_path).Tags()["scalars"]) == ["is_best", "val_loss"]
-    assert [v for _, v in scalars(tmp_path, "is_best")] == [0.0, 1.0, 0.0, 0.0]
+    assert runs_and_tags(tmp_path) == {"train": ["epoch/is_best"], "validation": ["epoch/loss"]}
+    assert [v for _, v in scalars(tmp_path / "train", "epoch/is_best")] == [0.0, 1.0, 0.0, 0.0]
 
 
 def test_a_key_some_events_lack_is_logged_where_present(tmp_path: Path) -> None:
@@ -152,8 +202,8 @@ def test_a_key_some_events_lack_is_logged_where_present(tmp_path: Path) -> None:
         for s in range(1, 5)
     ]
     assert len(list(log_tensorboard(events, tmp_path, keys=["train_loss", "val_loss"]))) == 4
-    assert scalars(tmp_path, "val_loss") == [(2, 1.0), (4, 0.5)]
-    assert [step for step, _ in scalars(tmp_path, "train_loss")] == [1, 2, 3, 4]
+    assert scalars(tmp_path / "validation", "epoch/loss") == [(2, 1.0), (4, 0.5)]
+    assert [step for step, _ in scalars(tmp_path / "train", "epoch/loss")] == [1, 2, 3, 4]
 
 
 def test_a_key_no_event_had_lists_the_keys_at_the_end(tmp_path: Path, counting_source: Any) -> None:
@@ -187,14 +237,14 @@ def test_a_named_key_that_is_not_a_number_is_refused(tmp_path: Path) -> None:
 
 def test_every_logs_every_nth_event_and_always_the_last(tmp_path: Path) -> None:
     list(log_tensorboard(history(8), tmp_path / "a", every=3, keys=["train_loss"]))
-    assert [s for s, _ in scalars(tmp_path / "a", "train_loss")] == [1, 4, 7, 8]
+    assert [s for s, _ in scalars(tmp_path / "a/train", "epoch/loss")] == [1, 4, 7, 8]
     list(log_tensorboard(history(7), tmp_path / "b", every=3, keys=["train_loss"]))
-    assert [s for s, _ in scalars(tmp_path / "b", "train_loss")] == [1, 4, 7]
+    assert [s for s, _ in scalars(tmp_path / "b/train", "epoch/loss")] == [1, 4, 7]
 
 
 def test_events_without_step_are_logged_at_their_position(tmp_path: Path) -> None:
     collect_tensorboard([{"loss": 0.5}, {"loss": 0.25}], tmp_path)
-    assert scalars(tmp_path, "loss") == [(1, 0.5), (2, 0.25)]
+    assert scalars(tmp_path / "train", "epoch/loss") == [(1, 0.5), (2, 0.25)]
 
 
 def test_a_step_that_is_not_an_int_is_refused(tmp_path: Path) -> None:
@@ -204,76 +254,93 @@ def test_a_step_that_is_not_an_int_is_refused(tmp_path: Path) -> None:
 
 def test_nan_and_infinite_values_are_logged_as_they_are(tmp_path: Path) -> None:
     collect_tensorboard([{"step": 1, "loss": math.nan}, {"step": 2, "loss": math.inf}], tmp_path)
-    values = [v for _, v in scalars(tmp_path, "loss")]
+    values = [v for _, v in scalars(tmp_path / "train", "epoch/loss")]
     assert math.isnan(values[0])
     assert values[1] == math.inf
+
+
+def test_keys_that_would_share_a_tag_stay_apart(tmp_path: Path) -> None:
+    collect_tensorboard([{"step": 1, "loss": 0.5, "train_loss": 0.25}], tmp_path)
+    assert scalars(tmp_path / "train", "epoch/loss") == [(1, 0.5)]
+    assert scalars(tmp_path / "train", "epoch/train_loss") == [(1, 0.25)]
 
 
 # --- custom scalars and hparams --------------------------------------------------------------
 
 
-def test_metrics_sharing_a_stem_share_a_chart(tmp_path: Path) -> None:
+def test_the_custom_scalars_layout_has_the_time_series_charts(tmp_path: Path) -> None:
     events = [
         {"step": s, "train_loss": 1 / s, "val_loss": 2 / s, "train_acc": 0.5, "val_acc": 0.4}
         for s in (1, 2)
     ]
     collect_tensorboard(events, tmp_path)
-    assert layout_of(tmp_path) == {
-        "acc": ["^train_acc$", "^val_acc$"],
-        "loss": ["^train_loss$", "^val_loss$"],
-    }
-    assert scalars(tmp_path, "val_loss") == [(1, 2.0), (2, 1.0)]
+    assert layout_of(tmp_path) == {"acc": ["^epoch/acc$"], "loss": ["^epoch/loss$"]}
+    assert "" not in runs_and_tags(tmp_path)  # the layout, never a one-point card
 
 
-def test_the_layout_is_rewritten_when_a_partner_tag_appears_later(tmp_path: Path) -> None:
-    events = [{"step": 1, "train_loss": 1.0}, {"step": 2, "train_loss": 0.5, "val_loss": 0.7}]
+def test_the_layout_is_rewritten_when_a_tag_appears_later(tmp_path: Path) -> None:
+    events = [{"step": 1, "train_loss": 1.0}, {"step": 2, "train_loss": 0.5, "val_acc": 0.7}]
     collect_tensorboard(events, tmp_path)
-    assert layout_of(tmp_path) == {"loss": ["^train_loss$", "^val_loss$"]}
+    assert layout_of(tmp_path) == {"acc": ["^epoch/acc$"], "loss": ["^epoch/loss$"]}
 
 
-def test_hparams_are_written_with_final_and_best_values(tmp_path: Path) -> None:
+def test_hparams_make_a_session_and_running_bests_without_one_point_series(
+    tmp_path: Path,
+) -> None:
     hparams = {"lr": 0.01, "optimizer": "adam", "layers": torch.tensor(3), "unset": None}
-    collect_tensorboard(history(), tmp_path, hparams=hparams, keys=["val_loss", "val_acc"])
-    run = read_run(tmp_path)
-    content = run.PluginTagToContent("hparams")
-    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
-    hp = start.session_start_info.hparams
-    assert set(hp) == {"lr", "optimizer", "layers"}
-    assert (hp["lr"].number_value, hp["optimizer"].string_value) == (0.01, "adam")
-    assert hp["layers"].number_value == 3
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
-    metric_tags = {m.name.tag for m in experiment.experiment.metric_infos}
-    assert metric_tags == {"final/val_loss", "best/val_loss", "final/val_acc", "best/val_acc"}
-    assert scalars(tmp_path, "final/val_loss") == [(4, 0.5)]
-    assert scalars(tmp_path, "best/val_loss") == [(4, 0.5)]
-    assert only_point(tmp_path, "final/val_acc") == (4, 0.9)
-    assert only_point(tmp_path, "best/val_acc") == (4, 0.9)
-
-
-def test_metric_history_picks_min_for_losses_max_otherwise_and_skips_nan() -> None:
-    metrics = MetricHistory()
-    for loss, acc in [(math.nan, 0.2), (0.4, 0.9), (0.6, math.nan)]:
-        metrics.update({"val_loss": loss, "val_acc": acc})
-    summary = metrics.summary()
-    assert summary["best/val_loss"] == 0.4
-    assert summary["best/val_acc"] == 0.9
-    assert summary["final/val_loss"] == 0.6
-    assert math.isnan(summary["final/val_acc"])
-    only_nan = MetricHistory()
-    only_nan.update({"loss": math.nan})
-    assert math.isnan(only_nan.summary()["best/loss"])
-
-
-def test_stem_rule_and_direction_rule() -> None:
-    assert metric_stem("train_loss") == metric_stem("val_loss") == metric_stem("test/loss")
-    assert metric_stem("acc_val") == metric_stem("validation_acc") == "acc"
-    assert metric_stem("train_time_sec") == "time_sec"
-    assert metric_stem("lr") is None
-    assert metric_stem("train") is None
-    assert custom_scalars_layout(["train_loss", "lr"]) == {}
-    assert custom_scalars_layout(["a.b_train", "a.b_val"]) == {
-        "fitstream": {"a.b": ["Multiline", [r"^a\.b_train$", r"^a\.b_val$"]]}
+    collect_tensorboard(
+        history(), tmp_path, hparams=hparams, keys=["train_loss", "val_loss", "val_acc"]
+    )
+    assert session_start(tmp_path) == {"lr": 0.01, "optimizer": "adam", "layers": 3}
+    assert session_status(tmp_path) == 1  # STATUS_SUCCESS
+    # No experiment summary: TensorBoard unions the names of every session under --logdir.
+    assert "_hparams_/experiment" not in read_run(tmp_path).PluginTagToContent("hparams")
+    # Every series is a curve; the best values are running bests of the validation metrics.
+    assert runs_and_tags(tmp_path) == {
+        "train": ["epoch/loss"],
+        "validation": ["epoch/acc", "epoch/acc_best", "epoch/loss", "epoch/loss_best"],
     }
+    assert scalars(tmp_path / "validation", "epoch/acc_best") == [
+        (1, 0.5),
+        (2, 0.75),
+        (3, 0.75),
+        (4, pytest.approx(0.9)),
+    ]
+    assert [v for _, v in scalars(tmp_path / "validation", "epoch/loss_best")] == pytest.approx(
+        [2.0, 1.0, 2 / 3, 0.5]
+    )
+    assert layout_of(tmp_path)["loss"] == ["^epoch/loss$", "^epoch/loss_best$"]
+
+
+def test_runs_with_different_hparam_names_each_keep_theirs(tmp_path: Path) -> None:
+    collect_tensorboard(history(2), tmp_path / "a", hparams={"lr": 0.1})
+    collect_tensorboard(history(2), tmp_path / "b", hparams={"lr": 0.1, "momentum": 0.9})
+    assert session_start(tmp_path / "a") == {"lr": 0.1}
+    assert session_start(tmp_path / "b") == {"lr": 0.1, "momentum": 0.9}
+
+
+def test_a_stream_that_raises_ends_its_session_as_a_failure(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="boom"):
+        collect_tensorboard(raising_after(2, RuntimeError("boom")), tmp_path, hparams={"lr": 1})
+    assert session_status(tmp_path) == 2  # STATUS_FAILURE
+
+
+def test_layout_rules() -> None:
+    assert split_of("train_loss") == ("train", "loss")
+    assert split_of("val/acc") == split_of("validation_acc") == split_of("acc_val")
+    assert split_of("acc_valid") == ("validation", "acc")
+    assert split_of("test/loss") == ("test", "loss")
+    assert split_of("train_time_sec") == ("train", "time_sec")
+    assert split_of("lr") == ("train", "lr")
+    assert split_of("train") == ("train", "train")
+    assert custom_scalars_layout([]) == {}
+    assert custom_scalars_layout(["epoch/a.b"]) == {
+        "fitstream": {"a.b": ["Multiline", [r"^epoch/a\.b$"]]}
+    }
+    tags = TagMap()
+    assert tags.place("val_loss") == ("validation", "epoch/loss")
+    assert tags.place("val_loss_best") == ("validation", "epoch/loss_best")
+    assert tags.best("val_loss") == ("validation", "epoch/loss_best_")  # taken: kept apart
     assert [lower_is_better(k) for k in ("mse", "val_error", "train_time_sec", "f1", "auc")] == [
         True,
         True,
@@ -281,6 +348,64 @@ def test_stem_rule_and_direction_rule() -> None:
         False,
         False,
     ]
+
+
+def test_running_best_picks_min_for_losses_max_otherwise_and_skips_nan() -> None:
+    best = RunningBest()
+    assert [best.update("val_loss", v) for v in (math.nan, 0.4, 0.6)] == [None, 0.4, 0.4]
+    assert [best.update("val_acc", v) for v in (0.2, 0.9, math.nan)] == [0.2, 0.9, 0.9]
+
+
+# --- ensembles -------------------------------------------------------------------------------
+
+
+def test_an_ensemble_gets_one_run_per_member_each_a_session(tmp_path: Path, sweep: Any) -> None:
+    collect_tensorboard(sweep(3, 3), tmp_path, hparams={"batch_size": 32})
+    runs = runs_and_tags(tmp_path)
+    assert sorted(runs) == [
+        f"member_{k:02d}/{split}" for k in range(3) for split in ("train", "validation")
+    ]
+    assert runs["member_02/validation"] == ["epoch/loss", "epoch/loss_best"]
+    assert runs["member_02/train"] == ["epoch/loss"]  # model and train_time_sec left out
+    assert [v for _, v in scalars(tmp_path / "member_02/train", "epoch/loss")] == pytest.approx(
+        [3 / s for s in (1, 2, 3)]
+    )
+    assert [v for _, v in scalars(tmp_path / "member_00/validation", "epoch/loss")] == (
+        pytest.approx([2 / s for s in (1, 2, 3)])
+    )
+    assert session_start(tmp_path / "member_01") == {
+        "batch_size": 32,
+        "member": 1,
+        "optimizer": "Adam",
+        "lr": pytest.approx(0.01),
+        "betas": "(0.9, 0.999)",
+    }
+    assert layout_of(tmp_path) == {"loss": ["^epoch/loss$", "^epoch/loss_best$"]}
+
+
+def test_an_ensemble_of_64_pads_member_folders_and_logs_shared_values_to_each(
+    tmp_path: Path, sweep: Any
+) -> None:
+    events = [{**ev, "lr": 0.1} for ev in sweep(64, 2)]
+    collect_tensorboard(events, tmp_path, keys=["train_loss", "lr"])
+    runs = runs_and_tags(tmp_path)
+    assert len(runs) == 64
+    assert runs["member_63/train"] == ["epoch/loss", "epoch/lr"]
+    assert scalars(tmp_path / "member_07/train", "epoch/lr") == [
+        (1, pytest.approx(0.1)),
+        (2, pytest.approx(0.1)),
+    ]
+
+
+def test_a_named_per_member_key_of_the_wrong_length_is_refused(tmp_path: Path, sweep: Any) -> None:
+    events = sweep(3, 1)
+    events[0]["train_loss"] = [0.1, 0.2]
+    with pytest.raises(
+        TypeError,
+        match=r"keys names 'train_loss', whose value is not a number or a list of 3 \(one per "
+        r"member\): got list: \[0.1, 0.2\]",
+    ):
+        collect_tensorboard(events, tmp_path, keys=["train_loss"])
 
 
 # --- argument checks -------------------------------------------------------------------------
@@ -363,7 +488,7 @@ def test_default_folder_is_summarywriters_runs(
     run_dirs = list((tmp_path / "runs").iterdir())
     assert len(run_dirs) == 1
     assert Path(written).resolve() == run_dirs[0].resolve()
-    assert scalars(run_dirs[0], "loss") == [(1, 0.5)]
+    assert scalars(run_dirs[0] / "train", "epoch/loss") == [(1, 0.5)]
 
 
 # --- the writer's life -----------------------------------------------------------------------
@@ -374,9 +499,10 @@ def test_a_writer_it_opened_is_closed_when_the_stream_is_exhausted(
 ) -> None:
     source = counting_source(n=3)
     assert collect_tensorboard(source, tmp_path, hparams={"lr": 0.1}) == str(tmp_path)
-    assert spy_writers[0].closed
+    assert len(spy_writers) == 2  # the run's own folder and its validation sub-run
+    assert all(writer.closed for writer in spy_writers)
     assert source.closed
-    assert [s for s, _ in scalars(tmp_path, "val_loss")] == [1, 2, 3]
+    assert [s for s, _ in scalars(tmp_path / "validation", "epoch/loss")] == [1, 2, 3]
 
 
 def test_a_writer_it_opened_is_closed_when_the_consumer_stops_early(
@@ -385,12 +511,13 @@ def test_a_writer_it_opened_is_closed_when_the_consumer_stops_early(
     source = counting_source()
     stream = log_tensorboard(source, tmp_path, hparams={"lr": 0.1})
     assert [ev["step"] for ev in islice(stream, 2)] == [1, 2]
-    assert not spy_writers[0].closed
+    assert not any(writer.closed for writer in spy_writers)
     close(stream)
-    assert spy_writers[0].closed
+    assert all(writer.closed for writer in spy_writers)
     assert source.closed
     assert source.pulled == 2
-    assert scalars(tmp_path, "final/val_loss") == [(2, 0.5)]
+    assert scalars(tmp_path / "validation", "epoch/loss_best") == [(1, 1.0), (2, 0.5)]
+    assert session_status(tmp_path) == 1  # stopping early is a success
 
 
 def test_a_dropped_stream_closes_its_writer(
@@ -401,7 +528,8 @@ def test_a_dropped_stream_closes_its_writer(
         if event["step"] == 2:
             break
     gc.collect()
-    assert spy_writers[0].closed
+    assert spy_writers
+    assert all(writer.closed for writer in spy_writers)
     assert source.closed
 
 
@@ -411,9 +539,9 @@ def test_a_writer_it_opened_is_closed_when_the_source_raises(
 ) -> None:
     with pytest.raises(type(exc)):
         collect_tensorboard(raising_after(3, exc), tmp_path, hparams={"lr": 0.1})
-    assert spy_writers[0].closed
-    assert [s for s, _ in scalars(tmp_path, "train_loss")] == [1, 2, 3]
-    assert only_point(tmp_path, "final/train_loss") == (3, round(1 / 3, 6))
+    assert all(writer.closed for writer in spy_writers)
+    assert [s for s, _ in scalars(tmp_path / "train", "epoch/loss")] == [1, 2, 3]
+    assert session_status(tmp_path) == 2  # STATUS_FAILURE
 
 
 def test_a_writer_passed_in_is_flushed_and_left_open(
@@ -424,14 +552,15 @@ def test_a_writer_passed_in_is_flushed_and_left_open(
         assert collect_tensorboard(history(2), writer=writer, hparams={"lr": 0.1}) == str(tmp_path)
         assert not writer.closed
         assert writer.flushes >= 1
-        assert scalars(tmp_path, "train_loss") == [(1, 1.0), (2, 0.5)]
+        assert scalars(tmp_path / "train", "epoch/loss") == [(1, 1.0), (2, 0.5)]
+        assert session_start(tmp_path) == {"lr": 0.1}  # in the writer's own run
         with pytest.raises(RuntimeError, match="boom"):
             collect_tensorboard(raising_after(3, RuntimeError("boom")), writer=writer)
         assert not writer.closed
         writer.add_scalar("after", 1.0, 1)
     finally:
         writer.close()
-    assert len(spy_writers) == 1
+    assert all(w.closed for w in spy_writers if w is not writer)  # the sub-runs' writers
 
 
 def test_values_land_in_a_lightning_loggers_run(tmp_path: Path) -> None:
@@ -439,7 +568,7 @@ def test_values_land_in_a_lightning_loggers_run(tmp_path: Path) -> None:
     logger = loggers.TensorBoardLogger(str(tmp_path), name="lit")
     collect_tensorboard(history(2), writer=logger.experiment, keys=["val_loss"])
     logger.finalize("success")
-    assert scalars(Path(logger.log_dir), "val_loss") == [(1, 2.0), (2, 1.0)]
+    assert scalars(Path(logger.log_dir) / "validation", "epoch/loss") == [(1, 2.0), (2, 1.0)]
 
 
 def test_a_writer_its_owner_closed_mid_stream_gets_the_last_values_and_ends_closed(
@@ -454,8 +583,8 @@ def test_a_writer_its_owner_closed_mid_stream_gets_the_last_values_and_ends_clos
 
     collect_tensorboard(owner_closes_after_step_2(), writer=writer, every=2, hparams={"lr": 0.1})
     assert writer.closed  # reopened for the last writes, closed again
-    assert scalars(tmp_path, "train_loss") == [(1, 1.0), (2, 0.5)]
-    assert scalars(tmp_path, "final/train_loss") == [(2, 0.5)]
+    assert scalars(tmp_path / "train", "epoch/loss") == [(1, 1.0), (2, 0.5)]
+    assert session_status(tmp_path) == 1
 
 
 @pytest.mark.filterwarnings("ignore::lightning.fabric.utilities.warnings.PossibleUserWarning")
@@ -486,17 +615,25 @@ def test_a_fit_stream_logs_into_its_tensorboard_loggers_run(tmp_path: Path) -> N
         accelerator="cpu",
         default_root_dir=str(tmp_path),
     )
-    stage = log_tensorboard(writer=logger.experiment, keys=["train_loss"], hparams={"lr": 0.1})
+    stage = log_tensorboard(
+        writer=logger.experiment, keys=["train_loss", "val_loss"], hparams={"lr": 0.1}
+    )
     history = collect(pipe(fit_stream(trainer, LitModel()), stage))
     assert [ev["step"] for ev in history] == [1, 2, 3]
 
-    run = read_run(Path(logger.log_dir))  # one run: Lightning's tags and the stream's
-    assert {"val_loss", "train_loss", "final/train_loss"} <= set(run.Tags()["scalars"])
-    logged = scalars(Path(logger.log_dir), "train_loss")
+    # Lightning logged val_loss at the global step into its run; the stream's curves are in
+    # sub-runs, tagged epoch/*, at the epoch: no tag holds two x-axes (issue 8, part 3).
+    folder = Path(logger.log_dir)
+    assert runs_and_tags(folder) == {
+        ".": ["epoch", "val_loss"],
+        "train": ["epoch/loss"],
+        "validation": ["epoch/loss", "epoch/loss_best"],
+    }
+    lightning_steps = [step for step, _ in scalars(folder, "val_loss")]
+    assert lightning_steps == [1, 3, 5]  # global steps: 2 batches an epoch
+    logged = scalars(folder / "validation", "epoch/loss")
     assert [step for step, _ in logged] == [1, 2, 3]
-    assert [value for _, value in logged] == pytest.approx([ev["train_loss"] for ev in history])
-    assert only_point(Path(logger.log_dir), "best/train_loss") == (
-        3,
-        round(min(ev["train_loss"] for ev in history), 6),
-    )
+    assert [value for _, value in logged] == pytest.approx([ev["val_loss"] for ev in history])
+    assert [step for step, _ in scalars(folder / "train", "epoch/loss")] == [1, 2, 3]
+    assert session_start(folder) == {"lr": 0.1}
     assert logger.experiment.all_writers is None  # Lightning closed it; nothing was reopened

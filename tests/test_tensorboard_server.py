@@ -120,51 +120,91 @@ def training_run(lr: float) -> list[dict[str, Any]]:
     ]
 
 
+def session_groups(server: Server) -> dict[str, tuple[dict[str, Any], dict[str, float]]]:
+    """The HParams table: {session run: (hyperparameters, {"group/tag": metric value})}."""
+    groups = server.post(
+        "/data/plugin/hparams/session_groups",
+        {
+            "experimentName": "",
+            "allowedStatuses": ["STATUS_SUCCESS", "STATUS_UNKNOWN", "STATUS_RUNNING"],
+            "colParams": [],
+            "startIndex": 0,
+            "sliceSize": 100,
+        },
+    )["sessionGroups"]
+    return {
+        group["name"]: (
+            group["hparams"],
+            {f"{m['name']['group']}/{m['name']['tag']}": m["value"] for m in group["metricValues"]},
+        )
+        for group in groups
+    }
+
+
 def test_the_server_shows_the_logged_scalars_layout_and_hparams(
     tensorboard_server: tuple[Server, Path],
 ) -> None:
     server, logdir = tensorboard_server
-    for name, lr in (("lr_0.1", 0.1), ("lr_0.01", 0.01)):
-        collect(pipe(training_run(lr), log_tensorboard(logdir / name, hparams={"lr": lr})))
+    for name, hparams in (("lr_0.1", {"lr": 0.1}), ("lr_0.01", {"lr": 0.01, "momentum": 0.9})):
+        lr = hparams["lr"]
+        collect(pipe(training_run(lr), log_tensorboard(logdir / name, hparams=hparams)))
 
     def both_runs_loaded() -> dict[str, Any] | None:
         tags = server.get("/data/plugin/scalars/tags")
-        ready = all("best/val_loss" in tags.get(run, {}) for run in ("lr_0.1", "lr_0.01"))
+        ready = all(
+            "epoch/acc_best" in tags.get(f"{run}/validation", {}) for run in ("lr_0.1", "lr_0.01")
+        )
         return tags if ready else None
 
     tags = server.wait_for("both runs' scalars", both_runs_loaded)
-    assert {"train_loss", "val_loss", "val_acc"} <= set(tags["lr_0.1"])
+    # train and validation share a tag in sibling runs: one chart each in Time Series.
+    assert set(tags["lr_0.1/train"]) == {"epoch/loss"}
+    assert set(tags["lr_0.1/validation"]) == {
+        "epoch/loss",
+        "epoch/loss_best",
+        "epoch/acc",
+        "epoch/acc_best",
+    }
+    assert not tags.get("lr_0.1")  # no one-point cards in the session's own folder
 
     for run, lr in (("lr_0.1", 0.1), ("lr_0.01", 0.01)):
-        points = server.get("/data/plugin/scalars/scalars", run=run, tag="val_loss")
+        points = server.get(
+            "/data/plugin/scalars/scalars", run=f"{run}/validation", tag="epoch/loss"
+        )
         assert [step for _, step, _ in points] == [1, 2, 3]
         assert [value for _, _, value in points] == pytest.approx([2 * lr / s for s in (1, 2, 3)])
 
     layout = server.get("/data/plugin/custom_scalars/layout")
     charts = {chart["title"]: chart["multiline"]["tag"] for chart in layout["category"][0]["chart"]}
-    assert charts == {"loss": ["^train_loss$", "^val_loss$"]}
-
-    groups = server.post(
-        "/data/plugin/hparams/session_groups",
-        {
-            "experimentName": "",
-            "allowedStatuses": ["STATUS_SUCCESS", "STATUS_UNKNOWN"],
-            "colParams": [],
-            "startIndex": 0,
-            "sliceSize": 10,
-        },
-    )["sessionGroups"]
-    by_run = {
-        group["name"]: (
-            group["hparams"]["lr"],
-            {m["name"]["tag"]: m["value"] for m in group["metricValues"]},
-        )
-        for group in groups
+    assert charts == {
+        "acc": ["^epoch/acc$", "^epoch/acc_best$"],
+        "loss": ["^epoch/loss$", "^epoch/loss_best$"],
     }
+
+    by_run = session_groups(server)
     assert set(by_run) == {"lr_0.1", "lr_0.01"}
+    assert "momentum" not in by_run["lr_0.1"][0]  # a name one run lacks is an empty cell...
+    assert by_run["lr_0.01"][0]["momentum"] == pytest.approx(0.9)  # ...and shown for the other
     for run, lr in (("lr_0.1", 0.1), ("lr_0.01", 0.01)):
-        hparam, metrics = by_run[run]
-        assert hparam == pytest.approx(lr)
-        assert metrics["best/val_loss"] == pytest.approx(2 * lr / 3)
-        assert metrics["best/val_acc"] == pytest.approx(0.75)
-        assert metrics["final/train_loss"] == pytest.approx(lr / 3)
+        hparams, metrics = by_run[run]
+        assert hparams["lr"] == pytest.approx(lr)
+        assert metrics["validation/epoch/loss_best"] == pytest.approx(2 * lr / 3)
+        assert metrics["validation/epoch/acc_best"] == pytest.approx(0.75)
+        assert metrics["train/epoch/loss"] == pytest.approx(lr / 3)
+
+
+def test_the_server_shows_an_ensemble_as_one_session_per_member(
+    tensorboard_server: tuple[Server, Path], sweep: Any
+) -> None:
+    server, logdir = tensorboard_server
+    collect(pipe(sweep(4, 3), log_tensorboard(logdir / "sweep")))
+    by_run = server.wait_for(
+        "the members' sessions",
+        lambda: session_groups(server) if len(session_groups(server)) == 4 else None,
+    )
+    assert sorted(by_run) == [f"sweep/member_{k:02d}" for k in range(4)]
+    hparams, metrics = by_run["sweep/member_02"]
+    assert hparams["lr"] == pytest.approx(1e-3)
+    assert hparams["member"] == 2
+    assert metrics["validation/epoch/loss_best"] == pytest.approx(2 * 3 / 3)
+    assert metrics["train/epoch/loss"] == pytest.approx(3 / 3)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._internal.checks import check_strings, describe
+from .._internal.members import is_per_member
 from .._internal.paths import check_file_target
 from .._internal.values import scalar_value
 from ._json import decode_non_finite
@@ -27,8 +28,10 @@ __all__ = [
     "check_figsize",
     "check_keys",
     "check_save",
+    "columns_of",
     "draw",
     "figure_of",
+    "kept_value",
     "read_history",
     "x_value",
     "y_value",
@@ -248,6 +251,18 @@ def x_value(event: Mapping[str, Any]) -> float | None:
     return float(step)
 
 
+def _draw_members(ax: Axes, x: Sequence[float], key: str, members: list[list[float]]) -> None:
+    """One thin curve per member in the key's colour; the legend names the key once."""
+    colour = None
+    for k, ys in enumerate(members):
+        marker = "." if _has_isolated_point(ys) else "None"
+        label = f"{key} ({len(members)} members)" if k == 0 else "_nolegend_"
+        (line,) = ax.plot(
+            list(x), ys, label=label, marker=marker, color=colour, alpha=0.6, linewidth=1
+        )
+        colour = line.get_color()
+
+
 def _has_isolated_point(ys: Sequence[float]) -> bool:
     """Tell whether some finite value has no finite neighbour (a line alone would hide it)."""
     finite = [not math.isnan(y) for y in ys]
@@ -259,10 +274,44 @@ def _has_isolated_point(ys: Sequence[float]) -> bool:
     return False
 
 
+def columns_of(events: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
+    """Return each key's y-values: a list of floats, or for per-member values a list per member.
+
+    Example:
+        >>> columns_of([{"a": 1.0, "b": [0.5, 0.25]}, {"a": 2.0}], ["a", "b"])
+        {'a': [1.0, 2.0], 'b': [[0.5, nan], [0.25, nan]]}
+    """
+    columns: dict[str, Any] = {}
+    for key in keys:
+        values = [event.get(key) for event in events]
+        lists = [v if isinstance(v, list) and is_per_member(v) else None for v in values]
+        size = max((len(v) for v in lists if v is not None), default=0)
+        if not size:
+            columns[key] = [y_value(v) for v in values]
+            continue
+        columns[key] = [
+            [y_value(v[k]) if v is not None and k < len(v) else math.nan for v in lists]
+            for k in range(size)
+        ]
+    return columns
+
+
+def kept_value(value: object) -> float | list[float]:
+    """What a live plot keeps of an event's value: its y-value, or a copy of K members' values.
+
+    Example:
+        >>> kept_value(0.5), kept_value([0.5, 0.25]), kept_value("x")
+        (0.5, [0.5, 0.25], nan)
+    """
+    if isinstance(value, list) and is_per_member(value):
+        return [float(v) for v in value]
+    return y_value(value)
+
+
 def draw(
     ax: Axes,
     x: Sequence[float],
-    columns: Mapping[str, Sequence[float]],
+    columns: Mapping[str, Sequence[Any]],
     *,
     xlabel: str,
     title: str | None,
@@ -285,6 +334,9 @@ def draw(
     if clear:
         ax.clear()
     for key, ys in columns.items():
+        if ys and isinstance(ys[0], list):  # per member: one curve each, one colour per key
+            _draw_members(ax, x, key, list(ys))
+            continue
         label = key if any(not math.isnan(y) for y in ys) else f"{key} (no values)"
         marker = "." if _has_isolated_point(ys) else "None"
         ax.plot(list(x), list(ys), label=label, marker=marker)

@@ -69,8 +69,9 @@ def collect(
         ...     {"step": 1, "model": model, "train_loss": torch.tensor(0.5), "lr": 0.1},
         ...     {"step": 2, "model": model, "train_loss": torch.tensor(0.25), "lr": 0.1},
         ... ]
-        >>> collect(events)
-        [{'step': 1, 'train_loss': 0.5, 'lr': 0.1}, {'step': 2, 'train_loss': 0.25, 'lr': 0.1}]
+        >>> collect(events)  # doctest: +NORMALIZE_WHITESPACE
+        [{'step': 1, 'train_loss': 0.5, 'lr': 0.1},
+         {'step': 2, 'train_loss': 0.25, 'lr': 0.1}]
         >>> collect(events, include=["step", "train_loss"])
         [{'step': 1, 'train_loss': 0.5}, {'step': 2, 'train_loss': 0.25}]
         >>> collect(events, exclude=["lr"])
@@ -156,7 +157,10 @@ def collect_jsonl(
     Example:
         >>> import io, torch
         >>> buffer = io.StringIO()
-        >>> events = [{"step": 1, "train_loss": torch.tensor(0.5)}, {"step": 2, "train_loss": 0.25}]
+        >>> events = [
+        ...     {"step": 1, "train_loss": torch.tensor(0.5)},
+        ...     {"step": 2, "train_loss": 0.25},
+        ... ]
         >>> collect_jsonl(events, buffer)
         >>> print(buffer.getvalue(), end="")
         {"step": 1, "train_loss": 0.5}
@@ -217,7 +221,8 @@ def collect_pd(
         KeyError: If no event had a key named in ``include``.
 
     Example:
-        >>> df = collect_pd([{"step": 1, "train_loss": 0.5}, {"step": 2, "train_loss": 0.25}])
+        >>> events = [{"step": 1, "train_loss": 0.5}, {"step": 2, "train_loss": 0.25}]
+        >>> df = collect_pd(events)
         >>> df
            step  train_loss
         0     1        0.50

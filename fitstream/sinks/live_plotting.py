@@ -102,7 +102,7 @@ class LivePlot:
         self._owned_ax = ax is None
         self._lines: list[Any] = []  # the curves drawn into an Axes given by the caller
         self._x: list[float] = []
-        self._columns: dict[str, list[float]] = {key: [] for key in self.keys}
+        self._rows: list[dict[str, Any]] = []  # each event's values of keys
         self._drawn = 0  # events shown by the last draw
         self._last_draw: float | None = None
         self._handle: Any = None
@@ -146,20 +146,18 @@ class LivePlot:
         if step is None:  # no step: one past the previous point
             step = self._x[-1] + 1 if self._x else 1.0
         self._x.append(step)
-        for key, ys in self._columns.items():
-            ys.append(_curves.y_value(event.get(key)))
+        self._rows.append({key: _curves.kept_value(event.get(key)) for key in self.keys})
 
     def redraw(self) -> None:
         """Draw every event seen so far, and show it: in the notebook cell, in ``save``."""
+        columns = _curves.columns_of(self._rows, self.keys)
         if self._owned_ax:
-            _curves.draw(self._ax, self._x, self._columns, xlabel="step", title=self.title)
+            _curves.draw(self._ax, self._x, columns, xlabel="epoch", title=self.title)
         else:  # the caller's Axes: replace only our own curves, keep what else it shows
             for line in self._lines:
                 line.remove()
             before = set(self._ax.get_lines())
-            _curves.draw(
-                self._ax, self._x, self._columns, xlabel="step", title=self.title, clear=False
-            )
+            _curves.draw(self._ax, self._x, columns, xlabel="epoch", title=self.title, clear=False)
             self._lines = [line for line in self._ax.get_lines() if line not in before]
         self._drawn = len(self._x)
         if self.save is not None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._internal.optional import require
-from . import _curves
+from . import _curves, _panels
 from .live_plotting import LivePlot, live_plot
 
 if TYPE_CHECKING:
@@ -22,9 +23,27 @@ if TYPE_CHECKING:
 __all__ = ["LivePlot", "live_plot", "plot_history"]
 
 
+def _check_arguments(
+    keys: object, *, ax: object, figsize: object, dpi: object, title: object
+) -> tuple[str, ...] | None:
+    names = None if keys is None else _curves.check_keys(keys, func="plot_history")
+    _curves.check_figsize(figsize, 100 if dpi is None else dpi, func="plot_history")
+    if ax is not None and figsize is not None:
+        raise ValueError(
+            "plot_history: figsize applies to a new figure; with ax= the size is that of "
+            "ax.figure (set it with ax.figure.set_size_inches)"
+        )
+    if title is not None and not isinstance(title, str):
+        raise TypeError(
+            f"plot_history: title must be a string or None, got {type(title).__name__}: "
+            f"{title!r:.60}"
+        )
+    return names
+
+
 def plot_history(
     history: Any,
-    keys: str | Sequence[str],
+    keys: str | Sequence[str] | None = None,
     *,
     ax: Axes | None = None,
     save: str | os.PathLike[str] | None = None,
@@ -32,7 +51,15 @@ def plot_history(
     dpi: float | None = None,
     title: str | None = None,
 ) -> Figure:
-    """Draw the curves of ``keys`` against each event's ``step`` and return the figure.
+    """Draw the curves of a run against each event's ``step`` (the epoch) and return the figure.
+
+    With no ``keys``, every metric the events hold is drawn (numbers and per-member lists;
+    not ``step``, ``global_step``, ``lr``, timings such as ``train_time_sec``, bools). Metrics of
+    different scales get separate panels: keys are grouped by their name once the split is
+    removed, so ``train_loss`` and ``val_loss`` share the ``loss`` panel and ``train_acc``
+    and ``val_acc`` the ``acc`` one. The x-axis is labelled ``epoch``. An ensemble's
+    per-member values (lists of K numbers) are drawn as one thin curve per member, in one
+    colour per key.
 
     ``history`` is any record of a run:
 
@@ -49,17 +76,21 @@ def plot_history(
 
     Args:
         history: The events, a JSONL path, or a DataFrame.
-        keys: One event name or a sequence of names, e.g. ``("train_loss", "val_loss")``.
+        keys: One event name or a sequence of names, e.g. ``("train_loss", "val_loss")``;
+            ``None`` draws every metric found.
         ax: Draw into this existing matplotlib Axes (e.g. one panel of a grid) instead of a
             new figure, adding to what it shows (call it again with another run's history
-            to compare runs on one chart); the Axes' figure is returned.
+            to compare runs on one chart); all keys go into that one Axes and the Axes'
+            figure is returned.
         save: Write the figure to this path, creating missing folders. PNG unless the suffix
             names another format matplotlib writes (``.svg``, ``.pdf``).
-        figsize: ``(width, height)`` of a new figure in inches; ``(6.4, 4.0)`` when ``None``.
-            The saved PNG is ``figsize * dpi`` pixels, 640 x 400 by default.
+        figsize: ``(width, height)`` of a new figure in inches; ``(6.4, 4.0)`` when ``None``,
+            4.8 inches wide per panel when there are several. The saved PNG is
+            ``figsize * dpi`` pixels, 640 x 400 by default.
         dpi: Pixels per inch of a new figure (100 when ``None``) and of the saved file (the
             figure's own dpi when ``None``).
-        title: A title for the Axes.
+        title: A title, e.g. the run's name: of the Axes with one panel, of the figure with
+            several. ``None`` with a JSONL path uses the file's name without its suffix.
 
     Returns:
         The :class:`matplotlib.figure.Figure` (in a notebook it displays itself when it is
@@ -85,16 +116,13 @@ def plot_history(
         >>> fig = plot_history(history, ["train_loss", "val_loss"])
         >>> [line.get_label() for line in fig.axes[0].get_lines()]
         ['train_loss', 'val_loss']
-        >>> fig.axes[0].get_lines()[1].get_ydata().tolist()
-        [1.0, nan, nan]
+        >>> fig.axes[0].get_lines()[1].get_ydata().tolist(), fig.axes[0].get_xlabel()
+        ([1.0, nan, nan], 'epoch')
+        >>> history[0]["val_acc"] = 0.5
+        >>> [ax.get_title() for ax in plot_history(history, title="run 1").axes]
+        ['loss', 'acc']
     """
-    names = _curves.check_keys(keys, func="plot_history")
-    _curves.check_figsize(figsize, 100 if dpi is None else dpi, func="plot_history")
-    if title is not None and not isinstance(title, str):
-        raise TypeError(
-            f"plot_history: title must be a string or None, got {type(title).__name__}: "
-            f"{title!r:.60}"
-        )
+    names = _check_arguments(keys, ax=ax, figsize=figsize, dpi=dpi, title=title)
     require("matplotlib", "plot", feature="plot_history")
     from matplotlib.figure import Figure
 
@@ -102,7 +130,16 @@ def plot_history(
     path = _curves.check_save(save, func="plot_history")
 
     events = _curves.read_history(history, func="plot_history")
+    if title is None and isinstance(history, str | os.PathLike):
+        title = Path(history).stem  # the run's name
     present = {key for event in events for key in event}
+    if names is None:
+        names = tuple(_panels.found_metrics(events))
+        if not names:
+            raise KeyError(
+                f"plot_history: the events hold no metric to plot (numbers or per-member "
+                f"lists); they have {sorted(present)}"
+            )
     absent = [key for key in names if key not in present]
     if absent:
         raise KeyError(
@@ -113,7 +150,7 @@ def plot_history(
     missing = [i for i, step in enumerate(steps) if step is None]
     if not missing:
         x: list[float] = [step for step in steps if step is not None]
-        xlabel = "step"
+        xlabel = "epoch"
     elif len(missing) == len(events):
         x = [float(i) for i in range(1, len(events) + 1)]
         xlabel = "event"
@@ -122,13 +159,27 @@ def plot_history(
             f"plot_history: only some events have a numeric 'step' (event {missing[0]} has "
             f"none: {dict(events[missing[0]])!r:.80}); give every event a step or none"
         )
-    columns = {key: [_curves.y_value(event.get(key)) for event in events] for key in names}
+    columns = _curves.columns_of(events, names)
 
+    groups = [list(names)] if ax is not None else _panels.panels(names)
     if ax is None:
-        ax = Figure(figsize=figsize or _curves.DEFAULT_FIGSIZE, dpi=dpi or 100).add_subplot()
-    _curves.draw(ax, x, columns, xlabel=xlabel, title=title, clear=False)
+        size = figsize or (
+            _curves.DEFAULT_FIGSIZE if len(groups) == 1 else (4.8 * len(groups), 3.8)
+        )
+        new = Figure(figsize=size, dpi=dpi or 100, layout="constrained")
+        axes = list(new.subplots(1, len(groups), squeeze=False)[0])
+    else:
+        axes = [ax]
+    for panel, group in zip(axes, groups, strict=True):
+        shown = {key: columns[key] for key in group}
+        panel_title = title if len(groups) == 1 else _panels.panel_title(group)
+        _curves.draw(panel, x, shown, xlabel=xlabel, title=panel_title, clear=False)
+        if ax is None and len(group) > 1:
+            panel.set_ylabel(_panels.panel_title(group))
     # An Axes of a SubFigure belongs to a SubFigure: save and return the whole figure.
-    figure = _curves.figure_of(ax)
+    figure = _curves.figure_of(axes[0])
+    if len(groups) > 1 and title is not None:
+        figure.suptitle(title)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, dpi=figure.dpi if dpi is None else dpi)

@@ -119,7 +119,9 @@ def epoch_stream(
         >>> loss_fn = lambda pred, target: nn.functional.mse_loss(pred.squeeze(-1), target)
         >>> events = epoch_stream((X, y), model, optimizer, loss_fn, batch_size=16,
         ...                       extra={"run": "demo"})
-        >>> history = [(ev["step"], ev["train_loss"], ev["run"]) for ev in islice(events, 20)]
+        >>> history = [
+        ...     (ev["step"], ev["train_loss"], ev["run"]) for ev in islice(events, 20)
+        ... ]
         >>> history[0][0], history[-1][0], history[-1][2]
         (1, 20, 'demo')
         >>> history[-1][1] < history[0][1]

@@ -104,8 +104,8 @@ class Ensemble(nn.Module):
         torch.Size([4, 5, 2])
         >>> len(ensemble), ensemble.active
         (4, (True, True, True, True))
-        >>> with torch.no_grad():
-        ...     _ = members[1].weight.fill_(0.0)   # a member's tensors are views into the stack
+        >>> with torch.no_grad():  # a member's tensors are views into the stack
+        ...     _ = members[1].weight.fill_(0.0)
         >>> ensemble(torch.randn(5, 3))[1].abs().max() == members[1].bias.abs().max()
         tensor(True)
     """

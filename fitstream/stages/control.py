@@ -168,8 +168,10 @@ def reduce_lr_on_plateau(
         >>> import torch
         >>> from fitstream import pipe
         >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-        >>> events = [{"step": i, "val_loss": v} for i, v in enumerate([3, 2, 2, 2, 2, 2], 1)]
-        >>> for ev in pipe(events, reduce_lr_on_plateau("val_loss", patience=2, optimizer=opt)):
+        >>> losses = [3, 2, 2, 2, 2, 2]
+        >>> events = [{"step": i, "val_loss": v} for i, v in enumerate(losses, 1)]
+        >>> stage = reduce_lr_on_plateau("val_loss", patience=2, optimizer=opt)
+        >>> for ev in pipe(events, stage):
         ...     print(ev["step"], opt.param_groups[0]["lr"])
         1 1.0
         2 1.0

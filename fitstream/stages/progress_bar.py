@@ -7,11 +7,15 @@ which picks its notebook widget inside Jupyter and a text bar elsewhere.
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 from .._internal.checks import check_positive_int, check_strings
+from .._internal.direction import lower_is_better
+from .._internal.hints import expected_length
+from .._internal.members import ensemble_of, is_per_member
 from .._internal.optional import require
 from .._internal.values import scalar_value
 from ..events import Stage
@@ -34,6 +38,90 @@ def _compact(value: int | float | bool) -> str:
     return f"{value:.4g}"
 
 
+def _bar_format(total: int | None, desc: str | None, *, count: int, note: str = "") -> str:
+    """The bar's layout.
+
+    ``|###  | 12/100 epochs`` and the time left when the total is known, ``12 epochs``
+    otherwise; then the time so far, seconds per epoch and the values. ``note`` follows the
+    count (``ended early``), where a line cut at 80 columns still shows it.
+    """
+    label = "{desc}: " if desc else ""
+    note = f" {note}" if note else ""
+    if total is not None:
+        count_part = "|{bar}| {n_fmt}/{total_fmt} epochs" + note
+        left = "" if note else "<{remaining}"  # nothing is left of a stream that ended
+        return label + count_part + " [{elapsed}" + left + ", {per_epoch}{postfix}]"
+    unit = "epoch" if count == 1 else "epochs"
+    return label + "{n_fmt} " + unit + note + " [{elapsed}, {per_epoch}{postfix}]"
+
+
+def _per_epoch(seconds: float) -> str:
+    """Seconds per epoch in 3 significant digits, milliseconds below a second.
+
+    Example:
+        >>> _per_epoch(12.345), _per_epoch(0.51234), _per_epoch(0.0000456)
+        ('12.3s/epoch', '512ms/epoch', '0.0456ms/epoch')
+    """
+    if seconds >= 1:
+        return f"{seconds:.3g}s/epoch"
+    return f"{seconds * 1000:.3g}ms/epoch"
+
+
+def _bar_class(base: Any) -> Any:
+    """``base`` (a tqdm class) whose format also knows ``{per_epoch}``, e.g. ``512ms/epoch``."""
+
+    def format_dict(self: Any) -> dict[str, Any]:
+        values: dict[str, Any] = base.format_dict.fget(self)
+        n, elapsed = values.get("n", 0), values.get("elapsed", 0.0)
+        values["per_epoch"] = _per_epoch(elapsed / n) if n else "?s/epoch"
+        return values
+
+    return type("EpochBar", (base,), {"format_dict": property(format_dict)})
+
+
+def _width(file: IO[str]) -> dict[str, Any]:
+    """A terminal's bar follows its width; elsewhere (a log file) the line is 80 columns."""
+    isatty = getattr(file, "isatty", None)
+    if callable(isatty) and isatty():
+        try:
+            os.get_terminal_size(file.fileno())
+            return {"dynamic_ncols": True}
+        except (AttributeError, OSError, ValueError):  # no size to follow
+            pass
+    return {"ncols": 80}
+
+
+_ACTIVE = "\0active"  # the postfix entry of an ensemble's still-training members
+
+
+def _joined(latest: dict[str, str], keys: tuple[str, ...]) -> str:
+    return ", ".join(latest[k] for k in (*keys, _ACTIVE) if k in latest)
+
+
+def _shown(event: dict[str, Any], keys: tuple[str, ...]) -> dict[str, str]:
+    """The text of each key the event has a number for; for K members, the best of them."""
+    shown: dict[str, str] = {}
+    for key in keys:
+        value = event.get(key)
+        if isinstance(value, list) and is_per_member(value):
+            values = [float(v) for v in value]
+            finite = [i for i, v in enumerate(values) if not math.isnan(v)]
+            if not finite:
+                shown[key] = f"{key}=nan"
+                continue
+            pick = min if lower_is_better(key) else max
+            best = pick(finite, key=lambda i: values[i])
+            shown[key] = f"{key}={_compact(values[best])} (best: member {best})"
+            continue
+        number = scalar_value(value)
+        if number is not None:
+            shown[key] = f"{key}={_compact(number)}"
+    ensemble = ensemble_of(event)
+    if ensemble is not None and not all(ensemble.active):
+        shown[_ACTIVE] = f"{sum(map(bool, ensemble.active))}/{len(ensemble)} training"
+    return shown
+
+
 @stage_factory
 def progress(
     *keys: str,
@@ -44,13 +132,19 @@ def progress(
 ) -> Stage:
     """Show a live progress bar while events pass through unchanged.
 
-    The bar counts epochs (events), shows epochs per second, and after the count the latest
-    value of each of ``keys``, e.g. ``12/100 [00:03, 3.9epoch/s, train_loss=0.4127,
-    val_loss=0.5013]``. Numbers, 0-d tensors and NumPy scalars are shown with four significant
-    digits. A key keeps the last value it had, so a metric computed every few epochs stays on
-    the bar in between; a key no event has carried yet, or whose value is not a number (a
-    string, a tensor with several elements), is simply not shown: a missing key is never an
-    error here.
+    The bar counts epochs (events), the time per epoch, and after them the latest value of
+    each of ``keys``: ``12 epochs [00:03, 251ms/epoch, train_loss=0.4127, val_loss=0.5013]``.
+    With a total (``total=``, or the ``n`` of a :func:`fitstream.take` before it in a
+    :func:`fitstream.pipe`) it also shows a bar, ``12/100`` and the time left; a stream
+    that ends before its total says so: ``37/100 epochs (ended early)`` (e.g. after
+    :func:`fitstream.early_stop`), or ``(stopped early)`` when the consumer stopped it.
+    Values are shown with four significant digits. For an ensemble's per-member values (lists
+    of K numbers) the bar shows the best member: ``val_loss=0.3127 (best: member 17)``
+    (the smallest for losses and errors, else the largest), and how many members still train
+    once some have stopped. A key keeps the last value it had, so a metric computed every few
+    epochs stays on the bar in between; a key no event has carried yet, or whose value is not a
+    number (a string, a tensor with several elements), is simply not shown: a missing key is
+    never an error here. A text bar written to a file (not a terminal) is 80 columns wide.
 
     The bar is created when the first event is requested (so the rate counts the first epoch)
     and is closed on every exit path: the stream ends, the consumer stops early (``break``,
@@ -64,7 +158,8 @@ def progress(
 
     Args:
         *keys: Names of event values to show after the count.
-        total: The expected number of epochs, to show a percentage and a time estimate.
+        total: The expected number of epochs, to show a percentage and a time estimate;
+            ``None`` takes it from the stream when it tells (a ``take(n)`` upstream, a list).
         disable: ``True`` hides the bar, ``False`` always shows it, ``None`` shows it only on
             a terminal (or in a notebook).
         desc: A label written before the bar, e.g. ``"fold 2"``.
@@ -106,33 +201,40 @@ def progress(
             f"got {type(file).__name__}: {file!r:.60}"
         )
     if file is None:
-        bar_class: Any = require("tqdm.auto", "progress", feature="progress").tqdm
+        bar_class: Any = _bar_class(require("tqdm.auto", "progress", feature="progress").tqdm)
     else:
-        bar_class = require("tqdm", "progress", feature="progress").tqdm
+        bar_class = _bar_class(require("tqdm", "progress", feature="progress").tqdm)
+    out = sys.stderr if file is None else file
 
     def stage(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        expected = total if total is not None else expected_length(events)
         latest: dict[str, str] = {}
         with upstream(events) as it:
             bar = bar_class(
-                total=total,
+                total=expected,
                 disable=disable,
                 desc=desc,
                 unit="epoch",
-                file=sys.stderr if file is None else file,
-                dynamic_ncols=True,
+                file=out,
+                bar_format=_bar_format(expected, desc, count=0),
+                **_width(out),
             )
+            ended = "stopped"  # closed by the consumer (break, take) or an exception
             try:
                 for event in it:
-                    for key in keys:
-                        number = scalar_value(event.get(key))
-                        if number is not None:
-                            latest[key] = _compact(number)
+                    latest.update(_shown(event, keys))
                     if latest:
-                        shown = ", ".join(f"{k}={latest[k]}" for k in keys if k in latest)
-                        bar.set_postfix_str(shown, refresh=False)
+                        bar.set_postfix_str(_joined(latest, keys), refresh=False)
+                    if expected is None:
+                        bar.bar_format = _bar_format(None, desc, count=bar.n + 1)
                     bar.update(1)
                     yield event
+                ended = "ended"
             finally:
+                if expected is not None and bar.n < expected:
+                    # e.g. early_stop ended the run before take(n)'s n: say so on the bar.
+                    note = f"({ended} early)"
+                    bar.bar_format = _bar_format(expected, desc, count=bar.n, note=note)
                 bar.close()
 
     return stage

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 from .._internal.checks import check_name, check_non_negative_int, check_positive_int, describe
+from .._internal.hints import Hinted, expected_length
 from .._internal.lookup import metric_values
 from .._internal.members import EnsembleLike, ensemble_of
 from ..events import Stage
@@ -26,7 +27,10 @@ def take(n: int) -> Stage:
     """Keep the first ``n`` events, then end the stream.
 
     The stage never asks for event ``n + 1``: after the ``n``-th event it closes the upstream
-    instead of pulling again, so no extra epoch is trained. ``take(0)`` pulls nothing.
+    instead of pulling again, so no extra epoch is trained. ``take(0)`` pulls nothing. Its
+    stream tells how many events it still expects (``operator.length_hint``); in a
+    :func:`fitstream.pipe` the stages after it pass that on, so a :func:`fitstream.progress`
+    bar shows ``x/n`` and a time estimate.
 
     Args:
         n: How many events to keep; an ``int`` >= 0.
@@ -49,13 +53,21 @@ def take(n: int) -> Stage:
     check_non_negative_int(n, func="take", arg="n")
 
     def stage(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        with upstream(events) as it:
-            if n == 0:
-                return
-            for count, event in enumerate(it, start=1):
-                yield event
-                if count == n:
+        taken = 0
+
+        def kept() -> Iterator[dict[str, Any]]:
+            nonlocal taken
+            with upstream(events) as it:
+                if n == 0:
                     return
+                for event in it:
+                    taken += 1
+                    yield event
+                    if taken == n:
+                        return
+
+        bound = min(n, expected_length(events) or n)  # a list of 3 events: 3
+        return Hinted(kept(), lambda: bound - taken)  # progress() reads it: x/n and an ETA
 
     return stage
 

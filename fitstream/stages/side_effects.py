@@ -194,8 +194,10 @@ def print_keys(
 
         Per-member values, as an ensemble gives them:
 
-        >>> show({"step": 2, "train_loss": [0.5, 0.25], "val_loss": [0.1 * k for k in range(64)]})
-        step=0002 train_loss=[0.500, 0.250] val_loss=[min 0.000 #0, med 3.150, max 6.300 #63]
+        >>> val_loss = [0.1 * k for k in range(64)]
+        >>> show({"step": 2, "train_loss": [0.5, 0.25], "val_loss": val_loss})
+        step=0002 train_loss=[0.500, 0.250]
+        val_loss=[min 0.000 #0, med 3.150, max 6.300 #63]
     """
     for position, key in enumerate(keys, start=1):
         if not isinstance(key, str):

@@ -184,14 +184,17 @@ def ema(
         >>> events = [{"loss": 10.0}, {"loss": 20.0}, {"loss": 30.0}]
         >>> [round(ev["loss_ema"], 3) for ev in pipe(events, ema("loss", decay=0.5))]
         [10.0, 16.667, 24.286]
-        >>> smooth = ema(events, "loss", half_life=1, out_key="smooth", bias_correction=False)
+        >>> smooth = ema(
+        ...     events, "loss", half_life=1, out_key="smooth", bias_correction=False
+        ... )
         >>> [ev["smooth"] for ev in smooth]
         [5.0, 12.5, 21.25]
 
         Per member, a list in gives a list out:
 
         >>> members = [{"loss": [10.0, 1.0]}, {"loss": [20.0, 3.0]}]
-        >>> [ev["loss_ema"] for ev in ema(members, "loss", decay=0.5, bias_correction=False)]
+        >>> smooth = ema(members, "loss", decay=0.5, bias_correction=False)
+        >>> [ev["loss_ema"] for ev in smooth]
         [[5.0, 0.5], [12.5, 1.75]]
     """
     check_name(key, func="ema", what="'key'")

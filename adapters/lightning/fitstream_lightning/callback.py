@@ -83,7 +83,9 @@ class StreamCallback(EpochEvents):
         ...     max_epochs=10, limit_train_batches=2, limit_val_batches=1, logger=False,
         ...     accelerator="cpu", devices=1, enable_checkpointing=False,
         ...     enable_progress_bar=False, enable_model_summary=False,
-        ...     callbacks=[StreamCallback(tap(lambda ev: steps.append(ev["step"])), take(2))],
+        ...     callbacks=[
+        ...         StreamCallback(tap(lambda ev: steps.append(ev["step"])), take(2))
+        ...     ],
         ... )
         >>> trainer.fit(BoringModel())
         >>> steps, trainer.current_epoch
