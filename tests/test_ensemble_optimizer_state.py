@@ -202,3 +202,28 @@ def test_a_checkpoint_holds_each_members_state_compactly(tmp_path: Path) -> None
     torch.save([copy.deepcopy(opt.state_dict()) for opt in opts], alone)
     weights = 4 * 50 * 201 * 4
     assert path.stat().st_size < alone.stat().st_size + weights * 1.2
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda p: SGD(p, lr=0.02, momentum=0.9, dampening=0.2), lambda p: Adam(p, lr=1e-2)],
+    ids=["sgd-momentum", "adam"],
+)
+def test_members_with_and_without_state_each_continue_as_alone(make: OptFactory) -> None:
+    models = [_mlp(seed) for seed in range(2)]
+    opts = [make(m.parameters()) for m in models]
+    models[0](torch.ones(3, 4)).sum().backward()
+    opts[0].step()  # member 0 holds state, member 1 none
+    opts[0].zero_grad()
+    alone = [copy.deepcopy(m) for m in models]
+    alone_opts = [make(m.parameters()) for m in alone]
+    alone_opts[0].load_state_dict(opts[0].state_dict())
+    together = [ev["train_loss"] for ev in islice(_ensemble(models, opts), 3)]
+    for k in range(2):
+        gen = torch.Generator().manual_seed(7)
+        solo = epoch_stream(
+            _data(), alone[k], alone_opts[k], nn.MSELoss(), batch_size=8, generator=gen
+        )
+        losses = [ev["train_loss"] for ev in islice(solo, 3)]
+        assert [epoch[k] for epoch in together] == pytest.approx(losses, rel=2e-4)
+        _assert_same_state(opts[k].state_dict(), alone_opts[k].state_dict())
