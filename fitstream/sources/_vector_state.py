@@ -92,7 +92,8 @@ class StateLink:
         # (slab, member) -> the step counts of its parameters (each entry's "step" a 0-d view)
         self.steps: dict[tuple[int, int], torch.Tensor] = {}
         self.stepping: list[int] = []
-        self.saved: list[dict[str, torch.Tensor]] = []
+        self.saved: list[dict[str, torch.Tensor]] = []  # the frozen members' rows, per slab
+        self.frozen_rows = torch.zeros(0, dtype=torch.long)
 
     def _group(self, i: int, k: int) -> dict[str, Any]:
         group = self.slabs[i].group
