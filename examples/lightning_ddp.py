@@ -43,9 +43,12 @@ def main() -> None:
         else:
             for event in events:  # no stop of its own: follows rank 0
                 last = event
+    # One write per line (newline included), so the ranks' lines never interleave on a shared
+    # stdout: print() would write the text and its newline separately when unbuffered.
     print(
         f"rank {trainer.global_rank}: stopped after epoch {last.get('step')} "
-        f"(trainer epoch {trainer.current_epoch}), train_loss={last.get('train_loss', 0):.6f}",
+        f"(trainer epoch {trainer.current_epoch}), train_loss={last.get('train_loss', 0):.6f}\n",
+        end="",
         flush=True,
     )
 

@@ -215,17 +215,33 @@ def test_another_optimizer_class_steps_each_member_alone_with_one_warning() -> N
     assert hparams["lr"] == 0.003
 
 
-def test_optimizers_that_already_hold_state_continue_through_the_fallback() -> None:
+def test_optimizers_that_already_hold_state_are_taken_in_by_the_vectorised_step() -> None:
     models = [_mlp(0), _mlp(1)]
     opts = [torch.optim.Adam(m.parameters(), lr=0.01) for m in models]
     for m, opt in zip(models, opts, strict=True):
         m(torch.ones(1, 4)).sum().backward()
         opt.step()
-    with pytest.warns(UserWarning, match=r"optimizers\[0\] already holds state"):
+        opt.zero_grad()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         stream = _call(models, opts, batch_size=8)
     step = next(iter(opts[0].state.values()))["step"].item()
     next(stream)
     assert next(iter(opts[0].state.values()))["step"].item() == step + 4
+
+
+def test_state_the_vectorised_step_cannot_take_goes_through_the_fallback() -> None:
+    models = [_mlp(0), _mlp(1)]
+    opts = [torch.optim.Adam(m.parameters(), lr=0.01) for m in models]
+    for m, opt in zip(models, opts, strict=True):
+        m(torch.ones(1, 4)).sum().backward()
+        opt.step()
+    first = next(iter(opts[1].state.values()))
+    first["step"] = torch.tensor(5.0)  # its parameters now differ in step count
+    with pytest.warns(UserWarning, match=r"optimizers\[1\] holds different step counts"):
+        stream = _call(models, opts, batch_size=8)
+    next(stream)
+    assert next(iter(opts[1].state.values()))["step"].item() == 9
 
 
 def test_a_list_of_generators_needs_one_distinct_generator_per_model() -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from torch import nn
 
@@ -108,18 +109,33 @@ def _copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def test_plain_sgd_members_resume_exactly(tmp_path: Path) -> None:
-    # SGD without momentum keeps no optimizer state; a stateful optimizer's state lives in the
-    # stream (stacked), which a checkpoint cannot reach yet.
-    straight = [ev["train_loss"] for ev in take(_stream(*_sweep([0.1, 0.01])), 6)]
-    models, optimizers = _sweep([0.1, 0.01])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p, lr: torch.optim.SGD(p, lr=lr),
+        lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.9),
+        lambda p, lr: torch.optim.Adam(p, lr=lr / 10, amsgrad=lr < 0.05),
+    ],
+    ids=["sgd", "sgd-momentum", "adam"],
+)
+def test_members_resume_exactly(tmp_path: Path, make: Any) -> None:
+    # Each member's optimizer state (momentum buffers, Adam's moments and step counts) is in
+    # optimizers[k].state while an event is held, so the checkpoint saves it and the resumed
+    # stream takes it in: 10 epochs straight == 4 + resume + 6.
+    def sweep(seed: int) -> tuple[list[nn.Module], list[torch.optim.Optimizer]]:
+        models, _ = _sweep([0.1, 0.01], seed)
+        return models, [make(m.parameters(), lr) for m, lr in zip(models, [0.1, 0.01], strict=True)]
+
+    straight = [ev["train_loss"] for ev in take(_stream(*sweep(0)), 10)]
+    models, optimizers = sweep(0)
     path = tmp_path / "ensemble.ckpt"
     first = [
-        ev["train_loss"] for ev in pipe(_stream(models, optimizers), checkpoint(path), take(3))
+        ev["train_loss"] for ev in pipe(_stream(models, optimizers), checkpoint(path), take(4))
     ]
-    models, optimizers = _sweep([0.1, 0.01], seed=9)
+    models, optimizers = sweep(9)
     start = resume(path, models, optimizers)
-    rest = [ev["train_loss"] for ev in take(_stream(models, optimizers, step_offset=start), 3)]
+    assert start == 4
+    rest = [ev["train_loss"] for ev in take(_stream(models, optimizers, step_offset=start), 6)]
     assert first + rest == straight
 
 

@@ -78,11 +78,15 @@ def ensemble_stream(
     Optimizers: ``torch.optim.SGD`` (momentum, dampening, nesterov, weight decay), ``Adam`` and
     ``AdamW`` (amsgrad) take one vectorised step for all members; each member's hyperparameters
     are read from ``optimizers[k].param_groups`` at the start of every epoch, so changing
-    ``param_groups[g]["lr"]`` between epochs takes effect at the next one. Their state lives in
-    the stream, not in ``optimizers[k].state``. Several param groups are allowed when every
-    member groups the same parameters. Any other optimizer class, or optimizers that already
-    hold state, are stepped one member at a time on the vectorised gradients (correct, slower;
-    a ``UserWarning`` says so once, at the call).
+    ``param_groups[g]["lr"]`` between epochs takes effect at the next one. Their state is
+    stacked like the weights, and while the consumer holds an event ``optimizers[k].state``
+    holds member ``k``'s in torch's own format (its tensors views into the stacked state), so
+    ``optimizers[k].state_dict()`` is what training member ``k`` alone would give. State the
+    optimizers already hold (from an earlier stream, or loaded by ``load_state_dict``, as
+    :func:`~fitstream.resume` does) is taken in at the start of each epoch, so a new stream
+    continues where the last one stopped. Several param groups are allowed when every member
+    groups the same parameters. Any other optimizer class is stepped one member at a time on
+    the vectorised gradients (correct, slower; a ``UserWarning`` says so once, at the call).
 
     Args:
         train_data: Tensors sharing their first (sample) dimension, e.g. ``(X, y)``, on the
@@ -161,8 +165,8 @@ def ensemble_stream(
     kind, reason = vectorised_kind(opts)
     if kind is None and graphed:
         raise ValueError(
-            f"{_FUNC}: cuda_graphs=True needs the vectorised optimizer step (fresh SGD, Adam or "
-            f"AdamW optimizers), but {reason}; pass cuda_graphs=False to step each member's "
+            f"{_FUNC}: cuda_graphs=True needs the vectorised optimizer step (SGD, Adam or AdamW "
+            f"optimizers), but {reason}; pass cuda_graphs=False to step each member's "
             "optimizer on its own"
         )
     if kind is None:
@@ -274,6 +278,7 @@ def _epochs(
         else:
             total = _eager_epoch(loop, data, orders, full, short, batch_size=batch_size)
         train_loss = [value / n_samples for value in total.tolist()]
+        stepper.publish()
         elapsed = clock() - started
         step += 1
         yield Event(

@@ -64,8 +64,12 @@ class _Slab:
         return flat[:, off : off + n].view(flat.shape[0], *self.shapes[i])
 
     def member_view(self, row: int, i: int) -> torch.Tensor:
+        return self.row_view(self.data, row, i)
+
+    def row_view(self, flat: torch.Tensor, row: int, i: int) -> torch.Tensor:
+        """Member ``row``'s tensor ``i`` in ``flat``, a ``(K, n)`` tensor laid out as the slab."""
         off, n = self.offsets[i], self.numels[i]
-        return self.data[row, off : off + n].view(self.shapes[i])
+        return flat[row, off : off + n].view(self.shapes[i])
 
 
 class Ensemble(nn.Module):

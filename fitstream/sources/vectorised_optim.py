@@ -5,7 +5,8 @@ Each optimizer works on the ensemble's trainable slabs (``(K, n)`` tensors, see
 ``AdamW``. Hyperparameters are read from the user's ``optimizers[k].param_groups`` by
 :meth:`refresh` (the stream calls it at the start of every epoch) into ``(K, 1)`` tensors on
 the device, so a changed ``lr`` takes effect at the next epoch. The optimizer state (momentum
-buffers, moments, step counts) lives here, not in the user's optimizers.
+buffers, moments) is stacked here; :class:`~fitstream.sources._vector_state.StateLink` shows
+each member's rows in ``optimizers[k].state`` and takes in state those optimizers already hold.
 
 Any other optimizer class is stepped by :class:`MemberSteps`: each member's own optimizer on
 gradients from the vectorised backward pass (correct, but K ``step()`` calls per batch).
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._vector_state import StateLink, importable
 from .stacking import Ensemble, _Slab
 
 __all__ = ["MemberSteps", "VectorAdam", "VectorSGD", "hparams_of", "vectorised_kind"]
@@ -37,10 +39,8 @@ def vectorised_kind(optimizers: Sequence[torch.optim.Optimizer]) -> tuple[str | 
     else:
         names = sorted(t.__name__ for t in types)
         return None, f"no vectorised step for {', '.join(names)} (only SGD, Adam, AdamW)"
-    for k, opt in enumerate(optimizers):
-        if any(opt.state.get(p) for group in opt.param_groups for p in group["params"]):
-            return None, f"optimizers[{k}] already holds state (it has been stepped)"
-    return kind, ""
+    reason = importable(optimizers, kind)
+    return (kind, "") if not reason else (None, reason)
 
 
 def _scalar(value: Any) -> Any:
@@ -73,8 +73,10 @@ class _Vectorised:
     """Hyperparameter tensors per slab, refreshed from the members' param groups."""
 
     names: tuple[str, ...] = ()
+    link: StateLink
 
     def __init__(self, ensemble: Ensemble, optimizers: Sequence[torch.optim.Optimizer]) -> None:
+        self.ensemble = ensemble
         self.slabs = ensemble._trainable_slabs()
         self.optimizers = list(optimizers)
         k = len(optimizers)
@@ -102,8 +104,11 @@ class _Vectorised:
     def refresh(self, steps: int) -> None:
         """Read every member's hyperparameters into the ``(K, 1)`` tensors (one copy each).
 
-        ``steps`` is the number of optimizer steps the coming epoch takes.
+        ``steps`` is the number of optimizer steps the coming epoch takes. State the members'
+        optimizers hold that is not the stacked state's views is taken in first.
         """
+        self.link.adopt(self.ensemble._active)
+        self.steps = steps
         self.values64 = []
         for i, slab in enumerate(self.slabs):
             assert slab.group is not None
@@ -116,6 +121,10 @@ class _Vectorised:
                 column = values[j]
                 flags[f"any_{name}"] = bool((column != 0).any())
                 flags[f"all_{name}"] = bool((column != 0).all())
+
+    def publish(self) -> None:
+        """Show each member's state in its optimizer's ``state`` (after an epoch's steps)."""
+        self.link.publish(self.steps)
 
 
 def _hp_dtype(slab: _Slab) -> torch.dtype:
@@ -130,6 +139,32 @@ class VectorSGD(_Vectorised):
     def __init__(self, ensemble: Ensemble, optimizers: Sequence[torch.optim.Optimizer]) -> None:
         super().__init__(ensemble, optimizers)
         self.buffers: list[torch.Tensor | None] = [None for _ in self.slabs]
+        self.link = StateLink(
+            self.slabs,
+            ensemble.members,
+            optimizers,
+            {"momentum_buffer": self.buffers},
+            wanted=lambda group: ("momentum_buffer",) if _scalar(group["momentum"]) != 0 else (),
+            counted=False,
+        )
+        # Per slab, the rows whose momentum buffer starts at the next step (torch starts it at
+        # the first gradient): members that held no buffer when the others did.
+        self.fresh: list[torch.Tensor | None] = [None for _ in self.slabs]
+
+    def refresh(self, steps: int) -> None:
+        """Read the hyperparameters; note the rows whose momentum buffer starts this epoch."""
+        super().refresh(steps)
+        for i, (held, values) in enumerate(zip(self.link.held, self.values64, strict=True)):
+            momentum = values[self.names.index("momentum")].view(-1).tolist()
+            fresh = [
+                not h and m != 0 and on
+                for h, m, on in zip(held, momentum, self.ensemble._active, strict=True)
+            ]
+            device = self.slabs[i].data.device
+            self.fresh[i] = None
+            if any(fresh) and self.buffers[i] is not None:
+                self.fresh[i] = torch.tensor(fresh, device=device).view(-1, 1)
+            self.flags[i]["fresh"] = self.fresh[i] is not None
 
     def _read(self, group: dict[str, Any]) -> list[float]:
         return [
@@ -144,7 +179,7 @@ class VectorSGD(_Vectorised):
         return any(
             flags["any_momentum"] and buf is None
             for flags, buf in zip(self.flags, self.buffers, strict=True)
-        )
+        ) or any(f is not None for f in self.fresh)
 
     @torch.no_grad()
     def step(self) -> None:
@@ -164,6 +199,10 @@ class VectorSGD(_Vectorised):
                     buf = self.buffers[i] = g.clone()
                 else:
                     buf.mul_(momentum).addcmul_(g, 1 - dampening)
+                    fresh = self.fresh[i]
+                    if fresh is not None:  # rows whose buffer starts now: the gradient
+                        buf.copy_(torch.where(fresh, g, buf))
+                        self.fresh[i], flags["fresh"] = None, False
                 d = buf
                 if flags["any_nesterov"]:
                     d = torch.where(nesterov.bool(), torch.addcmul(g, buf, momentum), buf)
@@ -189,8 +228,18 @@ class VectorAdam(_Vectorised):
         self.exp_avg = [torch.zeros_like(s.data) for s in self.slabs]
         self.exp_avg_sq = [torch.zeros_like(s.data) for s in self.slabs]
         self.max_sq: list[torch.Tensor | None] = [None for _ in self.slabs]
-        self.taken = 0  # steps taken before this epoch (the same for every member)
-        self.planned = 0  # steps this epoch takes
+        self.link = StateLink(
+            self.slabs,
+            ensemble.members,
+            optimizers,
+            {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "max_exp_avg_sq": self.max_sq},
+            wanted=lambda group: (
+                ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+                if group.get("amsgrad", False)
+                else ("exp_avg", "exp_avg_sq")
+            ),
+            counted=True,
+        )
         self.cursor = 0  # steps taken in this epoch
         # With device_cursor (for CUDA graphs) the step reads its row of the bias-correction
         # table at a position held on the device, which a replayed graph advances; the table
@@ -231,14 +280,13 @@ class VectorAdam(_Vectorised):
             for group in opt.param_groups
         }
         super().refresh(steps)
-        self.taken += self.planned
-        self.planned = steps
         self.cursor = 0
         if self.cursor_t is not None:
             self.cursor_t.zero_()
-        t = torch.arange(self.taken + 1, self.taken + steps + self.spare + 1, dtype=torch.float64)
-        t = t.view(-1, 1, 1)
+        ahead = torch.arange(1, steps + self.spare + 1, dtype=torch.float64).view(-1, 1, 1)
         for i, values in enumerate(self.values64):
+            taken = torch.tensor(self.link.counts[i], dtype=torch.float64).view(1, -1, 1)
+            t = taken + ahead  # each member's own step numbers, (steps, K, 1)
             lr, _, decoupled, beta1, beta2, _, _, maximize = values
             table = torch.stack([lr / (1 - beta1**t), (1 - beta2**t).sqrt()], dim=1)
             constants = torch.stack([1 - beta1, 1 - beta2, 1 - lr * decoupled, 1 - 2 * maximize])
@@ -324,3 +372,6 @@ class MemberSteps:
         for opt, active in zip(self.optimizers, self.ensemble._active, strict=True):
             if active:
                 opt.step()
+
+    def publish(self) -> None:
+        """Nothing to show: each member's optimizer keeps its own state."""

@@ -19,6 +19,7 @@ from .._internal.checks import describe
 __all__ = [
     "FORMAT",
     "LIGHTNING_KEY",
+    "compact",
     "load",
     "load_model",
     "load_optimizers",
@@ -30,6 +31,30 @@ __all__ = [
 
 FORMAT = "fitstream-checkpoint-1"
 LIGHTNING_KEY = "fitstream"  # where a Lightning checkpoint holds what FitStream adds
+
+
+def _own(value: Any) -> Any:
+    if isinstance(value, torch.Tensor) and (
+        value.untyped_storage().nbytes() > value.numel() * value.element_size()
+    ):
+        return value.clone()
+    return value
+
+
+def compact(optimizer_state: dict[str, Any]) -> dict[str, Any]:
+    """An optimizer ``state_dict`` with its views cloned, so ``torch.save`` writes them alone.
+
+    (``torch.save`` writes a view's whole storage: an ensemble member's state is a view into
+    the state of all members.)
+    """
+    state = optimizer_state.get("state")
+    if not isinstance(state, dict):
+        return optimizer_state
+    own = {
+        key: {name: _own(v) for name, v in entry.items()} if isinstance(entry, dict) else entry
+        for key, entry in state.items()
+    }
+    return {**optimizer_state, "state": own}
 
 
 def rng_states(generator: torch.Generator | None) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from ..events import Stage
 from ..pipeline import stage_factory, upstream
 from ._checkpoint_file import (
     FORMAT,
+    compact,
     load,
     load_model,
     load_optimizers,
@@ -110,7 +111,7 @@ def _write(path: Path, event: Mapping[str, Any], options: _Options) -> None:
         "format": FORMAT,
         "step": event.get("step"),
         "model": model_state,
-        "optimizers": [o.state_dict() for o in optimizers],
+        "optimizers": [compact(o.state_dict()) for o in optimizers],
         "rng": rng_states(generator),
         "stages": saved_stages,
     }
