@@ -161,6 +161,14 @@ def test_everything_epoch_stream_refuses_is_refused_too() -> None:
         _call(models, data=(X,))
     with pytest.raises(TypeError, match=r"'train_data' must be a tuple or list of tensors"):
         _call(models, data=X)
+    with pytest.raises(TypeError, match=r"ensemble_stream: 'shuffle' must be True or False"):
+        _call(models, shuffle="no")
+    with pytest.raises(TypeError, match=r"ensemble_stream: 'last_label' must be True or False"):
+        _call(models, last_label=1)
+    with pytest.raises(ValueError, match=r"'train_data\[0\]' requires grad"):
+        _call(models, data=(X.clone().requires_grad_(), y))
+    with pytest.raises(ValueError, match=r"'train_data\[0\]' has dtype torch.float64"):
+        _call(models, data=(X.double(), y))
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .._internal.checks import (
+    check_bool,
     check_callable,
     check_generator,
     check_non_negative_int,
@@ -21,6 +22,7 @@ from .._internal.checks import (
     describe,
 )
 from .._internal.optimizers import learning_rate
+from .._internal.train_checks import check_training_data
 from ..events import Event
 from ._cuda import CudaGraphs, check_cuda_graphs
 from ._ensemble_graphed import EnsembleStep
@@ -150,6 +152,8 @@ def ensemble_stream(
         >>> last["train_loss"][0] > last["train_loss"][2]
         True
     """
+    check_bool(shuffle, func=_FUNC, arg="shuffle")
+    check_bool(last_label, func=_FUNC, arg="last_label")
     tensors = check_tensor_data(train_data, func=_FUNC, arg="train_data", last_label=last_label)
     members = check_models(models, func=_FUNC)
     opts = check_optimizers(optimizers, members, func=_FUNC)
@@ -159,6 +163,7 @@ def ensemble_stream(
     # Before the device match, so that a model or data on the CPU is refused naming cuda_graphs.
     graphed = check_cuda_graphs(cuda_graphs, tensors, members[0], opts[0], func=_FUNC)
     check_same_device(tensors, members[0], func=_FUNC, arg="train_data")
+    check_training_data(tensors, members[0], func=_FUNC, arg="train_data")
     generators = _check_generators(generator, tensors[0].device, len(members))
     constants = check_extra(extra, func=_FUNC)
     check_non_negative_int(step_offset, func=_FUNC, arg="step_offset")
