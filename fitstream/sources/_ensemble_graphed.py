@@ -24,7 +24,8 @@ from collections.abc import Hashable, Sequence
 import torch
 
 from ._ensemble_loop import EnsembleLoop
-from ._step_state import RandomState, tensor_key
+from ._snapshot import RandomState
+from ._step_state import tensor_key
 from .vectorised_optim import VectorAdam, VectorSGD
 
 __all__ = ["EnsembleSnapshot", "EnsembleStep"]

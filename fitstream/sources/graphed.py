@@ -15,7 +15,7 @@ whenever :func:`~fitstream.sources._step_state.world_key` says the world changed
 3. For each batch size of the epoch (the full batches, and a short last batch if any) a
    static copy of one batch is made, three warm-up steps run on a side stream with host
    synchronisations turned into errors, and everything they changed is put back
-   (:class:`~fitstream.sources._step_state.Snapshot`); then one step is captured.
+   (:class:`~fitstream.sources._snapshot.Snapshot`); then one step is captured.
 4. Any failure puts the model and optimizer back as they were at the start of the epoch and
    raises; an error about capture says what in the step cannot be captured.
 
@@ -36,9 +36,9 @@ from torch import nn
 
 from ._cuda import CudaGraphs
 from ._loop import explain_bad_loss
+from ._snapshot import Snapshot
 from ._step_state import (
     CaptureError,
-    Snapshot,
     check_state,
     explain_capture_failure,
     make_capturable,
