@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from fitstream import best_model, epoch_stream
-from fitstream.sources import epochs, graphed
+from fitstream.sources import _shared, epochs, graphed
 from fitstream.sources._step_state import world_key
 
 # --- refusals at the call -----------------------------------------------------------------
@@ -134,7 +134,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
         stream = epoch_stream(data, model, opt, loss_fn, cuda_graphs=True, **kwargs)
         return stream, cuda
 
-    monkeypatch.setattr(epochs, "check_cuda_graphs", lambda flag, *args, **kwargs: flag)
+    monkeypatch.setattr(_shared, "check_cuda_graphs", lambda flag, *args, **kwargs: flag)
     # capturable=True optimizers refuse CPU parameters; the switch is tested on its own.
     monkeypatch.setattr(graphed, "make_capturable", lambda optimizer: [])
     return start

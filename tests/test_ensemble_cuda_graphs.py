@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from fitstream import ensemble_stream
+from fitstream.sources import _shared, graphed
 from fitstream.sources import ensemble as ensemble_module
-from fitstream.sources import graphed
 from fitstream.sources.vectorised_optim import VectorAdam, VectorSGD
 
 K = 3
@@ -129,7 +129,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
         stream = ensemble_stream(data, models, opts, loss_fn, cuda_graphs=True, **kwargs)
         return stream, cuda
 
-    monkeypatch.setattr(ensemble_module, "check_cuda_graphs", lambda flag, *a, **kw: flag)
+    monkeypatch.setattr(_shared, "check_cuda_graphs", lambda flag, *a, **kw: flag)
     return start
 
 
@@ -335,7 +335,7 @@ def test_cpu_data_is_refused_at_the_call_naming_cuda_graphs() -> None:
 def test_member_by_member_optimizers_are_refused_at_the_call(
     monkeypatch: pytest.MonkeyPatch, case: str
 ) -> None:
-    monkeypatch.setattr(ensemble_module, "check_cuda_graphs", lambda flag, *a, **kw: flag)
+    monkeypatch.setattr(_shared, "check_cuda_graphs", lambda flag, *a, **kw: flag)
     models = _models()
     if case == "other optimizer":
         opts: list[Any] = [torch.optim.RMSprop(m.parameters(), lr=0.01) for m in models]

@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
-from .._internal.checks import describe
+from .._internal.checks import (
+    check_bool,
+    check_callable,
+    check_non_negative_int,
+    check_one_device,
+    check_positive_int,
+    check_same_device,
+    check_tensor_data,
+    describe,
+)
+from .._internal.train_checks import check_training_data
+from ._cuda import check_cuda_graphs
 
 __all__ = [
     "RESERVED_KEYS",
     "Released",
     "check_extra",
+    "check_fit",
     "check_optimizer",
+    "check_run",
     "explain_bad_loss",
     "stack_losses",
 ]
@@ -49,6 +63,59 @@ class Released(Iterator[Any]):
         events, self._events = self._events, None
         if events is not None:
             events.close()
+
+
+def check_run(
+    train_data: object,
+    loss_fn: object,
+    *,
+    batch_size: object,
+    shuffle: bool,
+    last_label: bool,
+    extra: object,
+    step_offset: object,
+    func: str,
+) -> tuple[tuple[torch.Tensor, ...], dict[str, Any]]:
+    """Check the arguments every in-memory source takes alike; return the tensors and extras.
+
+    Example:
+        >>> tensors, extra = check_run((torch.zeros(4, 2), torch.zeros(4)), len, batch_size=2,
+        ...     shuffle=True, last_label=True, extra=None, step_offset=0, func="f")
+        >>> len(tensors), extra
+        (2, {})
+    """
+    check_bool(shuffle, func=func, arg="shuffle")
+    check_bool(last_label, func=func, arg="last_label")
+    tensors = check_tensor_data(train_data, func=func, arg="train_data", last_label=last_label)
+    check_callable(loss_fn, func=func, arg="loss_fn")
+    check_positive_int(batch_size, func=func, arg="batch_size")
+    check_one_device(tensors, func=func, arg="train_data")
+    constants = check_extra(extra, func=func)
+    check_non_negative_int(step_offset, func=func, arg="step_offset")
+    return tensors, constants
+
+
+def check_fit(
+    tensors: Sequence[torch.Tensor],
+    model: nn.Module,
+    optimizer: object,
+    cuda_graphs: object,
+    *,
+    func: str,
+) -> bool:
+    """Check that the data suits ``model`` (device, dtype, no grad); return ``cuda_graphs``.
+
+    ``cuda_graphs`` is checked before the device match, so that a model or data on the CPU is
+    refused naming it.
+
+    Example:
+        >>> check_fit([torch.zeros(4, 2)], nn.Linear(2, 1), None, False, func="f")
+        False
+    """
+    graphed = check_cuda_graphs(cuda_graphs, tensors, model, optimizer, func=func)
+    check_same_device(tensors, model, func=func, arg="train_data")
+    check_training_data(tensors, model, func=func, arg="train_data")
+    return graphed
 
 
 def check_optimizer(optimizer: object, *, func: str, arg: str) -> None:

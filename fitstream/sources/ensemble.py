@@ -11,24 +11,16 @@ import torch
 from torch import nn
 
 from .._internal.checks import (
-    check_bool,
-    check_callable,
     check_generator,
-    check_non_negative_int,
-    check_one_device,
-    check_positive_int,
-    check_same_device,
-    check_tensor_data,
     describe,
 )
 from .._internal.optimizers import learning_rate
-from .._internal.train_checks import check_training_data
 from ..events import Event
-from ._cuda import CudaGraphs, check_cuda_graphs
+from ._cuda import CudaGraphs
 from ._ensemble_graphed import EnsembleStep
 from ._ensemble_loop import EnsembleLoop
 from ._member_checks import check_models, check_optimizers
-from ._shared import check_extra, stack_losses
+from ._shared import check_fit, check_run, stack_losses
 from .batching import batch_slices, shuffled
 from .graphed import GraphedSteps
 from .stacking import Ensemble
@@ -152,21 +144,20 @@ def ensemble_stream(
         >>> last["train_loss"][0] > last["train_loss"][2]
         True
     """
-    check_bool(shuffle, func=_FUNC, arg="shuffle")
-    check_bool(last_label, func=_FUNC, arg="last_label")
-    tensors = check_tensor_data(train_data, func=_FUNC, arg="train_data", last_label=last_label)
+    tensors, constants = check_run(
+        train_data,
+        loss_fn,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        last_label=last_label,
+        extra=extra,
+        step_offset=step_offset,
+        func=_FUNC,
+    )
     members = check_models(models, func=_FUNC)
     opts = check_optimizers(optimizers, members, func=_FUNC)
-    check_callable(loss_fn, func=_FUNC, arg="loss_fn")
-    check_positive_int(batch_size, func=_FUNC, arg="batch_size")
-    check_one_device(tensors, func=_FUNC, arg="train_data")
-    # Before the device match, so that a model or data on the CPU is refused naming cuda_graphs.
-    graphed = check_cuda_graphs(cuda_graphs, tensors, members[0], opts[0], func=_FUNC)
-    check_same_device(tensors, members[0], func=_FUNC, arg="train_data")
-    check_training_data(tensors, members[0], func=_FUNC, arg="train_data")
+    graphed = check_fit(tensors, members[0], opts[0], cuda_graphs, func=_FUNC)
     generators = _check_generators(generator, tensors[0].device, len(members))
-    constants = check_extra(extra, func=_FUNC)
-    check_non_negative_int(step_offset, func=_FUNC, arg="step_offset")
     kind, reason = vectorised_kind(opts)
     if kind is None and graphed:
         raise ValueError(

@@ -11,22 +11,15 @@ import torch
 from torch import nn
 
 from .._internal.checks import (
-    check_bool,
-    check_callable,
     check_generator,
-    check_non_negative_int,
-    check_one_device,
-    check_positive_int,
-    check_same_device,
-    check_tensor_data,
     describe,
 )
 from .._internal.optimizers import learning_rate
-from .._internal.train_checks import check_optimizer_for, check_training_data
+from .._internal.train_checks import check_optimizer_for
 from ..events import Event
-from ._cuda import CudaGraphs, check_cuda_graphs
+from ._cuda import CudaGraphs
 from ._loop import Loop
-from ._shared import Released, check_extra, check_optimizer, stack_losses
+from ._shared import Released, check_fit, check_optimizer, check_run, stack_losses
 from .batching import batch_slices, shuffled
 from .graphed import GraphedSteps, ModelStep
 
@@ -127,23 +120,22 @@ def epoch_stream(
         >>> history[-1][1] < history[0][1]
         True
     """
-    check_bool(shuffle, func=_FUNC, arg="shuffle")
-    check_bool(last_label, func=_FUNC, arg="last_label")
-    tensors = check_tensor_data(train_data, func=_FUNC, arg="train_data", last_label=last_label)
+    tensors, constants = check_run(
+        train_data,
+        loss_fn,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        last_label=last_label,
+        extra=extra,
+        step_offset=step_offset,
+        func=_FUNC,
+    )
     if not isinstance(model, nn.Module):
         raise TypeError(f"{_FUNC}: 'model' must be a torch.nn.Module, got {describe(model)}")
     check_optimizer_for(optimizer, model, func=_FUNC)
     check_optimizer(optimizer, func=_FUNC, arg="optimizer")
-    check_callable(loss_fn, func=_FUNC, arg="loss_fn")
-    check_positive_int(batch_size, func=_FUNC, arg="batch_size")
-    check_one_device(tensors, func=_FUNC, arg="train_data")
-    # Before the device match, so that a model or data on the CPU is refused naming cuda_graphs.
-    graphed = check_cuda_graphs(cuda_graphs, tensors, model, optimizer, func=_FUNC)
-    check_same_device(tensors, model, func=_FUNC, arg="train_data")
-    check_training_data(tensors, model, func=_FUNC, arg="train_data")
+    graphed = check_fit(tensors, model, optimizer, cuda_graphs, func=_FUNC)
     check_generator(generator, tensors[0].device, func=_FUNC)
-    constants = check_extra(extra, func=_FUNC)
-    check_non_negative_int(step_offset, func=_FUNC, arg="step_offset")
     return Released(
         _epochs(
             tensors,
