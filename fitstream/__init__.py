@@ -7,6 +7,7 @@ composed with :func:`pipe`; sinks (:func:`collect`, :func:`collect_jsonl`, ...) 
 
 from .evaluation import evaluate, validation_loss
 from .events import Event, EventStream, Stage
+from .experiments import bootstrap, kfold, summarize
 from .pipeline import pipe
 from .sinks import (
     LivePlot,
@@ -47,6 +48,7 @@ __all__ = [
     "Stage",
     "augment",
     "best_model",
+    "bootstrap",
     "checkpoint",
     "collect",
     "collect_jsonl",
@@ -58,6 +60,7 @@ __all__ = [
     "epoch_stream",
     "evaluate",
     "iter_batches",
+    "kfold",
     "live_plot",
     "log_tensorboard",
     "pipe",
@@ -67,6 +70,7 @@ __all__ = [
     "reduce_lr_on_plateau",
     "resume",
     "stop_on_nonfinite",
+    "summarize",
     "take",
     "tap",
     "tick",

@@ -32,10 +32,11 @@ from ._internal.checks import (
     describe,
     model_device,
 )
-from ._internal.chunks import Chunks
+from ._internal.chunks import Chunks, MemberChunks
 from ._internal.lookup import missing_key_error
 from ._internal.members import ensemble_of
 from ._internal.metrics import MetricSpec, is_stateful_metric, prepare_metric
+from ._internal.rows import check_rows
 from ._internal.values import as_float_lists, as_floats
 
 __all__ = ["Augmenter", "evaluate", "evaluation_mode", "validation_loss"]
@@ -115,8 +116,19 @@ def _augmenter(
     *,
     last_label: bool,
     batch_size: int | None,
+    rows: object,
 ) -> Augmenter:
     chunks = Chunks(tensors, specs, func=func, last_label=last_label, batch_size=batch_size)
+    member_rows = check_rows(
+        rows, tensors[0].shape[0], tensors[0].device, members=None, func=func, data="val_data"
+    )
+    own = (
+        None
+        if member_rows is None
+        else MemberChunks(
+            tensors, member_rows, specs, func=func, last_label=last_label, batch_size=batch_size
+        )
+    )
     kept: dict[str, list[Any]] = {}  # per-member copies of the stateful metrics
 
     def augmenter(event: Mapping[str, Any]) -> dict[str, Any]:
@@ -125,6 +137,12 @@ def _augmenter(
         device = model_device(model) or tensors[0].device
         ensemble = ensemble_of(event)
         members = None if ensemble is None else len(ensemble)
+        if own is not None and ensemble is None:
+            raise TypeError(
+                f"{func}: 'rows' scores each member of an ensemble on its own rows, but "
+                f"event['model'] is a single model ({describe(model)}); leave 'rows' out, or "
+                "evaluate an ensemble_stream's events"
+            )
         fns = {
             spec.name: [spec.fn]
             if members is None or not spec.stateful
@@ -141,7 +159,11 @@ def _augmenter(
                 if spec.stateful:
                     for fn in fns[spec.name]:
                         prepare_metric(fn, device)
-            values = chunks.run(model, fns, members)
+            if own is not None:
+                assert ensemble is not None
+                values = own.run(model, ensemble.members, fns)
+            else:
+                values = chunks.run(model, fns, members)
         if members is None:
             return as_floats({name: entries[0] for name, entries in values.items()})
         return as_float_lists(values)
@@ -156,6 +178,7 @@ def validation_loss(
     key: str = "val_loss",
     last_label: bool = True,
     batch_size: int | None = None,
+    rows: Sequence[torch.Tensor] | None = None,
 ) -> Augmenter:
     """Make an augmenter that adds the loss of the event's model on ``val_data``.
 
@@ -180,6 +203,12 @@ def validation_loss(
         batch_size: Evaluate in chunks of this many samples instead of one forward pass. The
             chunks' losses are averaged weighted by their sizes, which equals the one-pass value
             for a mean-reduced loss (the usual ``reduction="mean"``), not for a summed one.
+        rows: For an ensemble's events: one 1-D integer tensor per member, member ``k``
+            scored on the rows ``rows[k]`` of ``val_data`` only (a fold's held-out part, a
+            bootstrap's out-of-bag rows), as ``validation_loss`` on ``val_data[rows[k]]``
+            would score ``members[k]`` alone. Checked at the call (integer, 1-D, non-empty,
+            within ``val_data``, on its device) and against the number of members at the
+            first event.
 
     Returns:
         The augmenter, ``event -> {key: float}`` (``{key: [float, ...]}`` per member). It
@@ -223,7 +252,9 @@ def validation_loss(
     check_not_own_key(key, func=func, arg="key")
     check_positive_int(batch_size, func=func, arg="batch_size", allow_none=True)
     spec = MetricSpec(key, loss_fn, stateful=False, label="'loss_fn'")
-    return _augmenter(func, tensors, [spec], last_label=last_label, batch_size=batch_size)
+    return _augmenter(
+        func, tensors, [spec], last_label=last_label, batch_size=batch_size, rows=rows
+    )
 
 
 def evaluate(
@@ -232,6 +263,7 @@ def evaluate(
     metrics: Mapping[str, Any],
     last_label: bool = True,
     batch_size: int | None = None,
+    rows: Sequence[torch.Tensor] | None = None,
 ) -> Augmenter:
     """Make an augmenter that adds metrics of the event's model on ``val_data``.
 
@@ -264,6 +296,8 @@ def evaluate(
         metrics: Names mapped to metrics, as above.
         last_label: Whether the last tensor of ``val_data`` holds the labels.
         batch_size: Evaluate in chunks of this many samples instead of one forward pass.
+        rows: For an ensemble's events, member ``k`` is evaluated on the rows ``rows[k]`` of
+            ``val_data`` only, as for :func:`validation_loss`.
 
     Returns:
         The augmenter, ``event -> {name: float, ...}`` (lists of K floats per member). Called
@@ -306,7 +340,7 @@ def evaluate(
         check_callable(metric, func=func, arg=f"metrics[{name!r}]")
         specs.append(MetricSpec(name, metric, is_stateful_metric(metric), f"metric {name!r}"))
     check_positive_int(batch_size, func=func, arg="batch_size", allow_none=True)
-    return _augmenter(func, tensors, specs, last_label=last_label, batch_size=batch_size)
+    return _augmenter(func, tensors, specs, last_label=last_label, batch_size=batch_size, rows=rows)
 
 
 mark_factory(validation_loss, "augment(validation_loss((X_val, y_val), loss_fn))")

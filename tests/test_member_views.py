@@ -65,7 +65,7 @@ def history(tmp_path: Path) -> dict[str, Any]:
 def test_tensorboard_has_a_run_and_a_session_per_member(history: dict[str, Any]) -> None:
     folder, events = history["folder"], history["events"]
     for member, lr in enumerate(LRS):
-        run = folder / f"member_{member:02d}"
+        run = folder / f"lr={lr:g}"  # the setting that tells the members apart
         curve = read_run(run / "validation").Scalars("epoch/loss")
         assert [point.step for point in curve] == [1, 2, 3, 4]
         values = [ev["val_loss"][member] for ev in events]
@@ -88,4 +88,4 @@ def test_the_figure_has_a_curve_per_member_and_the_bar_the_best(history: dict[st
     best = min(range(len(LRS)), key=last.__getitem__)
     final = history["bar"].split("\r")[-1]
     assert "| 4/4 epochs [" in final
-    assert f"(best: member {best})" in final
+    assert f"(best: lr={LRS[best]:g})" in final

@@ -339,13 +339,25 @@ def test_events_without_a_metric_are_refused_with_their_keys() -> None:
         plot_history([{"step": 1, "note": "text"}])
 
 
-def test_an_ensemble_gets_one_curve_per_member_in_one_colour(sweep: Any) -> None:
-    fig = plot_history(sweep(5, 3))
+def test_a_few_members_get_a_colour_and_a_name_each(sweep: Any) -> None:
+    fig = plot_history(sweep(3, 3))
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 6
+    assert len({line.get_color() for line in lines[:3]}) == 3
+    assert [line.get_color() for line in lines[3:]] == [line.get_color() for line in lines[:3]]
+    assert {line.get_linestyle() for line in lines[3:]} != {lines[0].get_linestyle()}
+    legend = [text.get_text() for text in fig.axes[0].get_legend().get_texts()]
+    assert legend[:3] == ["train_loss lr=0.1", "train_loss lr=0.01", "train_loss lr=0.001"]
+    assert legend[3] == "val_loss lr=0.1"
+
+
+def test_many_members_get_one_curve_each_in_one_colour(sweep: Any) -> None:
+    fig = plot_history(sweep(15, 3))
     assert [ax.get_ylabel() for ax in fig.axes] == ["loss"]
     lines = fig.axes[0].get_lines()
-    assert len(lines) == 10  # train_loss and val_loss, 5 members each
-    assert [line.get_color() for line in lines[:5]] == [lines[0].get_color()] * 5
-    assert lines[5].get_color() != lines[0].get_color()
+    assert len(lines) == 30  # train_loss and val_loss, 15 members each
+    assert [line.get_color() for line in lines[:15]] == [lines[0].get_color()] * 15
+    assert lines[15].get_color() != lines[0].get_color()
     assert_same(list(lines[4].get_ydata()), [5 / s for s in (1, 2, 3)])
     legend = [text.get_text() for text in fig.axes[0].get_legend().get_texts()]
-    assert legend == ["train_loss (5 members)", "val_loss (5 members)"]
+    assert legend == ["train_loss (15 members)", "val_loss (15 members)"]

@@ -341,11 +341,15 @@ def test_an_ensemble_shows_its_best_member_and_how_many_still_train(
     out = Terminal()
     list(progress(events, "val_loss", file=out))
     line = final_line(out)
-    assert "val_loss=1 (best: member 0)," in line  # losses: the smallest
+    assert "val_loss=1 (best: lr=0.1)," in line  # losses: the smallest, named by its lr
     assert "[0." not in line  # never the list itself
     out = Terminal()
     list(progress(events, "val_acc", file=out))
-    assert "val_acc=0.9 (best: member 63)" in final_line(out)  # otherwise: the largest
+    assert "val_acc=0.9 (best: lr=1e-64)" in final_line(out)  # otherwise: the largest
     out = Terminal()
     list(progress(events, file=out))
     assert final_line(out).endswith(", 63/64 training]")
+    same = sweep(3, 1, hparams=[{"optimizer": "Adam", "lr": 0.1}] * 3)
+    out = Terminal()
+    list(progress(same, "val_loss", file=out))
+    assert "val_loss=2 (best: member 0)" in final_line(out)  # nothing tells them apart

@@ -360,20 +360,22 @@ def test_running_best_picks_min_for_losses_max_otherwise_and_skips_nan() -> None
 
 
 def test_an_ensemble_gets_one_run_per_member_each_a_session(tmp_path: Path, sweep: Any) -> None:
+    # Each member's folder is named by what tells it apart from the others: its lr.
     collect_tensorboard(sweep(3, 3), tmp_path, hparams={"batch_size": 32})
     runs = runs_and_tags(tmp_path)
-    assert sorted(runs) == [
-        f"member_{k:02d}/{split}" for k in range(3) for split in ("train", "validation")
-    ]
-    assert runs["member_02/validation"] == ["epoch/loss", "epoch/loss_best"]
-    assert runs["member_02/train"] == ["epoch/loss"]  # model and train_time_sec left out
-    assert [v for _, v in scalars(tmp_path / "member_02/train", "epoch/loss")] == pytest.approx(
+    names = ["lr=0.1", "lr=0.01", "lr=0.001"]
+    assert sorted(runs) == sorted(
+        f"{name}/{split}" for name in names for split in ("train", "validation")
+    )
+    assert runs["lr=0.001/validation"] == ["epoch/loss", "epoch/loss_best"]
+    assert runs["lr=0.001/train"] == ["epoch/loss"]  # model and train_time_sec left out
+    assert [v for _, v in scalars(tmp_path / "lr=0.001/train", "epoch/loss")] == pytest.approx(
         [3 / s for s in (1, 2, 3)]
     )
-    assert [v for _, v in scalars(tmp_path / "member_00/validation", "epoch/loss")] == (
+    assert [v for _, v in scalars(tmp_path / "lr=0.1/validation", "epoch/loss")] == (
         pytest.approx([2 / s for s in (1, 2, 3)])
     )
-    assert session_start(tmp_path / "member_01") == {
+    assert session_start(tmp_path / "lr=0.01") == {
         "batch_size": 32,
         "member": 1,
         "optimizer": "Adam",
@@ -386,7 +388,9 @@ def test_an_ensemble_gets_one_run_per_member_each_a_session(tmp_path: Path, swee
 def test_an_ensemble_of_64_pads_member_folders_and_logs_shared_values_to_each(
     tmp_path: Path, sweep: Any
 ) -> None:
-    events = [{**ev, "lr": 0.1} for ev in sweep(64, 2)]
+    # Members that nothing tells apart keep numbered folders, padded so that they sort.
+    same = [{"optimizer": "Adam", "lr": 0.1}] * 64
+    events = [{**ev, "lr": 0.1} for ev in sweep(64, 2, hparams=same)]
     collect_tensorboard(events, tmp_path, keys=["train_loss", "lr"])
     runs = runs_and_tags(tmp_path)
     assert len(runs) == 64

@@ -202,8 +202,8 @@ def test_the_server_shows_an_ensemble_as_one_session_per_member(
         "the members' sessions",
         lambda: session_groups(server) if len(session_groups(server)) == 4 else None,
     )
-    assert sorted(by_run) == [f"sweep/member_{k:02d}" for k in range(4)]
-    hparams, metrics = by_run["sweep/member_02"]
+    assert sorted(by_run) == sorted(f"sweep/lr={10.0 ** -(k + 1):g}" for k in range(4))
+    hparams, metrics = by_run["sweep/lr=0.001"]
     assert hparams["lr"] == pytest.approx(1e-3)
     assert hparams["member"] == 2
     assert metrics["validation/epoch/loss_best"] == pytest.approx(2 * 3 / 3)

@@ -17,7 +17,11 @@ import tempfile
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[1]
-PICTURES = {"howto/plots.md": ["history.png"], "howto/ensembles.md": ["sweep.png"]}
+PICTURES = {
+    "howto/plots.md": ["history.png"],
+    "howto/ensembles.md": ["sweep.png"],
+    "howto/cross-validation.md": ["cv.png"],
+}
 """Each page whose code saves pictures, and the files it saves."""
 
 

@@ -17,7 +17,7 @@ import torch
 from .checks import describe
 from .metrics import MetricSpec, Value, add_weighted, scalar
 
-__all__ = ["Chunks", "member_outputs"]
+__all__ = ["Chunks", "MemberChunks", "member_outputs"]
 
 
 def _note(exc: BaseException, text: str) -> None:
@@ -83,43 +83,149 @@ class Chunks:
             inputs, labels = (chunk[:-1], chunk[-1:]) if self.last_label else (chunk, ())
             output = model(*inputs)
             outputs = [output] if members is None else member_outputs(output, count, func=self.func)
-            for spec in self.specs:
-                for k, pred in enumerate(outputs):
-                    try:
-                        if spec.stateful:
-                            fns[spec.name][k].update(pred, *labels)
-                            continue
-                        value = scalar(spec.fn(pred, *labels), func=self.func, label=spec.label)
-                    except Exception as exc:
-                        where = "" if members is None else f" on member {k}"
-                        _note(exc, f"(raised by {self.func}'s {spec.label}{where})")
-                        raise
-                    sums[spec.name][k] = (
-                        add_weighted(sums[spec.name][k], value, size) if chunked else value
-                    )
-        return self._results(sums, fns, count)
+            for k, pred in enumerate(outputs):
+                where = "" if members is None else f" on member {k}"
+                for spec in self.specs:
+                    add(
+                        spec, k, pred, labels, func=self.func, fns=fns, sums=sums, size=size,
+                        chunked=chunked, where=where,
+                    )  # fmt: skip
+        return results(self.func, self.specs, sums, fns, [(self.n_total, chunked)] * count)
 
-    def _results(
+
+class MemberChunks:
+    """Held-out tensors scored per member on its own rows, all members in one forward per chunk.
+
+    Member ``k`` is evaluated on ``tensors[i][rows[k]]`` in chunks of ``batch_size`` of its
+    rows, as :class:`Chunks` would cut that data alone. Per chunk, every member's rows are
+    gathered into one ``(K, size, ...)`` batch (a member with fewer rows is padded with some of
+    its own, whose outputs are left out) and the ensemble runs each member on its own rows.
+    """
+
+    def __init__(
         self,
-        sums: Mapping[str, list[Value | None]],
-        fns: Mapping[str, Sequence[Any]],
-        count: int,
-    ) -> dict[str, list[Value]]:
-        values: dict[str, list[Value]] = {}
-        owners: dict[str, str] = {}
-        for spec in self.specs:
-            for k in range(count):
-                if spec.stateful:
-                    results = spec.results(fns[spec.name][k].compute(), func=self.func)
-                else:
-                    total = sums[spec.name][k]
-                    assert total is not None  # at least one chunk ran
-                    results = [(spec.name, total / self.n_total if len(self.chunks) > 1 else total)]
-                for name, value in results:
-                    if owners.setdefault(name, spec.name) != spec.name:
-                        raise ValueError(
-                            f"{self.func}: {spec.label} gives the key {name!r}, which another "
-                            f"metric already gives; rename one of them"
-                        )
-                    values.setdefault(name, []).append(value)
-        return values
+        tensors: Sequence[torch.Tensor],
+        rows: Sequence[torch.Tensor],
+        specs: Sequence[MetricSpec],
+        *,
+        func: str,
+        last_label: bool,
+        batch_size: int | None,
+    ) -> None:
+        self.tensors, self.specs, self.func, self.last_label = tensors, specs, func, last_label
+        self.counts = [int(each.numel()) for each in rows]
+        most = max(self.counts)
+        step = most if batch_size is None else min(batch_size, most)
+        self.chunks: list[tuple[torch.Tensor, list[int]]] = []
+        for start in range(0, most, step):
+            size = min(step, most - start)
+            sizes = [min(max(n - start, 0), size) for n in self.counts]
+            index = torch.stack(
+                [
+                    _padded(each[start : start + n], size)
+                    for each, n in zip(rows, sizes, strict=True)
+                ]
+            )
+            self.chunks.append((index, sizes))
+        self.shape = [
+            (n, -(-n // (n if batch_size is None else min(batch_size, n))) > 1) for n in self.counts
+        ]
+
+    def run(self, model: Any, members: Sequence[Any], fns: Mapping[str, Sequence[Any]]) -> Any:
+        """Evaluate each of ``members`` (``model``'s) on its rows; the values per metric."""
+        count = len(self.counts)
+        if len(members) != count:
+            raise ValueError(
+                f"{self.func}: 'rows' holds {count} index tensors, but the event's ensemble has "
+                f"{len(members)} members; give one per member"
+            )
+        sums: dict[str, list[Value | None]] = {spec.name: [None] * count for spec in self.specs}
+        each = getattr(model, "_forward_each", None)
+        tensors = self.tensors
+        inputs_t, labels_t = (tensors[:-1], tensors[-1]) if self.last_label else (tensors, None)
+        for index, sizes in self.chunks:
+            inputs = [t[index] for t in inputs_t]
+            outputs = (
+                member_outputs(each(inputs), count, func=self.func)
+                if callable(each)
+                else [m(*(x[k] for x in inputs)) for k, m in enumerate(members)]
+            )
+            for k, (pred, size) in enumerate(zip(outputs, sizes, strict=True)):
+                if not size:
+                    continue
+                labels = () if labels_t is None else (labels_t[index[k, :size]],)
+                chunked = self.shape[k][1]
+                for spec in self.specs:
+                    add(
+                        spec, k, pred[:size], labels, func=self.func, fns=fns, sums=sums,
+                        size=size, chunked=chunked, where=f" on member {k}",
+                    )  # fmt: skip
+        return results(self.func, self.specs, sums, fns, self.shape)
+
+
+def _padded(rows: torch.Tensor, size: int) -> torch.Tensor:
+    """``rows`` made ``size`` long by repeating its own first row (or row 0 when it is empty).
+
+    Example:
+        >>> _padded(torch.tensor([4, 5]), 4).tolist()
+        [4, 5, 4, 4]
+        >>> _padded(torch.tensor([], dtype=torch.long), 2).tolist()
+        [0, 0]
+    """
+    if rows.numel() == size:
+        return rows
+    fill = rows[:1] if rows.numel() else torch.zeros(1, dtype=rows.dtype, device=rows.device)
+    return torch.cat([rows, fill.expand(size - rows.numel())])
+
+
+def add(
+    spec: MetricSpec,
+    k: int,
+    pred: torch.Tensor,
+    labels: Sequence[torch.Tensor],
+    *,
+    func: str,
+    fns: Mapping[str, Sequence[Any]],
+    sums: dict[str, list[Value | None]],
+    size: int,
+    chunked: bool,
+    where: str,
+) -> None:
+    """Add member ``k``'s chunk to a metric: update a stateful one, or sum a plain value."""
+    try:
+        if spec.stateful:
+            fns[spec.name][k].update(pred, *labels)
+            return
+        value = scalar(spec.fn(pred, *labels), func=func, label=spec.label)
+    except Exception as exc:
+        _note(exc, f"(raised by {func}'s {spec.label}{where})")
+        raise
+    sums[spec.name][k] = add_weighted(sums[spec.name][k], value, size) if chunked else value
+
+
+def results(
+    func: str,
+    specs: Sequence[MetricSpec],
+    sums: Mapping[str, list[Value | None]],
+    fns: Mapping[str, Sequence[Any]],
+    shape: Sequence[tuple[int, bool]],
+) -> dict[str, list[Value]]:
+    """Each metric's values per member; ``shape[k]`` is member k's ``(rows, chunked)``."""
+    values: dict[str, list[Value]] = {}
+    owners: dict[str, str] = {}
+    for spec in specs:
+        for k, (n_total, chunked) in enumerate(shape):
+            if spec.stateful:
+                found = spec.results(fns[spec.name][k].compute(), func=func)
+            else:
+                total = sums[spec.name][k]
+                assert total is not None  # at least one chunk ran
+                found = [(spec.name, total / n_total if chunked else total)]
+            for name, value in found:
+                if owners.setdefault(name, spec.name) != spec.name:
+                    raise ValueError(
+                        f"{func}: {spec.label} gives the key {name!r}, which another "
+                        f"metric already gives; rename one of them"
+                    )
+                values.setdefault(name, []).append(value)
+    return values

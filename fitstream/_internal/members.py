@@ -10,10 +10,10 @@ A per-member value is a ``list`` of K numbers in the order of the ensemble's mem
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["EnsembleLike", "ensemble_of", "is_per_member"]
+__all__ = ["EnsembleLike", "ensemble_of", "is_per_member", "member_labels"]
 
 
 @runtime_checkable
@@ -65,3 +65,42 @@ def is_per_member(value: object) -> bool:
         and bool(value)
         and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
     )
+
+
+def _shown(value: object) -> str:
+    text = format(value, "g") if isinstance(value, float) else str(value)
+    return "".join("_" if c in "/\\ \t\n" else c for c in text)
+
+
+def member_labels(
+    hparams: Sequence[Mapping[str, Any]], fallback: Callable[[int], str]
+) -> list[str]:
+    """Name each member by the hyperparameters that tell it apart: ``lr=0.01,fold=2``.
+
+    Only the hyperparameters whose values differ between members are named, in the order
+    they first appear (the optimizer's, then those given to ``ensemble_stream(hparams=...)``).
+    Floats are written as with ``format(value, "g")``; slashes and spaces become ``_`` so a
+    name can be a folder's. When nothing tells the members apart, each is named
+    ``fallback(k)``; when some members share every value, ``fallback(k)`` comes first.
+
+    Example:
+        >>> member_labels([{"lr": 0.01, "fold": 0}, {"lr": 0.01, "fold": 1}], str)
+        ['fold=0', 'fold=1']
+        >>> member_labels([{"lr": 0.1}, {"lr": 0.1}], lambda k: f"member_{k:02d}")
+        ['member_00', 'member_01']
+        >>> member_labels([{"lr": 0.1}, {"lr": 0.1}, {"lr": 1e-5}], str)
+        ['0,lr=0.1', '1,lr=0.1', '2,lr=1e-05']
+    """
+    keys: dict[str, None] = {}
+    for own in hparams:
+        keys.update(dict.fromkeys(own))
+    missing = object()
+    differ = [key for key in keys if len({repr(own.get(key, missing)) for own in hparams}) > 1]
+    if not differ:
+        return [fallback(k) for k in range(len(hparams))]
+    names = [
+        ",".join(f"{key}={_shown(own[key])}" for key in differ if key in own) for own in hparams
+    ]
+    if len(set(names)) < len(names):
+        names = [f"{fallback(k)},{name}" for k, name in enumerate(names)]
+    return names

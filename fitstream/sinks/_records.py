@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from .._internal.checks import check_strings
+from .._internal.members import ensemble_of
 from .._internal.values import is_live_object, scalar_value
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "records",
     "select",
     "unseen_keys_error",
+    "with_members",
 ]
 
 
@@ -155,6 +157,7 @@ def select(event: Mapping[str, Any], selection: KeySelection, *, caller: str) ->
         {'train_loss': 0.5}
     """
     include, exclude = selection
+    event = with_members(event)
     if include is not None:
         return {key: plain_value(event[key]) for key in include if key in event}
     return {
@@ -162,6 +165,28 @@ def select(event: Mapping[str, Any], selection: KeySelection, *, caller: str) ->
         for key, value in event.items()
         if key not in exclude and key != "model" and not is_live_object(value)
     }
+
+
+def with_members(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    """An ensemble's event with what its ensemble tells of the members, read now.
+
+    ``hparams`` (each member's hyperparameters) and ``active`` (whether it still trains) are
+    kept in the record, since the ensemble (under ``model``) is not: a history can then be
+    grouped by setting (:func:`fitstream.summarize`). Keys the event has already win.
+
+    Example:
+        >>> with_members({"step": 1}), "hparams" in with_members({"step": 1})
+        ({'step': 1}, False)
+    """
+    ensemble = ensemble_of(event)
+    if ensemble is None or "member" in event:  # a single model's, or one member's row
+        return event
+    added: dict[str, Any] = {}
+    if "hparams" not in event:
+        added["hparams"] = [dict(h) for h in ensemble.hparams]
+    if "active" not in event:
+        added["active"] = list(ensemble.active)
+    return {**event, **added} if added else event
 
 
 def records(

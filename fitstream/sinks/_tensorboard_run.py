@@ -14,7 +14,7 @@ from typing import Any
 
 from .._internal.checks import check_positive_int
 from .._internal.lookup import as_float
-from .._internal.members import EnsembleLike, ensemble_of, is_per_member
+from .._internal.members import EnsembleLike, ensemble_of, is_per_member, member_labels
 from .._internal.optional import require
 from .._internal.paths import check_folder_target
 from .._internal.values import scalar_value
@@ -104,6 +104,7 @@ class Run:
         self.best = RunningBest()
         self.layout_tags: set[str] = set()
         self.sessions: list[Any] | None = None  # the writers holding a session, once started
+        self.folders: list[str] = []  # an ensemble's run folders, by what tells members apart
         self.keys_had: set[str] = set()  # with keys=: every key any event had
 
     def never_had(self) -> KeyError | None:
@@ -167,7 +168,7 @@ class Run:
             best_of = self.tags.best(key) if with_best and run == "validation" else None
             per_member = value if isinstance(value, list) else [value] * (size or 1)
             for member, number in enumerate(per_member):
-                prefix = "" if size is None else member_folder(member, size) + "/"
+                prefix = "" if size is None else self.folders[member] + "/"
                 points.append((prefix + run, tag, number))
                 if best_of is not None:
                     best = self.best.update((member, key), number, key=key)
@@ -183,9 +184,11 @@ class Run:
                 write_session_start(self.root, common, self.count)
                 self.sessions.append(self.root)
             return
+        size = len(ensemble)
+        self.folders = member_labels(ensemble.hparams, lambda k: member_folder(k, size))
         for member, own in enumerate(ensemble.hparams):
             hparams = {**(common or {}), "member": member, **plain_hparams(own)}
-            writer = self.writer(member_folder(member, len(ensemble)))
+            writer = self.writer(self.folders[member])
             write_session_start(writer, hparams, self.count)
             self.sessions.append(writer)
 

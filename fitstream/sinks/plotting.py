@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._internal.optional import require
-from . import _curves, _panels
+from . import _bands, _curves, _panels
 from .live_plotting import LivePlot, live_plot
 
 if TYPE_CHECKING:
@@ -41,6 +41,20 @@ def _check_arguments(
     return names
 
 
+def _x_axis(events: Sequence[Any]) -> tuple[list[float], str]:
+    """The x values (each event's step, or its position when none has one) and their label."""
+    steps = [_curves.x_value(event) for event in events]
+    missing = [i for i, step in enumerate(steps) if step is None]
+    if not missing:
+        return [step for step in steps if step is not None], "epoch"
+    if len(missing) == len(events):
+        return [float(i) for i in range(1, len(events) + 1)], "event"
+    raise ValueError(
+        f"plot_history: only some events have a numeric 'step' (event {missing[0]} has "
+        f"none: {dict(events[missing[0]])!r:.80}); give every event a step or none"
+    )
+
+
 def plot_history(
     history: Any,
     keys: str | Sequence[str] | None = None,
@@ -50,6 +64,7 @@ def plot_history(
     figsize: tuple[float, float] | None = None,
     dpi: float | None = None,
     title: str | None = None,
+    group_by: str | Sequence[str] | None = None,
 ) -> Figure:
     """Draw the curves of a run against each event's ``step`` (the epoch) and return the figure.
 
@@ -58,8 +73,10 @@ def plot_history(
     different scales get separate panels: keys are grouped by their name once the split is
     removed, so ``train_loss`` and ``val_loss`` share the ``loss`` panel and ``train_acc``
     and ``val_acc`` the ``acc`` one. The x-axis is labelled ``epoch``. An ensemble's
-    per-member values (lists of K numbers) are drawn as one thin curve per member, in one
-    colour per key.
+    per-member values (lists of K numbers) are drawn as one thin curve per member: for up to
+    10 members whose hyperparameters differ, one colour per member and a legend that names
+    each by what tells it apart (``lr=0.01,fold=2``), else one colour per key. ``group_by``
+    draws a mean curve and a ±1 std band per setting instead.
 
     ``history`` is any record of a run:
 
@@ -91,6 +108,12 @@ def plot_history(
             figure's own dpi when ``None``).
         title: A title, e.g. the run's name: of the Axes with one panel, of the figure with
             several. ``None`` with a JSONL path uses the file's name without its suffix.
+        group_by: For an ensemble's history: a hyperparameter name (or a list of names) whose
+            values group the members, such as ``"lr"`` for folds of several learning rates.
+            Each group is drawn as its mean curve with a shaded band of one standard
+            deviation (``ddof=0``) either side, one colour per group; the legend names the
+            group's values and its member count. As in :func:`fitstream.summarize`, a member
+            frozen early keeps its last value.
 
     Returns:
         The :class:`matplotlib.figure.Figure` (in a notebook it displays itself when it is
@@ -123,6 +146,7 @@ def plot_history(
         ['loss', 'acc']
     """
     names = _check_arguments(keys, ax=ax, figsize=figsize, dpi=dpi, title=title)
+    by = _bands.check_group_by(group_by, func="plot_history")
     require("matplotlib", "plot", feature="plot_history")
     from matplotlib.figure import Figure
 
@@ -146,20 +170,9 @@ def plot_history(
             f"plot_history: no event has the key(s) {absent}; the events have {sorted(present)}"
         )
 
-    steps = [_curves.x_value(event) for event in events]
-    missing = [i for i, step in enumerate(steps) if step is None]
-    if not missing:
-        x: list[float] = [step for step in steps if step is not None]
-        xlabel = "epoch"
-    elif len(missing) == len(events):
-        x = [float(i) for i in range(1, len(events) + 1)]
-        xlabel = "event"
-    else:
-        raise ValueError(
-            f"plot_history: only some events have a numeric 'step' (event {missing[0]} has "
-            f"none: {dict(events[missing[0]])!r:.80}); give every event a step or none"
-        )
+    x, xlabel = _x_axis(events)
     columns = _curves.columns_of(events, names)
+    labels = _curves.member_names(events)
 
     groups = [list(names)] if ax is not None else _panels.panels(names)
     if ax is None:
@@ -173,7 +186,14 @@ def plot_history(
     for panel, group in zip(axes, groups, strict=True):
         shown = {key: columns[key] for key in group}
         panel_title = title if len(groups) == 1 else _panels.panel_title(group)
-        _curves.draw(panel, x, shown, xlabel=xlabel, title=panel_title, clear=False)
+        if by is not None:
+            source = history if hasattr(history, "columns") else events
+            _bands.draw_groups(panel, source, group, by, func="plot_history")
+            _curves.finish_axes(panel, shown, xlabel=xlabel, title=panel_title)
+        else:
+            _curves.draw(
+                panel, x, shown, xlabel=xlabel, title=panel_title, clear=False, names=labels
+            )
         if ax is None and len(group) > 1:
             panel.set_ylabel(_panels.panel_title(group))
     # An Axes of a SubFigure belongs to a SubFigure: save and return the whole figure.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -31,7 +31,8 @@ class EnsembleLoop:
         self.stepper = stepper
         self.last_label = last_label
         self.leaves = list(ensemble.stacked)
-        self.grads = [g for slab in ensemble._trainable_slabs() for g in slab.grads]
+        self.slabs = ensemble._trainable_slabs()
+        self.grads = [g for slab in self.slabs for g in slab.grads]
         self.k = len(ensemble)
         self.shared_losses = member_losses(loss_fn, last_label, each=False)
         self.each_losses = member_losses(loss_fn, last_label, each=True)
@@ -49,12 +50,20 @@ class EnsembleLoop:
         data: tuple[torch.Tensor, ...],
         batches: list[slice],
         orders: torch.Tensor | None = None,
+        *,
+        held: Sequence[int] = (),
+        position: int | None = None,
     ) -> list[torch.Tensor]:
         """Train every member on each batch of rows in turn; return the detached ``(K,)`` losses.
 
         With ``orders`` (``(K, n)`` row indices, one order per member) member ``k``'s batch is
-        the rows ``orders[k, rows]``; without, every member gets ``data[rows]``.
+        the rows ``orders[k, rows]``; without, every member gets ``data[rows]``. The members
+        listed in ``held`` compute a loss but do not move: their weights and optimizer state
+        are put back after each step. ``position`` is the step's index in the epoch, for a
+        step that is not the next one in turn (members of other batch sizes at one step).
         """
+        if position is not None:
+            self.stepper.seek(position)
         last_label = self.last_label
         inputs, labels = (data[:-1] if last_label else data), data[-1]
         frozen = not all(self.ensemble._active)
@@ -64,7 +73,15 @@ class EnsembleLoop:
             index: Any = rows if orders is None else orders[:, rows]
             each = orders is not None
             batch = [t[index] for t in inputs]
-            keep(self.step(batch, labels[index] if last_label else None, each=each, frozen=frozen))
+            keep(
+                self.step(
+                    batch,
+                    labels[index] if last_label else None,
+                    each=each,
+                    frozen=frozen,
+                    held=held,
+                )
+            )
         return out
 
     def step(
@@ -74,6 +91,7 @@ class EnsembleLoop:
         *,
         each: bool,
         frozen: bool,
+        held: Sequence[int] = (),
     ) -> torch.Tensor:
         """One training step of every member on one batch; return the detached ``(K,)`` losses.
 
@@ -95,10 +113,27 @@ class EnsembleLoop:
             losses.sum(), self.leaves, allow_unused=True, materialize_grads=True
         )
         torch._foreach_copy_(self.grads, new)
+        kept = self._hold(held) if held else None
         self.stepper.step()
         if frozen:
             self.ensemble._restore_frozen()
+        if kept is not None:
+            self._release(*kept)
         return losses.detach()
+
+    @torch.no_grad()
+    def _hold(self, held: Sequence[int]) -> tuple[torch.Tensor, list[torch.Tensor], Any]:
+        """Keep the held members' weights and optimizer state rows before a step."""
+        rows = torch.tensor(list(held), device=self.leaves[0].device)
+        weights = [slab.data[rows] for slab in self.slabs]
+        return rows, weights, self.stepper.hold(rows)
+
+    @torch.no_grad()
+    def _release(self, rows: torch.Tensor, weights: list[torch.Tensor], state: Any) -> None:
+        """Put the held members' weights and optimizer state back after the step."""
+        for slab, saved in zip(self.slabs, weights, strict=True):
+            slab.data.index_copy_(0, rows, saved)
+        self.stepper.release(rows, state)
 
 
 def _explain(losses: torch.Tensor, k: int) -> None:

@@ -147,8 +147,11 @@ class StateLink:
             self.counts[i][k] = int(float(state.get("step", 0)))
 
     @torch.no_grad()
-    def publish(self, steps: int) -> None:
-        """Count the epoch's ``steps`` for the members that stepped; write the entries."""
+    def publish(self, steps: int | list[int]) -> None:
+        """Count the epoch's ``steps`` for the members that stepped; write the entries.
+
+        ``steps`` is one count for all members, or a list of one per member.
+        """
         if self.saved:
             for i, saved in enumerate(self.saved):
                 for key, rows in saved.items():
@@ -158,8 +161,9 @@ class StateLink:
             self.saved = []
         for i in range(len(self.slabs)):
             for k in self.stepping:
-                if steps and self.wanted(self._group(i, k)):
-                    self.counts[i][k] += steps
+                taken = steps if isinstance(steps, int) else steps[k]
+                if taken and self.wanted(self._group(i, k)):
+                    self.counts[i][k] += taken
                     self.held[i][k] = True
             for k, params in enumerate(self.params[i]):
                 if self.held[i][k]:

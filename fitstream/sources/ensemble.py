@@ -15,13 +15,15 @@ from .._internal.checks import (
     describe,
 )
 from .._internal.optimizers import learning_rate
+from .._internal.rows import check_rows, row_counts
 from ..events import Event
 from ._cuda import CudaGraphs
+from ._ensemble_epoch import EnsembleEpoch
 from ._ensemble_graphed import EnsembleStep
 from ._ensemble_loop import EnsembleLoop
 from ._member_checks import check_models, check_optimizers
-from ._shared import check_fit, check_run, stack_losses
-from .batching import batch_slices, shuffled
+from ._member_data import check_member_hparams
+from ._shared import check_fit, check_run
 from .graphed import GraphedSteps
 from .stacking import Ensemble
 from .vectorised_optim import MemberSteps, VectorAdam, VectorSGD, hparams_of, vectorised_kind
@@ -44,6 +46,8 @@ def ensemble_stream(
     extra: Mapping[str, Any] | None = None,
     step_offset: int = 0,
     cuda_graphs: bool = False,
+    rows: Sequence[torch.Tensor] | None = None,
+    hparams: Sequence[Mapping[str, str | int | float | bool]] | None = None,
 ) -> Iterator[Event]:
     """Train K models of one architecture together on the same data, one event per epoch.
 
@@ -115,6 +119,29 @@ def ensemble_stream(
             optimizers are refused at the call. A step that cannot be captured raises a
             ``RuntimeError`` at the first ``next()`` saying what to change, with the members
             and their optimizer state left as they were.
+        rows: One 1-D integer tensor per member: member ``k`` trains on the rows
+            ``rows[k]`` of ``train_data`` (a fold's train part from :func:`~fitstream.kfold`, a
+            bootstrap sample from :func:`~fitstream.bootstrap`), exactly as
+            :func:`~fitstream.epoch_stream` would train ``models[k]`` on
+            ``[t[rows[k]] for t in train_data]``. Rows may repeat, and the members' row counts
+            may differ: a member with fewer rows takes fewer optimizer steps per epoch (its
+            last batch may be short), and at a step where it has no batch, or one of another
+            size, it is held: its weights and optimizer state do not move. Each batch is
+            gathered per member from ``train_data``, never a copy of the data per member.
+            With ``shuffle=True`` member ``k`` visits its rows in the order
+            ``rows[k][torch.randperm(len(rows[k]), generator=g)]``: ``g`` is ``generator[k]``
+            for a list of generators (the order its lone run draws), else the one
+            ``generator`` from which the K permutations are drawn in member order. Without
+            shuffling, in the order given. With ``cuda_graphs=True`` the row counts must be
+            equal.
+        hparams: One dict per member of plain values (str, int, float, bool) naming its
+            setting, such as ``{"fold": 2}`` or ``{"seed": 0, "width": 32}``. They are added to
+            ``Ensemble.hparams[k]`` after the optimizer's own (whose names, such as ``lr``,
+            they may not reuse), and so reach every sink: :func:`~fitstream.collect` records,
+            :func:`~fitstream.collect_pd` columns, TensorBoard's HParams and run folders,
+            plot legends and :func:`~fitstream.progress`, which name each member by the
+            hyperparameters that differ between members (``lr=0.01,fold=2``), and
+            :func:`~fitstream.summarize`, which groups members by them.
 
     Returns:
         An endless iterator of :class:`~fitstream.Event` dicts.
@@ -127,7 +154,11 @@ def ensemble_stream(
             statistics, ``len(optimizers) != len(models)``, an optimizer not over its own
             model's parameters, param groups that differ between members, or
             ``cuda_graphs=True`` with data or models off CUDA or optimizers that have no
-            vectorised step.
+            vectorised step. For ``rows``: not one per member, not 1-D, not integer, empty,
+            out of the data's range or on another device (unequal counts with
+            ``cuda_graphs=True``). For ``hparams``: not one dict per member, a value that is
+            not plain, or a name the optimizer already reports (``lr``...) or the events use
+            (``step``, ``member``...).
 
     Example:
         >>> from itertools import islice
@@ -158,6 +189,21 @@ def ensemble_stream(
     opts = check_optimizers(optimizers, members, func=_FUNC)
     graphed = check_fit(tensors, members[0], opts[0], cuda_graphs, func=_FUNC)
     generators = _check_generators(generator, tensors[0].device, len(members))
+    member_rows = check_rows(
+        rows,
+        tensors[0].shape[0],
+        tensors[0].device,
+        members=len(members),
+        func=_FUNC,
+        data="train_data",
+    )
+    if graphed and member_rows is not None and len(set(row_counts(member_rows))) > 1:
+        raise ValueError(
+            f"{_FUNC}: cuda_graphs=True needs every member to have as many 'rows' as the "
+            f"others (one graph per batch size), got {sorted(set(row_counts(member_rows)))} "
+            "rows; pass cuda_graphs=False, or give the members equal row counts"
+        )
+    settings = check_member_hparams(hparams, opts, func=_FUNC)
     kind, reason = vectorised_kind(opts)
     if kind is None and graphed:
         raise ValueError(
@@ -185,6 +231,8 @@ def ensemble_stream(
         constants=constants,
         step_offset=step_offset,
         cuda_graphs=graphed,
+        rows=member_rows,
+        settings=settings,
     )
 
 
@@ -230,10 +278,15 @@ def _epochs(
     constants: dict[str, Any],
     step_offset: int,
     cuda_graphs: bool,
+    rows: list[torch.Tensor] | None,
+    settings: list[dict[str, Any]] | None,
 ) -> Iterator[Event]:
     groups = [[_name_of(members[0], p) for p in g["params"]] for g in optimizers[0].param_groups]
     ensemble = Ensemble(members, _groups=groups)
-    ensemble._hparams = lambda: [hparams_of(opt) for opt in optimizers]
+    given = settings or [{} for _ in members]
+    ensemble._hparams = lambda: [
+        {**hparams_of(opt), **mine} for opt, mine in zip(optimizers, given, strict=True)
+    ]
     stepper: VectorSGD | VectorAdam | MemberSteps
     if kind == "sgd":
         stepper = VectorSGD(ensemble, optimizers)
@@ -242,39 +295,23 @@ def _epochs(
     else:
         stepper = MemberSteps(ensemble, optimizers)
     loop = EnsembleLoop(ensemble, loss_fn, stepper, last_label)
-    n_samples = tensors[0].shape[0]
-    slices = batch_slices(n_samples, batch_size)
-    full = [rows for rows, size in slices if size == batch_size]
-    short = slices[-1] if slices[-1][1] != batch_size else None
-    n_steps = len(slices)
     graphed: GraphedSteps | None = None
     if cuda_graphs:
         assert not isinstance(stepper, MemberSteps)  # refused at the call
         device = tensors[0].device
-        each = tensors if isinstance(generator, list) and shuffle else None
-        program = EnsembleStep(loop, stepper, device, each)
+        own = rows is not None or (isinstance(generator, list) and shuffle)
+        program = EnsembleStep(loop, stepper, device, tensors if own else None)
         graphed = GraphedSteps(program, func=_FUNC, cuda=CudaGraphs(device))
+    run_epoch = EnsembleEpoch(
+        tensors, loop, graphed, batch_size=batch_size, shuffle=shuffle, generator=generator,
+        rows=rows,
+    )  # fmt: skip
     clock = time.perf_counter
     step = step_offset
     while True:
         started = clock()
         ensemble.train()
-        stepper.refresh(n_steps)
-        data, orders = tensors, None
-        if shuffle:
-            if isinstance(generator, list):  # one order per member: rows gathered per batch
-                device = tensors[0].device
-                orders = torch.stack(
-                    [torch.randperm(n_samples, device=device, generator=g) for g in generator]
-                )
-            else:
-                data = shuffled(tensors, generator)
-        if graphed is not None:  # per-member orders: the batches are blocks of row indices
-            total = graphed.run_epoch(data if orders is None else (orders.T,), slices)
-        else:
-            total = _eager_epoch(loop, data, orders, full, short, batch_size=batch_size)
-        train_loss = [value / n_samples for value in total.tolist()]
-        stepper.publish()
+        train_loss = run_epoch()
         elapsed = clock() - started
         step += 1
         yield Event(
@@ -286,26 +323,6 @@ def _epochs(
             lr=[learning_rate([opt]) for opt in optimizers],
             **constants,
         )
-
-
-def _eager_epoch(
-    loop: EnsembleLoop,
-    data: tuple[torch.Tensor, ...],
-    orders: torch.Tensor | None,
-    full: list[slice],
-    short: tuple[slice, int] | None,
-    *,
-    batch_size: int,
-) -> torch.Tensor:
-    """One epoch of eager steps; return the members' size-weighted loss sums, ``(K,)``."""
-    losses = loop.run(data, full, orders)
-    total = stack_losses(losses).sum(0) * batch_size if losses else None
-    if short is not None:
-        rows, size = short
-        last = loop.run(data, [rows], orders)[0] * size
-        total = last if total is None else total + last
-    assert total is not None  # at least one batch: the data is never empty
-    return total
 
 
 def _name_of(model: nn.Module, param: torch.Tensor) -> str:

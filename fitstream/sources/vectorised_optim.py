@@ -101,11 +101,12 @@ class _Vectorised:
         """Whether the next step would create state (a first step, unlike the later ones)."""
         return False
 
-    def refresh(self, steps: int) -> None:
+    def refresh(self, steps: int | list[int]) -> None:
         """Read every member's hyperparameters into the ``(K, 1)`` tensors (one copy each).
 
-        ``steps`` is the number of optimizer steps the coming epoch takes. State the members'
-        optimizers hold that is not the stacked state's views is taken in first.
+        ``steps`` is the number of optimizer steps the coming epoch takes (per member, when
+        their row counts differ). State the members' optimizers hold that is not the stacked
+        state's views is taken in first.
         """
         self.link.adopt(self.ensemble._active)
         self.steps = steps
@@ -125,6 +126,25 @@ class _Vectorised:
     def publish(self) -> None:
         """Show each member's state in its optimizer's ``state`` (after an epoch's steps)."""
         self.link.publish(self.steps)
+
+    def seek(self, position: int) -> None:
+        """Make the next step the epoch's step number ``position`` (counted from 0)."""
+
+    def hold(self, rows: torch.Tensor) -> list[list[torch.Tensor | None]]:
+        """Keep the state rows of the members ``rows`` (held still through the next step)."""
+        return [[None if t is None else t[rows] for t in kind] for kind in self.state_lists()]
+
+    @torch.no_grad()
+    def release(self, rows: torch.Tensor, saved: list[list[torch.Tensor | None]]) -> None:
+        """Put back the state rows :meth:`hold` kept; a state the step created starts at zero."""
+        for kind, kept in zip(self.state_lists(), saved, strict=True):
+            for tensor, rows_kept in zip(kind, kept, strict=True):
+                if tensor is None:
+                    continue
+                if rows_kept is None:
+                    tensor.index_fill_(0, rows, 0)
+                else:
+                    tensor.index_copy_(0, rows, rows_kept)
 
 
 def _hp_dtype(slab: _Slab) -> torch.dtype:
@@ -150,8 +170,9 @@ class VectorSGD(_Vectorised):
         # Per slab, the rows whose momentum buffer starts at the next step (torch starts it at
         # the first gradient): members that held no buffer when the others did.
         self.fresh: list[torch.Tensor | None] = [None for _ in self.slabs]
+        self.held_fresh: list[list[bool] | None] = []
 
-    def refresh(self, steps: int) -> None:
+    def refresh(self, steps: int | list[int]) -> None:
         """Read the hyperparameters; note the rows whose momentum buffer starts this epoch."""
         super().refresh(steps)
         for i, (held, values) in enumerate(zip(self.link.held, self.values64, strict=True)):
@@ -165,6 +186,36 @@ class VectorSGD(_Vectorised):
             if any(fresh) and self.buffers[i] is not None:
                 self.fresh[i] = torch.tensor(fresh, device=device).view(-1, 1)
             self.flags[i]["fresh"] = self.fresh[i] is not None
+
+    def hold(self, rows: torch.Tensor) -> list[list[torch.Tensor | None]]:
+        """Keep the held members' buffer rows, and which of them start at their next step."""
+        self.held_fresh = [
+            None if fresh is None else fresh[rows].view(-1).tolist() for fresh in self.fresh
+        ]
+        return super().hold(rows)
+
+    @torch.no_grad()
+    def release(self, rows: torch.Tensor, saved: list[list[torch.Tensor | None]]) -> None:
+        """Put the buffer rows back; a buffer not started for a held member still starts fresh.
+
+        torch starts a momentum buffer at a member's first gradient, so a held member whose
+        buffer the step created (or whose buffer was to start at its next step) is marked to
+        start at its own next step.
+        """
+        super().release(rows, saved)
+        held = rows.tolist()
+        for i, buf in enumerate(self.buffers):
+            if buf is None:
+                continue
+            before, was = saved[0][i], self.held_fresh[i]
+            starting = [k for n, k in enumerate(held) if before is None or (was and was[n])]
+            if not starting:
+                continue
+            mark = torch.zeros(buf.shape[0], 1, dtype=torch.bool, device=buf.device)
+            mark[starting] = True
+            fresh = self.fresh[i]
+            self.fresh[i] = mark if fresh is None else fresh | mark
+            self.flags[i]["fresh"] = True
 
     def _read(self, group: dict[str, Any]) -> list[float]:
         return [
@@ -270,8 +321,12 @@ class VectorAdam(_Vectorised):
             float(bool(group.get("maximize", False))),
         ]
 
+    def seek(self, position: int) -> None:
+        """Make the next step the epoch's step number ``position`` (its bias-correction row)."""
+        self.cursor = position
+
     @torch.no_grad()
-    def refresh(self, steps: int) -> None:
+    def refresh(self, steps: int | list[int]) -> None:
         """Read the hyperparameters; tabulate the epoch's bias corrections (in float64)."""
         self.adamw_groups = {
             id(group)
@@ -283,7 +338,8 @@ class VectorAdam(_Vectorised):
         self.cursor = 0
         if self.cursor_t is not None:
             self.cursor_t.zero_()
-        ahead = torch.arange(1, steps + self.spare + 1, dtype=torch.float64).view(-1, 1, 1)
+        most = steps if isinstance(steps, int) else max(steps)
+        ahead = torch.arange(1, most + self.spare + 1, dtype=torch.float64).view(-1, 1, 1)
         for i, values in enumerate(self.values64):
             taken = torch.tensor(self.link.counts[i], dtype=torch.float64).view(1, -1, 1)
             t = taken + ahead  # each member's own step numbers, (steps, K, 1)
@@ -353,6 +409,7 @@ class MemberSteps:
     def __init__(self, ensemble: Ensemble, optimizers: Sequence[torch.optim.Optimizer]) -> None:
         self.ensemble = ensemble
         self.optimizers = list(optimizers)
+        self.held: frozenset[int] = frozenset()
         self.links: list[tuple[nn.Parameter, torch.Tensor]] = []
         for slab in ensemble._trainable_slabs():
             assert slab.grad is not None
@@ -362,16 +419,28 @@ class MemberSteps:
                     view = slab.grad[row, off : off + n].view(slab.shapes[i])
                     self.links.append((member.get_parameter(name), view))
 
-    def refresh(self, steps: int) -> None:
+    def refresh(self, steps: int | list[int]) -> None:
         """Point every member parameter's ``.grad`` at its rows of the gradient slabs."""
         for param, grad in self.links:
             param.grad = grad
 
     def step(self) -> None:
-        """Step the optimizer of every member that still trains."""
-        for opt, active in zip(self.optimizers, self.ensemble._active, strict=True):
-            if active:
+        """Step the optimizer of every member that still trains and is not held."""
+        held = self.held
+        for k, (opt, active) in enumerate(zip(self.optimizers, self.ensemble._active, strict=True)):
+            if active and k not in held:
                 opt.step()
 
     def publish(self) -> None:
         """Nothing to show: each member's optimizer keeps its own state."""
+
+    def seek(self, position: int) -> None:
+        """Nothing to do: each member's optimizer counts its own steps."""
+
+    def hold(self, rows: torch.Tensor) -> None:
+        """Skip the members ``rows`` at the next step (their optimizers are not stepped)."""
+        self.held = frozenset(rows.tolist())
+
+    def release(self, rows: torch.Tensor, saved: None) -> None:
+        """Step every member again from the next step on."""
+        self.held = frozenset()

@@ -15,7 +15,7 @@ from typing import IO, Any
 from .._internal.checks import check_positive_int, check_strings
 from .._internal.direction import lower_is_better
 from .._internal.hints import expected_length
-from .._internal.members import ensemble_of, is_per_member
+from .._internal.members import ensemble_of, is_per_member, member_labels
 from .._internal.optional import require
 from .._internal.values import scalar_value
 from ..events import Stage
@@ -101,6 +101,8 @@ def _joined(latest: dict[str, str], keys: tuple[str, ...]) -> str:
 def _shown(event: dict[str, Any], keys: tuple[str, ...]) -> dict[str, str]:
     """The text of each key the event has a number for; for K members, the best of them."""
     shown: dict[str, str] = {}
+    ensemble = ensemble_of(event)
+    names: list[str] | None = None
     for key in keys:
         value = event.get(key)
         if isinstance(value, list) and is_per_member(value):
@@ -111,12 +113,16 @@ def _shown(event: dict[str, Any], keys: tuple[str, ...]) -> dict[str, str]:
                 continue
             pick = min if lower_is_better(key) else max
             best = pick(finite, key=lambda i: values[i])
-            shown[key] = f"{key}={_compact(values[best])} (best: member {best})"
+            if names is None:
+                hparams = [] if ensemble is None else list(ensemble.hparams)
+                fallback = lambda k: f"member {k}"  # noqa: E731
+                names = member_labels(hparams, fallback) if hparams else []
+            which = names[best] if best < len(names) else f"member {best}"
+            shown[key] = f"{key}={_compact(values[best])} (best: {which})"
             continue
         number = scalar_value(value)
         if number is not None:
             shown[key] = f"{key}={_compact(number)}"
-    ensemble = ensemble_of(event)
     if ensemble is not None and not all(ensemble.active):
         shown[_ACTIVE] = f"{sum(map(bool, ensemble.active))}/{len(ensemble)} training"
     return shown

@@ -1,0 +1,104 @@
+"""The check of a per-member ``rows`` argument (one index tensor per member), in one place.
+
+:func:`fitstream.ensemble_stream` trains member ``k`` on the rows ``rows[k]`` of its data, and
+:func:`fitstream.validation_loss` / :func:`fitstream.evaluate` score member ``k`` on the rows
+``rows[k]`` of theirs: both take the argument in the same form and refuse it in the same words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .checks import describe
+
+__all__ = ["check_rows", "row_counts"]
+
+_INTEGER = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def check_rows(
+    rows: object,
+    n_rows: int,
+    device: torch.device,
+    *,
+    members: int | None,
+    func: str,
+    data: str,
+) -> list[torch.Tensor] | None:
+    """Check ``rows``; return the index tensors as int64, or ``None`` when ``rows`` is None.
+
+    ``rows`` must be a list (or tuple) of 1-D integer tensors, ``members`` of them when
+    ``members`` is known (``None``: checked later, against the event's ensemble), each
+    non-empty, on ``device`` and within ``range(n_rows)``, the row count of ``data`` (the
+    argument's name, for the messages). A member's rows may repeat (a bootstrap sample).
+
+    Example:
+        >>> check_rows([torch.tensor([0, 2]), torch.tensor([1, 1])], 3, torch.device("cpu"),
+        ...            members=2, func="f", data="train_data")
+        [tensor([0, 2]), tensor([1, 1])]
+        >>> check_rows([torch.tensor([0, 3])], 3, torch.device("cpu"), members=1, func="f",
+        ...            data="train_data")
+        Traceback (most recent call last):
+        ...
+        ValueError: f: 'rows[0]' must index rows of 'train_data' (0 to 2), got 3 at position 1
+    """
+    if rows is None:
+        return None
+    if isinstance(rows, torch.Tensor) or not isinstance(rows, list | tuple):
+        raise TypeError(
+            f"{func}: 'rows' must be a list of 1-D integer tensors, one per member (such as "
+            f"the train or validation parts of kfold(...)), got {describe(rows)}"
+        )
+    if members is not None and len(rows) != members:
+        raise ValueError(
+            f"{func}: 'rows' must hold one index tensor per member: got {len(rows)} for "
+            f"{members} members"
+        )
+    if not rows:
+        raise ValueError(f"{func}: 'rows' must hold one index tensor per member, got none")
+    return [
+        _check_one(each, k, n_rows, device, func=func, data=data) for k, each in enumerate(rows)
+    ]
+
+
+def _check_one(
+    each: object, k: int, n_rows: int, device: torch.device, *, func: str, data: str
+) -> torch.Tensor:
+    arg = f"'rows[{k}]'"
+    if not isinstance(each, torch.Tensor):
+        raise TypeError(f"{func}: {arg} must be a 1-D integer tensor, got {describe(each)}")
+    if each.dtype not in _INTEGER:
+        raise TypeError(
+            f"{func}: {arg} must be a 1-D integer tensor of row indices, got dtype {each.dtype}"
+        )
+    if each.dim() != 1:
+        raise ValueError(
+            f"{func}: {arg} must be a 1-D tensor of row indices, got shape {tuple(each.shape)}"
+        )
+    if each.numel() == 0:
+        raise ValueError(f"{func}: {arg} is empty; every member needs at least one row")
+    if each.device != device:
+        raise ValueError(
+            f"{func}: {arg} must be on the device of '{data}' ({device}), got it on {each.device}"
+        )
+    index = each.to(torch.int64)
+    bad = (index < 0) | (index >= n_rows)
+    if bool(bad.any()):
+        position = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"{func}: {arg} must index rows of '{data}' (0 to {n_rows - 1}), got "
+            f"{int(index[position])} at position {position}"
+        )
+    return index
+
+
+def row_counts(rows: Sequence[torch.Tensor]) -> list[int]:
+    """The number of rows of each member.
+
+    Example:
+        >>> row_counts([torch.tensor([0, 1]), torch.tensor([2])])
+        [2, 1]
+    """
+    return [int(each.numel()) for each in rows]

@@ -1,0 +1,11 @@
+"""Experiments: many runs as the members of one ensemble, and their results by setting.
+
+:func:`kfold` and :func:`bootstrap` make the members' rows (``ensemble_stream(rows=...)``,
+``validation_loss(rows=...)``); :func:`summarize` groups the members of a history by their
+hyperparameters and compares the groups' mean curves.
+"""
+
+from .splitters import bootstrap, kfold
+from .summary import summarize
+
+__all__ = ["bootstrap", "kfold", "summarize"]

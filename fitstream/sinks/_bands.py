@@ -1,0 +1,76 @@
+"""Grouped curves for :func:`fitstream.plot_history`: a mean curve per setting, a ±1 std band.
+
+An ensemble's members that share the values of ``group_by`` (the folds of one learning rate)
+are drawn as one curve, their mean at each epoch, over a shaded band of one standard
+deviation either side (``ddof=0``, as :func:`fitstream.summarize` reports it). A member frozen
+early keeps its last value, as in ``summarize``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .._internal.checks import check_strings, describe
+from ..experiments.history import group_curves, member_curves
+from ..experiments.summary import mean_and_std
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+__all__ = ["check_group_by", "draw_groups", "group_label"]
+
+_STYLES = ("-", "--", ":", "-.")
+
+
+def check_group_by(group_by: object, *, func: str) -> tuple[str, ...] | None:
+    """``None``, or the hyperparameter names to group by (one name or a list of them).
+
+    Example:
+        >>> check_group_by("lr", func="f"), check_group_by(["lr", "width"], func="f")
+        (('lr',), ('lr', 'width'))
+    """
+    if group_by is None:
+        return None
+    if isinstance(group_by, str):
+        check_strings([group_by], func=func, arg="group_by")
+        return (group_by,)
+    if not isinstance(group_by, list | tuple) or not group_by:
+        raise TypeError(
+            f"{func}: 'group_by' must be a hyperparameter name or a non-empty list of names "
+            f"(such as 'lr'), got {describe(group_by)}"
+        )
+    check_strings(group_by, func=func, arg="group_by")
+    return tuple(group_by)
+
+
+def group_label(by: Sequence[str], values: Sequence[Any]) -> str:
+    """The legend's name of a group: ``lr=0.01`` or ``lr=0.01,width=32``.
+
+    Example:
+        >>> group_label(["lr", "width"], [0.01, 32])
+        'lr=0.01,width=32'
+    """
+    shown = (format(v, "g") if isinstance(v, float) else str(v) for v in values)
+    return ",".join(f"{name}={value}" for name, value in zip(by, shown, strict=True))
+
+
+def draw_groups(
+    ax: Axes, history: Any, keys: Sequence[str], by: Sequence[str], *, func: str
+) -> None:
+    """Draw each key's mean curve per group with its ±1 std band; one colour per group."""
+    for position, key in enumerate(keys):
+        groups = group_curves(member_curves(history, key, func=func), by, func=func)
+        style = _STYLES[position % len(_STYLES)]
+        for g, (values, curves) in enumerate(groups.items()):
+            x = curves[0].steps
+            stats = [mean_and_std([c.values[i] for c in curves]) for i in range(len(x))]
+            mean = [m for m, _ in stats]
+            low = [m - s for m, s in stats]
+            high = [m + s for m, s in stats]
+            colour = f"C{g % 10}"
+            label = f"{key} {group_label(by, values)} (n={len(curves)})"
+            marker = "." if len(x) == 1 or all(math.isnan(v) for v in mean[1:]) else "None"
+            ax.plot(x, mean, label=label, color=colour, linestyle=style, marker=marker)
+            ax.fill_between(x, low, high, color=colour, alpha=0.2, linewidth=0)

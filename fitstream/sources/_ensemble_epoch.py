@@ -1,0 +1,96 @@
+"""One epoch of :func:`~fitstream.ensemble_stream`: the members' data orders, then their steps.
+
+Three cases share the epoch's frame (hyperparameters refreshed, steps, state published):
+
+- one order for all members (the data shuffled once, or kept in place), the plain path;
+- one order per member over all rows (a list of generators), gathered per batch;
+- each member on its own ``rows``, in its own order (:mod:`._member_data`): stacked like the
+  per-member orders when the row counts are equal, size by size at the end when they differ.
+
+With a :class:`~.graphed.GraphedSteps`, the batches are replayed graphs of row indices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .._internal.rows import row_counts
+from ._ensemble_loop import EnsembleLoop
+from ._member_data import member_orders, rows_epoch, steps_of
+from ._shared import stack_losses
+from .batching import batch_slices, shuffled
+from .graphed import GraphedSteps
+
+__all__ = ["EnsembleEpoch"]
+
+
+class EnsembleEpoch:
+    """A callable that trains every member for one epoch and returns their mean losses."""
+
+    def __init__(
+        self,
+        tensors: tuple[torch.Tensor, ...],
+        loop: EnsembleLoop,
+        graphed: GraphedSteps | None,
+        *,
+        batch_size: int,
+        shuffle: bool,
+        generator: torch.Generator | Sequence[torch.Generator] | None,
+        rows: list[torch.Tensor] | None,
+    ) -> None:
+        self.tensors, self.loop, self.graphed = tensors, loop, graphed
+        self.batch_size, self.shuffle, self.generator, self.rows = (
+            batch_size, shuffle, generator, rows,
+        )  # fmt: skip
+        counts = [tensors[0].shape[0]] * loop.k if rows is None else row_counts(rows)
+        self.counts = counts
+        self.even = len(set(counts)) == 1
+        self.steps: int | list[int] = (
+            -(-counts[0] // batch_size) if self.even else steps_of(counts, batch_size)
+        )
+        self.slices = batch_slices(counts[0], batch_size)
+        self.full = [rows for rows, size in self.slices if size == batch_size]
+        self.short = self.slices[-1] if self.slices[-1][1] != batch_size else None
+
+    def __call__(self) -> list[float]:
+        """Train one epoch; return each member's mean training loss (one host sync)."""
+        stepper = self.loop.stepper
+        stepper.refresh(self.steps)
+        total = self._train()
+        stepper.publish()
+        return [value / n for value, n in zip(total.tolist(), self.counts, strict=True)]
+
+    def _train(self) -> torch.Tensor:
+        data, orders = self.tensors, None
+        if self.rows is not None:
+            ordered = member_orders(self.rows, self.shuffle, self.generator)
+            if not self.even:
+                return rows_epoch(self.loop, data, ordered, self.batch_size)
+            orders = torch.stack(ordered)
+        elif self.shuffle and isinstance(self.generator, list | tuple):
+            # one order per member over every row: rows gathered per batch
+            n, device = data[0].shape[0], data[0].device
+            orders = torch.stack(
+                [torch.randperm(n, device=device, generator=g) for g in self.generator]
+            )
+        elif self.shuffle:
+            generator = self.generator
+            assert generator is None or isinstance(generator, torch.Generator)
+            data = shuffled(data, generator)
+        if self.graphed is not None:  # per-member orders: the batches are blocks of row indices
+            return self.graphed.run_epoch(data if orders is None else (orders.T,), self.slices)
+        return self._eager(data, orders)
+
+    def _eager(self, data: tuple[torch.Tensor, ...], orders: torch.Tensor | None) -> torch.Tensor:
+        """One epoch of eager steps; return the members' size-weighted loss sums, ``(K,)``."""
+        loop, batch_size = self.loop, self.batch_size
+        losses = loop.run(data, self.full, orders)
+        total = stack_losses(losses).sum(0) * batch_size if losses else None
+        if self.short is not None:
+            rows, size = self.short
+            last = loop.run(data, [rows], orders)[0] * size
+            total = last if total is None else total + last
+        assert total is not None  # at least one batch: the data is never empty
+        return total
