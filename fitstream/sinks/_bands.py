@@ -73,4 +73,6 @@ def draw_groups(
             label = f"{key} {group_label(by, values)} (n={len(curves)})"
             marker = "." if len(x) == 1 or all(math.isnan(v) for v in mean[1:]) else "None"
             ax.plot(x, mean, label=label, color=colour, linestyle=style, marker=marker)
-            ax.fill_between(x, low, high, color=colour, alpha=0.2, linewidth=0)
+            # an explicit where: the band has gaps at NaN (and matplotlib 3.6 needs one for lists)
+            where = [math.isfinite(a) and math.isfinite(b) for a, b in zip(low, high, strict=True)]
+            ax.fill_between(x, low, high, where=where, color=colour, alpha=0.2, linewidth=0)
