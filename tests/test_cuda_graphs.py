@@ -23,8 +23,10 @@ import torch
 from torch import nn
 
 from fitstream import best_model, epoch_stream
-from fitstream.sources import _shared, epochs, graphed
-from fitstream.sources._step_state import world_key
+from fitstream.sources import _shared
+from fitstream.sources.graphed import steps as graphed
+from fitstream.sources.graphed.step_state import world_key
+from fitstream.sources.single import epochs
 
 # --- refusals at the call -----------------------------------------------------------------
 

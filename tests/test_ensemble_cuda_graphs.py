@@ -22,9 +22,11 @@ import torch
 from torch import nn
 
 from fitstream import ensemble_stream
-from fitstream.sources import _shared, graphed
-from fitstream.sources import ensemble as ensemble_module
-from fitstream.sources.vectorised_optim import VectorAdam, VectorSGD
+from fitstream.sources import _shared
+from fitstream.sources.ensemble import stream as ensemble_module
+from fitstream.sources.ensemble.adam import VectorAdam
+from fitstream.sources.ensemble.sgd import VectorSGD
+from fitstream.sources.graphed import steps as graphed
 
 K = 3
 

@@ -430,7 +430,7 @@ def test_last_label_false_feeds_every_tensor_to_the_members() -> None:
     ids=["mse", "l1", "cross-entropy", "ignore-index-smoothing"],
 )
 def test_the_direct_losses_equal_loss_fn_on_each_member(loss_fn: Any, labels: Any) -> None:
-    from fitstream.sources._member_losses import member_losses
+    from fitstream.sources.ensemble.member_losses import member_losses
 
     outputs = torch.randn(4, 6, 3)
     stacked = member_losses(loss_fn, last_label=True)(outputs, labels)

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from fitstream import best_model
-from fitstream.sources._snapshot import Snapshot
-from fitstream.sources._step_state import (
+from fitstream.sources.graphed.snapshot import Snapshot
+from fitstream.sources.graphed.step_state import (
     check_state,
     explain_capture_failure,
     make_capturable,

@@ -19,7 +19,7 @@ from .._internal.checks import (
     describe,
 )
 from .._internal.train_checks import check_training_data
-from ._cuda import check_cuda_graphs
+from .graphed.cuda import check_cuda_graphs
 
 __all__ = [
     "RESERVED_KEYS",

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._step_state import model_tensors, optimizer_params
+from .step_state import model_tensors, optimizer_params
 
 __all__ = ["RandomState", "Snapshot"]
 

@@ -5,7 +5,7 @@ far more than running them. Capturing the whole step (forward, loss, backward, o
 update, loss accumulation) as a CUDA graph turns it into one launch per batch.
 
 How a step is captured (:meth:`GraphedSteps.run_epoch` does it at the first epoch, and again
-whenever :func:`~fitstream.sources._step_state.world_key` says the world changed):
+whenever :func:`~fitstream.sources.graphed.step_state.world_key` says the world changed):
 
 1. If some trained parameter has no optimizer state yet, the epoch's first batch is trained
    eagerly, for real: optimizers create their state in their first step, which differs from
@@ -15,7 +15,7 @@ whenever :func:`~fitstream.sources._step_state.world_key` says the world changed
 3. For each batch size of the epoch (the full batches, and a short last batch if any) a
    static copy of one batch is made, three warm-up steps run on a side stream with host
    synchronisations turned into errors, and everything they changed is put back
-   (:class:`~fitstream.sources._snapshot.Snapshot`); then one step is captured.
+   (:class:`~fitstream.sources.graphed.snapshot.Snapshot`); then one step is captured.
 4. Any failure puts the model and optimizer back as they were at the start of the epoch and
    raises; an error about capture says what in the step cannot be captured.
 
@@ -34,10 +34,10 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from ._cuda import CudaGraphs
-from ._loop import explain_bad_loss
-from ._snapshot import Snapshot
-from ._step_state import (
+from ..single.loop import explain_bad_loss
+from .cuda import CudaGraphs
+from .snapshot import Snapshot
+from .step_state import (
     CaptureError,
     check_state,
     explain_capture_failure,

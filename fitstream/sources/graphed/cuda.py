@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._internal.checks import describe
-from ._step_state import optimizer_params
+from ..._internal.checks import describe
+from .step_state import optimizer_params
 
 __all__ = ["CudaGraphs", "check_cuda_graphs"]
 

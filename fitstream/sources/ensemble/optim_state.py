@@ -1,6 +1,6 @@
 """The vectorised optimizers' stacked state, seen through each member's own optimizer.
 
-The state of :class:`~fitstream.sources.vectorised_optim.VectorSGD` and ``VectorAdam``
+The state of :class:`~fitstream.sources.ensemble.sgd.VectorSGD` and ``VectorAdam``
 (momentum buffers, moments) is stacked like the weights: one ``(K, n)`` tensor per slab and
 kind. :meth:`StateLink.publish` puts into ``optimizers[k].state[p]`` what torch keeps there
 (``step`` as a tensor, the buffers as views into row ``k`` of the stacked tensors), so

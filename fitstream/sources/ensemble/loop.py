@@ -7,10 +7,12 @@ from typing import Any
 
 import torch
 
-from ._member_losses import member_losses
-from ._shared import explain_bad_loss
+from .._shared import explain_bad_loss
+from .adam import VectorAdam
+from .member_losses import member_losses
+from .optim import MemberSteps
+from .sgd import VectorSGD
 from .stacking import Ensemble
-from .vectorised_optim import MemberSteps, VectorAdam, VectorSGD
 
 __all__ = ["EnsembleLoop"]
 

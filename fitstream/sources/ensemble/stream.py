@@ -10,23 +10,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._internal.checks import (
-    check_generator,
-    describe,
-)
-from .._internal.optimizers import learning_rate
-from .._internal.rows import check_rows, row_counts
-from ..events import Event
-from ._cuda import CudaGraphs
-from ._ensemble_epoch import EnsembleEpoch
-from ._ensemble_graphed import EnsembleStep
-from ._ensemble_loop import EnsembleLoop
-from ._member_checks import check_models, check_optimizers
-from ._member_data import check_member_hparams
-from ._shared import check_fit, check_run
-from .graphed import GraphedSteps
+from ..._internal.optimizers import learning_rate
+from ..._internal.rows import check_rows, row_counts
+from ...events import Event
+from .._shared import check_fit, check_run
+from ..graphed.cuda import CudaGraphs
+from ..graphed.ensemble_step import EnsembleStep
+from ..graphed.steps import GraphedSteps
+from .adam import VectorAdam
+from .epoch import EnsembleEpoch
+from .loop import EnsembleLoop
+from .member_checks import check_generators, check_models, check_optimizers
+from .member_data import check_member_hparams
+from .optim import MemberSteps, hparams_of, vectorised_kind
+from .sgd import VectorSGD
 from .stacking import Ensemble
-from .vectorised_optim import MemberSteps, VectorAdam, VectorSGD, hparams_of, vectorised_kind
 
 __all__ = ["ensemble_stream"]
 
@@ -188,7 +186,7 @@ def ensemble_stream(
     members = check_models(models, func=_FUNC)
     opts = check_optimizers(optimizers, members, func=_FUNC)
     graphed = check_fit(tensors, members[0], opts[0], cuda_graphs, func=_FUNC)
-    generators = _check_generators(generator, tensors[0].device, len(members))
+    generators = check_generators(generator, tensors[0].device, len(members), func=_FUNC)
     member_rows = check_rows(
         rows,
         tensors[0].shape[0],
@@ -234,34 +232,6 @@ def ensemble_stream(
         rows=member_rows,
         settings=settings,
     )
-
-
-def _check_generators(
-    generator: object, device: torch.device, k: int
-) -> torch.Generator | list[torch.Generator] | None:
-    """Check ``generator``: one generator (or None), or a list of ``k`` distinct generators."""
-    if not isinstance(generator, list | tuple):
-        check_generator(generator, device, func=_FUNC)
-        return generator  # type: ignore[return-value]
-    if len(generator) != k:
-        raise ValueError(
-            f"{_FUNC}: 'generator' as a list must hold one torch.Generator per model: got "
-            f"{len(generator)} for {k} models"
-        )
-    seen: dict[int, int] = {}
-    for position, each in enumerate(generator):
-        if not isinstance(each, torch.Generator):
-            raise TypeError(
-                f"{_FUNC}: 'generator[{position}]' must be a torch.Generator, got {describe(each)}"
-            )
-        check_generator(each, device, func=_FUNC)
-        if id(each) in seen:
-            raise ValueError(
-                f"{_FUNC}: 'generator[{position}]' is the same object as "
-                f"'generator[{seen[id(each)]}]'; give each member its own generator"
-            )
-        seen[id(each)] = position
-    return list(generator)
 
 
 def _epochs(

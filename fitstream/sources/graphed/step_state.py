@@ -7,7 +7,7 @@ Python numbers it saw at capture time. This module holds the plain-PyTorch half 
 - :func:`world_key` sums up everything the captured step depends on but cannot see change
   (which tensors it reads, the optimizer's hyperparameters, train/eval and ``requires_grad``
   flags); a different key at the start of an epoch means the graph must be captured again.
-- :class:`~fitstream.sources._snapshot.Snapshot` (its own module) puts back what warm-up
+- :class:`~fitstream.sources.graphed.snapshot.Snapshot` (its own module) puts back what warm-up
   steps and a failed capture changed.
 - :func:`make_capturable` and :func:`check_state` prepare and vet an optimizer for capture.
 """
@@ -49,6 +49,7 @@ def optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
 
 
 def model_tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every parameter and buffer of ``model`` with its name, shared ones under each name."""
     yield from model.named_parameters(remove_duplicate=False)
     yield from model.named_buffers(remove_duplicate=False)
 
@@ -191,7 +192,7 @@ def check_state(optimizer: torch.optim.Optimizer, *, func: str) -> None:
         >>> check_state(opt, func="epoch_stream")
         Traceback (most recent call last):
         ...
-        fitstream.sources._step_state.CaptureError: epoch_stream: cuda_graphs=True cannot ...
+        fitstream.sources.graphed.step_state.CaptureError: epoch_stream: cuda_graphs=True cannot ...
     """
     for p in optimizer_params(optimizer):
         for name, value in optimizer.state.get(p, {}).items():

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
-from .._internal.checks import describe
+from ..._internal.checks import check_generator, describe
 
-__all__ = ["check_models", "check_optimizers"]
+__all__ = ["check_generators", "check_models", "check_optimizers"]
 
 
 def check_models(models: object, *, func: str) -> list[nn.Module]:
@@ -172,3 +172,31 @@ def check_optimizers(
                 f"must group the same parameters in the same order"
             )
     return opts
+
+
+def check_generators(
+    generator: object, device: torch.device, k: int, *, func: str
+) -> torch.Generator | list[torch.Generator] | None:
+    """Check ``generator``: one generator (or None), or a list of ``k`` distinct generators."""
+    if not isinstance(generator, list | tuple):
+        check_generator(generator, device, func=func)
+        return generator  # type: ignore[return-value]
+    if len(generator) != k:
+        raise ValueError(
+            f"{func}: 'generator' as a list must hold one torch.Generator per model: got "
+            f"{len(generator)} for {k} models"
+        )
+    seen: dict[int, int] = {}
+    for position, each in enumerate(generator):
+        if not isinstance(each, torch.Generator):
+            raise TypeError(
+                f"{func}: 'generator[{position}]' must be a torch.Generator, got {describe(each)}"
+            )
+        check_generator(each, device, func=func)
+        if id(each) in seen:
+            raise ValueError(
+                f"{func}: 'generator[{position}]' is the same object as "
+                f"'generator[{seen[id(each)]}]'; give each member its own generator"
+            )
+        seen[id(each)] = position
+    return list(generator)

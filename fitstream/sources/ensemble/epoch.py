@@ -16,12 +16,12 @@ from collections.abc import Sequence
 
 import torch
 
-from .._internal.rows import row_counts
-from ._ensemble_loop import EnsembleLoop
-from ._member_data import member_orders, rows_epoch, steps_of
-from ._shared import stack_losses
-from .batching import batch_slices, shuffled
-from .graphed import GraphedSteps
+from ..._internal.rows import row_counts
+from .._shared import stack_losses
+from ..batching import batch_slices, shuffled
+from ..graphed.steps import GraphedSteps
+from .loop import EnsembleLoop
+from .member_data import member_orders, rows_epoch, steps_of
 
 __all__ = ["EnsembleEpoch"]
 

@@ -10,18 +10,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._internal.checks import (
+from ..._internal.checks import (
     check_generator,
     describe,
 )
-from .._internal.optimizers import learning_rate
-from .._internal.train_checks import check_optimizer_for
-from ..events import Event
-from ._cuda import CudaGraphs
-from ._loop import Loop
-from ._shared import Released, check_fit, check_optimizer, check_run, stack_losses
-from .batching import batch_slices, shuffled
-from .graphed import GraphedSteps, ModelStep
+from ..._internal.optimizers import learning_rate
+from ..._internal.train_checks import check_optimizer_for
+from ...events import Event
+from .._shared import Released, check_fit, check_optimizer, check_run, stack_losses
+from ..batching import batch_slices, shuffled
+from ..graphed.cuda import CudaGraphs
+from ..graphed.steps import GraphedSteps, ModelStep
+from .loop import Loop
 
 __all__ = ["epoch_stream"]
 

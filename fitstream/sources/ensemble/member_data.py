@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 
-from .._internal.checks import describe
-from ._ensemble_loop import EnsembleLoop
-from ._shared import RESERVED_KEYS, stack_losses
-from .vectorised_optim import hparams_of
+from ..._internal.checks import describe
+from .._shared import RESERVED_KEYS, stack_losses
+from .loop import EnsembleLoop
+from .optim import hparams_of
 
 __all__ = ["check_member_hparams", "member_orders", "rows_epoch", "steps_of"]
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._shared import explain_bad_loss as explain_loss
+from .._shared import explain_bad_loss as explain_loss
 
 __all__ = ["Loop", "explain_bad_loss"]
 

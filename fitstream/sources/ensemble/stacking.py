@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from .._internal.checks import describe
-from ._member_checks import check_models
+from ..._internal.checks import describe
+from .member_checks import check_models
 
 __all__ = ["Ensemble"]
 

@@ -1,8 +1,8 @@
 """``ensemble_stream(cuda_graphs=True)``: the ensemble's whole vectorised step as a graph.
 
-:class:`EnsembleStep` is the :class:`~fitstream.sources.graphed.StepProgram` of an ensemble
-trained by :class:`~fitstream.sources.vectorised_optim.VectorSGD` or ``VectorAdam``:
-:class:`~fitstream.sources.graphed.GraphedSteps` captures and replays it as it does
+:class:`EnsembleStep` is the :class:`~fitstream.sources.graphed.steps.StepProgram` of an ensemble
+trained by :class:`~fitstream.sources.ensemble.sgd.VectorSGD` or ``VectorAdam``:
+:class:`~fitstream.sources.graphed.steps.GraphedSteps` captures and replays it as it does
 ``epoch_stream``'s step. What a replayed graph must see change, it reads from tensors that
 change in place:
 
@@ -23,10 +23,11 @@ from collections.abc import Hashable, Sequence
 
 import torch
 
-from ._ensemble_loop import EnsembleLoop
-from ._snapshot import RandomState
-from ._step_state import tensor_key
-from .vectorised_optim import VectorAdam, VectorSGD
+from ..ensemble.adam import VectorAdam
+from ..ensemble.loop import EnsembleLoop
+from ..ensemble.sgd import VectorSGD
+from .snapshot import RandomState
+from .step_state import tensor_key
 
 __all__ = ["EnsembleSnapshot", "EnsembleStep"]
 
@@ -52,6 +53,7 @@ class EnsembleStep:
         self.tensors = tensors
 
     def step(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """One training step of every member on ``batch`` (row indices, with per-member rows)."""
         loop = self.loop
         last_label = loop.last_label
         each = self.tensors is not None
@@ -68,6 +70,7 @@ class EnsembleStep:
         """Nothing to release: the step copies fresh gradients into the gradient slabs."""
 
     def key(self) -> Hashable:
+        """What a capture depends on: when it changes, the step is captured again."""
         ensemble, stepper = self.loop.ensemble, self.stepper
         fixed = [
             *(slab.data for slab in ensemble._slabs),
@@ -89,9 +92,11 @@ class EnsembleStep:
         return (tuple(tensor_key(t) for t in fixed), state, flags, modes, ensemble.training, frozen)
 
     def snapshot(self) -> EnsembleSnapshot:
+        """Save what a capture's warm-up changes, to undo it."""
         return EnsembleSnapshot(self.loop, self.stepper, self.device)
 
     def needs_first_step(self) -> bool:
+        """Whether the next step creates optimizer state (then it runs eagerly first)."""
         return self.stepper.needs_first_step()
 
     def prepare(self) -> None:
@@ -102,6 +107,7 @@ class EnsembleStep:
         return []
 
     def set_grads(self, grads: Sequence[torch.Tensor | None]) -> None:
+        """Nothing to set: :meth:`grads` gives none."""
         assert not grads
 
 
@@ -113,7 +119,7 @@ class EnsembleSnapshot:
 
     Example:
         >>> from torch import nn
-        >>> from fitstream.sources.stacking import Ensemble
+        >>> from fitstream.sources.ensemble.stacking import Ensemble
         >>> models = [nn.Linear(2, 1) for _ in range(3)]
         >>> opts = [torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in models]
         >>> ensemble = Ensemble(models)

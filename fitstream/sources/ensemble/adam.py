@@ -1,0 +1,156 @@
+"""``torch.optim.Adam`` and ``AdamW`` for K stacked members at once, each with its own settings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .optim import Vectorised, scalar
+from .optim_state import StateLink
+from .stacking import Ensemble
+
+__all__ = ["VectorAdam"]
+
+_SPARE_ROWS = 4  # more than the warm-up steps before a capture (graphed.WARM_UP_STEPS)
+
+
+class VectorAdam(Vectorised):
+    """``torch.optim.Adam`` and ``AdamW`` (amsgrad, maximize) for K members."""
+
+    names = ("lr", "l2", "decoupled", "beta1", "beta2", "eps", "amsgrad", "maximize")
+
+    def __init__(
+        self,
+        ensemble: Ensemble,
+        optimizers: Sequence[torch.optim.Optimizer],
+        *,
+        device_cursor: bool = False,
+    ) -> None:
+        super().__init__(ensemble, optimizers)
+        self.exp_avg = [torch.zeros_like(s.data) for s in self.slabs]
+        self.exp_avg_sq = [torch.zeros_like(s.data) for s in self.slabs]
+        self.max_sq: list[torch.Tensor | None] = [None for _ in self.slabs]
+        self.link = StateLink(
+            self.slabs,
+            ensemble.members,
+            optimizers,
+            {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "max_exp_avg_sq": self.max_sq},
+            wanted=lambda group: (
+                ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+                if group.get("amsgrad", False)
+                else ("exp_avg", "exp_avg_sq")
+            ),
+            counted=True,
+        )
+        self.cursor = 0  # steps taken in this epoch
+        # With device_cursor (for CUDA graphs) the step reads its row of the bias-correction
+        # table at a position held on the device, which a replayed graph advances; the table
+        # has spare rows for the warm-up steps before a capture (they are undone).
+        self.cursor_t: torch.Tensor | None = None
+        self.spare = 0
+        if device_cursor:
+            device = self.slabs[0].data.device
+            self.cursor_t = torch.zeros(1, dtype=torch.long, device=device)
+            self.spare = _SPARE_ROWS
+        self.tables: list[torch.Tensor] = []
+        self.constants: list[torch.Tensor] = []
+        self.adamw_groups: set[int] = set()  # ids of the param groups of AdamW optimizers
+
+    def _read(self, group: dict[str, Any]) -> list[float]:
+        # torch < 2.7's AdamW has no "decoupled_weight_decay" entry: it is decoupled by type.
+        decoupled = bool(group.get("decoupled_weight_decay", id(group) in self.adamw_groups))
+        wd = float(scalar(group["weight_decay"]))
+        beta1, beta2 = (float(scalar(b)) for b in group["betas"])
+        return [
+            float(scalar(group["lr"])),
+            0.0 if decoupled else wd,
+            wd if decoupled else 0.0,
+            beta1,
+            beta2,
+            float(scalar(group["eps"])),
+            float(bool(group.get("amsgrad", False))),
+            float(bool(group.get("maximize", False))),
+        ]
+
+    def seek(self, position: int) -> None:
+        """Make the next step the epoch's step number ``position`` (its bias-correction row)."""
+        self.cursor = position
+
+    @torch.no_grad()
+    def refresh(self, steps: int | list[int]) -> None:
+        """Read the hyperparameters; tabulate the epoch's bias corrections (in float64)."""
+        self.adamw_groups = {
+            id(group)
+            for opt in self.optimizers
+            if isinstance(opt, torch.optim.AdamW)
+            for group in opt.param_groups
+        }
+        super().refresh(steps)
+        self.cursor = 0
+        if self.cursor_t is not None:
+            self.cursor_t.zero_()
+        most = steps if isinstance(steps, int) else max(steps)
+        ahead = torch.arange(1, most + self.spare + 1, dtype=torch.float64).view(-1, 1, 1)
+        for i, values in enumerate(self.values64):
+            taken = torch.tensor(self.link.counts[i], dtype=torch.float64).view(1, -1, 1)
+            t = taken + ahead  # each member's own step numbers, (steps, K, 1)
+            lr, _, decoupled, beta1, beta2, _, _, maximize = values
+            table = torch.stack([lr / (1 - beta1**t), (1 - beta2**t).sqrt()], dim=1)
+            constants = torch.stack([1 - beta1, 1 - beta2, 1 - lr * decoupled, 1 - 2 * maximize])
+            hp = self.hp[i]
+            if i < len(self.tables) and self.tables[i].shape == table.shape:
+                self.tables[i].copy_(table)
+                self.constants[i].copy_(constants)
+            else:
+                self.tables[i:] = [table.to(hp.device, hp.dtype)]
+                self.constants[i:] = [constants.to(hp.device, hp.dtype)]
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One Adam(W) step of every member."""
+        cursor = self.cursor
+        self.cursor = cursor + 1
+        at = self.cursor_t
+        for i, slab in enumerate(self.slabs):
+            _, l2, _, _, beta2, eps, amsgrad, _ = self.hp[i]
+            row = self.tables[i][cursor] if at is None else self.tables[i].index_select(0, at)[0]
+            step_size, correction2 = row
+            one_minus_beta1, one_minus_beta2, decay, sign = self.constants[i]
+            flags = self.flags[i]
+            p, g = slab.data, slab.grad
+            assert g is not None
+            if flags["any_maximize"]:
+                g = g * sign
+            if flags["any_l2"]:
+                g = torch.addcmul(g, p, l2)
+            if flags["any_decoupled"]:
+                p.mul_(decay)
+            m, v = self.exp_avg[i], self.exp_avg_sq[i]
+            m.lerp_(g, one_minus_beta1)
+            v.mul_(beta2).addcmul_(g, g * one_minus_beta2)
+            source = v
+            if flags["any_amsgrad"]:
+                vmax = self.max_sq[i]
+                if vmax is None:
+                    vmax = self.max_sq[i] = torch.zeros_like(v)
+                torch.maximum(vmax, v, out=vmax)
+                source = vmax if flags["all_amsgrad"] else torch.where(amsgrad.bool(), vmax, v)
+            denom = source.sqrt().div_(correction2).add_(eps)
+            p.addcdiv_(m * step_size, denom, value=-1)
+        if at is not None:
+            at.add_(1)
+
+    def state_lists(self) -> list[list[torch.Tensor | None]]:  # noqa: D102
+        return [self.exp_avg, self.exp_avg_sq, self.max_sq]  # type: ignore[list-item]
+
+    def fixed_tensors(self) -> list[torch.Tensor]:  # noqa: D102
+        cursor = [] if self.cursor_t is None else [self.cursor_t]
+        return [*self.hp, *self.tables, *self.constants, *cursor]
+
+    def needs_first_step(self) -> bool:  # noqa: D102
+        return any(
+            flags["any_amsgrad"] and vmax is None
+            for flags, vmax in zip(self.flags, self.max_sq, strict=True)
+        )

@@ -1,0 +1,1 @@
+"""The single-model source: :func:`~fitstream.epoch_stream` and its per-batch loop."""
