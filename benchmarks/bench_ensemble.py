@@ -10,6 +10,11 @@ fresh models, runs one untimed warm-up epoch of each, then alternates single epo
 figure on a loaded machine), in wall time. Targets on one CPU thread: tiny at K=64 at most 1/25
 per model, small at most 1.0 per model, K=1 at most 1.3x.
 
+The ``5-fold x 8 lrs`` row is a cross-validated grid on the tiny workload: 40 members (8 Adam
+learning rates x 5 folds), each training on its fold's rows (``rows=`` from ``kfold``, 16000 of
+the 20000 rows), against ``epoch_stream`` training one model on one fold's rows. Target: at
+most 1/20 per member.
+
 Run: ``uv run python benchmarks/bench_ensemble.py [--workload tiny|small|all] [--ks 1,8,64]``;
 a quick look: ``--epochs 2 --rounds 1``.
 """
@@ -25,7 +30,7 @@ import torch
 from bench_epoch_stream import WORKLOADS, Workload, make_data
 from torch import nn
 
-from fitstream import ensemble_stream, epoch_stream
+from fitstream import ensemble_stream, epoch_stream, kfold
 
 
 def make_models(w: Workload, k: int, device: str) -> list[nn.Module]:
@@ -63,6 +68,35 @@ def together(w: Workload, data: tuple[torch.Tensor, ...], k: int, device: str) -
         yield event["train_loss"][0]
 
 
+FOLDS, GRID_LRS = 5, 8
+
+
+def grid_rows(n: int, device: str) -> list[torch.Tensor]:
+    """Each member's training rows: fold ``f`` of a 5-fold split, for each of 8 settings."""
+    splits = kfold(n, FOLDS, generator=torch.Generator().manual_seed(0))
+    return [splits[f][0].to(device) for _ in range(GRID_LRS) for f in range(FOLDS)]
+
+
+def single_fold(w: Workload, data: tuple[torch.Tensor, ...], device: str) -> Iterator[float]:
+    """``epoch_stream`` on one model and one fold's training rows; yields the epoch's loss."""
+    rows = grid_rows(data[0].shape[0], device)[0]
+    yield from single(w, tuple(t[rows] for t in data), device)
+
+
+def grid(w: Workload, data: tuple[torch.Tensor, ...], k: int, device: str) -> Iterator[float]:
+    """``ensemble_stream`` of the 5-fold x 8-lr grid (``rows=``); yields member 0's loss."""
+    models = make_models(w, k, device)
+    lrs = [1e-4 * 10 ** (i / (GRID_LRS - 1) * 2) for i in range(GRID_LRS)]
+    opts = [torch.optim.Adam(m.parameters(), lr=lrs[i // FOLDS]) for i, m in enumerate(models)]
+    rows = grid_rows(data[0].shape[0], device)
+    hparams = [{"fold": i % FOLDS} for i in range(k)]
+    events = ensemble_stream(
+        data, models, opts, loss_fn(w), batch_size=w.batch_size, rows=rows, hparams=hparams
+    )
+    for event in events:
+        yield event["train_loss"][0]
+
+
 def timed(epochs: Iterator[float]) -> float:
     """Run one epoch; its wall seconds (each ends with a host sync, ``.item()``/``tolist()``)."""
     started = time.perf_counter()
@@ -70,13 +104,17 @@ def timed(epochs: Iterator[float]) -> float:
     return time.perf_counter() - started
 
 
-def run(w: Workload, k: int, epochs: int, rounds: int, device: str) -> None:
+def run(w: Workload, k: int, epochs: int, rounds: int, device: str, *, cv: bool = False) -> None:
     """Time both contenders for one K and print one row of the table."""
     data = tuple(t.to(device) for t in make_data(w))
     times: dict[str, list[float]] = {"single": [], "ensemble": []}
     pairs: list[float] = []
     for _ in range(rounds):
-        streams = {"single": single(w, data, device), "ensemble": together(w, data, k, device)}
+        streams = (
+            {"single": single_fold(w, data, device), "ensemble": grid(w, data, k, device)}
+            if cv
+            else {"single": single(w, data, device), "ensemble": together(w, data, k, device)}
+        )
         for stream in streams.values():
             next(stream)  # warm-up
         for e in range(epochs):
@@ -89,9 +127,10 @@ def run(w: Workload, k: int, epochs: int, rounds: int, device: str) -> None:
             stream.close()  # type: ignore[attr-defined]
     med = statistics.median
     one, ens = med(times["single"]), med(times["ensemble"])
+    label = f"{w.name} {FOLDS}-fold x {GRID_LRS} lrs" if cv else w.name
     print(
-        f"{w.name:<6} {k:>4} {one:>10.4f} {ens:>10.4f} {ens / k / one:>10.4f} {med(pairs):>10.4f}"
-        f"   1/{1 / med(pairs):.1f}"
+        f"{label:<22} {k:>4} {one:>10.4f} {ens:>10.4f} {ens / k / one:>10.4f} "
+        f"{med(pairs):>10.4f}   1/{1 / med(pairs):.1f}"
     )
 
 
@@ -103,6 +142,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="fresh-model rounds per K")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--device", default="cpu", help="where data and models live, e.g. cuda")
+    parser.add_argument(
+        "--no-grid", action="store_true", help="leave out the 5-fold x 8-lr row (tiny workload)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ks = [int(k) for k in args.ks.split(",")]
@@ -112,12 +154,14 @@ def main() -> None:
     for name in chosen:
         print(f"  {name}: {WORKLOADS[name].describe()}")
     print(
-        f"{'load':<6} {'K':>4} {'single s':>10} {'ensemble s':>10} {'per model':>10} "
+        f"{'load':<22} {'K':>4} {'single s':>10} {'ensemble s':>10} {'per model':>10} "
         f"{'paired':>10}   paired as 1/x"
     )
     for name in chosen:
         for k in ks:
             run(WORKLOADS[name], k, args.epochs, args.rounds, args.device)
+    if "tiny" in chosen and not args.no_grid:
+        run(WORKLOADS["tiny"], FOLDS * GRID_LRS, args.epochs, args.rounds, args.device, cv=True)
 
 
 if __name__ == "__main__":

@@ -435,3 +435,32 @@ def test_an_ordinary_error_in_the_step_propagates_unchanged(fake: Callable[..., 
     with pytest.raises(ValueError, match=r"^the loss's own error$"):
         next(stream)
     assert _unchanged(models, before)
+
+
+@pytest.mark.parametrize("kind", ["sgd-momentum", "adamw"])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_graphed_members_on_their_own_rows_equal_the_eager_ones(
+    fake: Callable[..., Any], kind: str, shuffle: bool
+) -> None:
+    # Equal row counts (a bootstrap; 50 rows: a short last batch): each member's batches are
+    # blocks of its own row indices, gathered inside the graph from the full data.
+    from fitstream import bootstrap
+
+    rows = [train for train, _ in bootstrap(50, K, generator=torch.Generator().manual_seed(1))]
+    (m_eager, o_eager), (m_graph, o_graph) = _pair(kind)
+    eager = ensemble_stream(
+        _data(50), m_eager, o_eager, nn.MSELoss(), rows=rows, **_kw(shuffle=shuffle)
+    )
+    stream, cuda = fake(m_graph, o_graph, n=50, rows=rows, **_kw(shuffle=shuffle))
+    expected = _run(eager, 4)
+    _approx(_run(stream, 4), expected)
+    _same_members(m_eager, m_graph)
+    assert cuda.captures == 2
+    assert cuda.replays > 0
+
+
+def test_graphed_members_refuse_unequal_row_counts(fake: Callable[..., Any]) -> None:
+    models, opts = _pair("sgd")[0]
+    rows = [torch.arange(50), torch.arange(40), torch.arange(50)]
+    with pytest.raises(ValueError, match=r"cuda_graphs=True needs every member to have as many"):
+        fake(models, opts, n=50, rows=rows, batch_size=8)

@@ -345,13 +345,6 @@ def test_hparams_join_the_optimizers_own_in_the_ensemble() -> None:
     assert list(hparams[0])[-2:] == ["fold", "tag"]  # after the optimizer's own
 
 
-def test_cuda_graphs_refuse_unequal_row_counts_naming_rows() -> None:
-    # The refusal of unequal counts comes after the CUDA check, so check its message on the
-    # CPU through the order of the checks: cuda_graphs=True on the CPU is refused first.
-    with pytest.raises(ValueError, match="cuda_graphs=True"):
-        _call(rows=[torch.arange(5), torch.arange(3)], cuda_graphs=True)
-
-
 def test_rows_are_lazy_nothing_trains_before_the_first_next() -> None:
     models = [_model(k) for k in range(2)]
     before = [p.detach().clone() for p in models[0].parameters()]
@@ -359,3 +352,48 @@ def test_rows_are_lazy_nothing_trains_before_the_first_next() -> None:
     ensemble_stream((X, Y), models, optimizers, _loss, batch_size=32,
                     rows=[torch.arange(5), torch.arange(3)])  # fmt: skip
     assert all(torch.equal(a, b) for a, b in zip(before, models[0].parameters(), strict=True))
+
+
+def test_evaluate_rows_with_a_stateful_metric_equals_each_member_alone() -> None:
+    torchmetrics = pytest.importorskip("torchmetrics")
+    from fitstream import evaluate
+
+    splits = kfold(N, 4, generator=torch.Generator().manual_seed(2))
+    models = [_model(k) for k in range(4)]
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.05) for m in models]
+    events = ensemble_stream((X, Y), models, optimizers, _loss, batch_size=32,
+                             rows=[train for train, _ in splits])  # fmt: skip
+    event = next(events)
+
+    def metrics() -> dict[str, Any]:
+        return {"val_mse": torchmetrics.MeanSquaredError(), "val_l1": _l1}
+
+    y = Y.unsqueeze(1)  # torchmetrics wants the output's shape
+    added = evaluate((X, y), metrics=metrics(), rows=[v for _, v in splits], batch_size=16)(event)
+    for k, (_, val) in enumerate(splits):
+        alone = evaluate((X[val], y[val]), metrics=metrics(), batch_size=16)({"model": models[k]})
+        assert added["val_mse"][k] == pytest.approx(alone["val_mse"], rel=1e-5)
+        assert added["val_l1"][k] == pytest.approx(alone["val_l1"], rel=1e-5)
+
+
+def _l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (pred - target).abs().mean()
+
+
+def test_validation_rows_refused_at_the_call_and_at_the_event() -> None:
+    with pytest.raises(
+        ValueError, match=r"validation_loss: 'rows\[0\]' must index rows of 'val_data'"
+    ):
+        validation_loss((X, Y), _loss, rows=[torch.tensor([N])])
+    with pytest.raises(TypeError, match=r"validation_loss: 'rows' must be a list of 1-D integer"):
+        validation_loss((X, Y), _loss, rows=torch.arange(3))
+    add = validation_loss((X, Y), _loss, rows=[torch.arange(3), torch.arange(4)])
+    with pytest.raises(TypeError, match=r"'rows' scores each member of an ensemble.*single model"):
+        add({"model": _model(0)})
+    models = [_model(k) for k in range(3)]
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.05) for m in models]
+    event = next(ensemble_stream((X, Y), models, optimizers, _loss, batch_size=32))
+    with pytest.raises(
+        ValueError, match=r"'rows' holds 2 index tensors, but the event's ensemble has 3"
+    ):
+        add(event)

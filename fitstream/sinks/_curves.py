@@ -1,7 +1,8 @@
 """What :func:`fitstream.plot_history` and :func:`fitstream.live_plot` share.
 
-Reading a history (events, a JSONL file, a DataFrame), turning event values into y-values
-where anything missing or non-finite becomes NaN (a gap in the curve), and drawing the curves.
+Checking their arguments, reading a history (events, a JSONL file, a DataFrame), and turning
+event values into y-values where anything missing or non-finite becomes NaN (a gap in the
+curve). Drawing is in :mod:`._drawing`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._internal.checks import check_strings, describe
-from .._internal.members import ensemble_of, is_per_member, member_labels
+from .._internal.members import is_per_member
 from .._internal.paths import check_file_target
 from .._internal.values import scalar_value
 from ._json import decode_non_finite
@@ -29,7 +30,6 @@ __all__ = [
     "check_keys",
     "check_save",
     "columns_of",
-    "draw",
     "figure_of",
     "kept_value",
     "read_history",
@@ -251,76 +251,6 @@ def x_value(event: Mapping[str, Any]) -> float | None:
     return float(step)
 
 
-_NAMED_MEMBERS = 10  # up to this many members get a colour and a legend entry each
-_STYLES = ("-", "--", ":", "-.")
-
-
-def member_names(events: Sequence[Mapping[str, Any]]) -> list[str] | None:
-    """The members' names (by what tells them apart) from the first event that tells them.
-
-    ``None`` for a single model's history, or when no hyperparameter differs.
-
-    Example:
-        >>> member_names([{"step": 1, "hparams": [{"lr": 0.1}, {"lr": 0.01}]}])
-        ['lr=0.1', 'lr=0.01']
-    """
-    for event in events:
-        ensemble = ensemble_of(event)
-        hparams = event.get("hparams") if ensemble is None else list(ensemble.hparams)
-        if isinstance(hparams, list) and hparams and all(isinstance(h, Mapping) for h in hparams):
-            names = member_labels(hparams, lambda k: "")
-            return names if all(names) else None
-    return None
-
-
-def _draw_members(
-    ax: Axes,
-    x: Sequence[float],
-    key: str,
-    members: list[list[float]],
-    *,
-    names: Sequence[str] | None,
-    position: int,
-) -> None:
-    """One thin curve per member, coloured and named per member when they are few.
-
-    Members that cannot be told apart, or more than ten, are drawn in the key's colour, with
-    the key named once.
-    """
-    named = names is not None and len(names) == len(members) <= _NAMED_MEMBERS
-    colour = None
-    for k, ys in enumerate(members):
-        marker = "." if _has_isolated_point(ys) else "None"
-        if named:
-            assert names is not None
-            ax.plot(
-                list(x),
-                ys,
-                label=f"{key} {names[k]}",
-                marker=marker,
-                color=f"C{k}",
-                linestyle=_STYLES[position % len(_STYLES)],
-                linewidth=1,
-            )
-            continue
-        label = f"{key} ({len(members)} members)" if k == 0 else "_nolegend_"
-        (line,) = ax.plot(
-            list(x), ys, label=label, marker=marker, color=colour, alpha=0.6, linewidth=1
-        )
-        colour = line.get_color()
-
-
-def _has_isolated_point(ys: Sequence[float]) -> bool:
-    """Tell whether some finite value has no finite neighbour (a line alone would hide it)."""
-    finite = [not math.isnan(y) for y in ys]
-    for i, here in enumerate(finite):
-        before = i > 0 and finite[i - 1]
-        after = i + 1 < len(finite) and finite[i + 1]
-        if here and not before and not after:
-            return True
-    return False
-
-
 def columns_of(events: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
     """Return each key's y-values: a list of floats, or for per-member values a list per member.
 
@@ -353,50 +283,3 @@ def kept_value(value: object) -> float | list[float]:
     if isinstance(value, list) and is_per_member(value):
         return [float(v) for v in value]
     return y_value(value)
-
-
-def draw(
-    ax: Axes,
-    x: Sequence[float],
-    columns: Mapping[str, Sequence[Any]],
-    *,
-    xlabel: str,
-    title: str | None,
-    clear: bool = True,
-    names: Sequence[str] | None = None,
-) -> None:
-    """Draw one curve per column against ``x`` (clearing ``ax`` first); NaN values leave gaps.
-
-    With ``clear=False`` the curves are added to what ``ax`` already shows.
-
-    A curve with a point that has no finite neighbour is drawn with dot markers so the point
-    shows; a key without any finite value keeps its legend entry, marked ``(no values)``.
-
-    Example:
-        >>> from matplotlib.figure import Figure
-        >>> ax = Figure().add_subplot()
-        >>> draw(ax, [1, 2, 3], {"loss": [0.5, float("nan"), 0.25]}, xlabel="step", title=None)
-        >>> ax.get_lines()[0].get_label(), ax.get_lines()[0].get_marker()
-        ('loss', '.')
-    """
-    if clear:
-        ax.clear()
-    for position, (key, ys) in enumerate(columns.items()):
-        if ys and isinstance(ys[0], list):  # per member: one curve each
-            _draw_members(ax, x, key, list(ys), names=names, position=position)
-            continue
-        label = key if any(not math.isnan(y) for y in ys) else f"{key} (no values)"
-        marker = "." if _has_isolated_point(ys) else "None"
-        ax.plot(list(x), list(ys), label=label, marker=marker)
-    finish_axes(ax, columns, xlabel=xlabel, title=title)
-
-
-def finish_axes(ax: Axes, columns: Mapping[str, Any], *, xlabel: str, title: str | None) -> None:
-    """Label, title, grid and legend of a panel once its curves are drawn."""
-    ax.set_xlabel(xlabel)
-    if len(columns) == 1:
-        ax.set_ylabel(next(iter(columns)))
-    if title is not None:
-        ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from .._internal.optional import require
 from ..pipeline import check_stream, is_stream, upstream
-from . import _curves
+from . import _curves, _drawing
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -152,12 +152,12 @@ class LivePlot:
         """Draw every event seen so far, and show it: in the notebook cell, in ``save``."""
         columns = _curves.columns_of(self._rows, self.keys)
         if self._owned_ax:
-            _curves.draw(self._ax, self._x, columns, xlabel="epoch", title=self.title)
+            _drawing.draw(self._ax, self._x, columns, xlabel="epoch", title=self.title)
         else:  # the caller's Axes: replace only our own curves, keep what else it shows
             for line in self._lines:
                 line.remove()
             before = set(self._ax.get_lines())
-            _curves.draw(self._ax, self._x, columns, xlabel="epoch", title=self.title, clear=False)
+            _drawing.draw(self._ax, self._x, columns, xlabel="epoch", title=self.title, clear=False)
             self._lines = [line for line in self._ax.get_lines() if line not in before]
         self._drawn = len(self._x)
         if self.save is not None:

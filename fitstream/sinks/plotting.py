@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._internal.optional import require
-from . import _bands, _curves, _panels
+from . import _bands, _curves, _drawing, _panels
 from .live_plotting import LivePlot, live_plot
 
 if TYPE_CHECKING:
@@ -172,7 +172,7 @@ def plot_history(
 
     x, xlabel = _x_axis(events)
     columns = _curves.columns_of(events, names)
-    labels = _curves.member_names(events)
+    labels = _drawing.member_names(events)
 
     groups = [list(names)] if ax is not None else _panels.panels(names)
     if ax is None:
@@ -189,9 +189,9 @@ def plot_history(
         if by is not None:
             source = history if hasattr(history, "columns") else events
             _bands.draw_groups(panel, source, group, by, func="plot_history")
-            _curves.finish_axes(panel, shown, xlabel=xlabel, title=panel_title)
+            _drawing.finish_axes(panel, shown, xlabel=xlabel, title=panel_title)
         else:
-            _curves.draw(
+            _drawing.draw(
                 panel, x, shown, xlabel=xlabel, title=panel_title, clear=False, names=labels
             )
         if ax is None and len(group) > 1:
