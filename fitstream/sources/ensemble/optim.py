@@ -127,6 +127,11 @@ class Vectorised:
         """Show each member's state in its optimizer's ``state`` (after an epoch's steps)."""
         self.link.publish(self.steps)
 
+    def restart(self, k: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Slot ``k`` has a new model and optimizer: its state starts afresh at the next step."""
+        self.optimizers[k] = optimizer
+        self.link.restart(k, model, optimizer)
+
     def seek(self, position: int) -> None:
         """Make the next step the epoch's step number ``position`` (counted from 0)."""
 
@@ -158,14 +163,19 @@ class MemberSteps:
         self.ensemble = ensemble
         self.optimizers = list(optimizers)
         self.held: frozenset[int] = frozenset()
-        self.links: list[tuple[nn.Parameter, torch.Tensor]] = []
-        for slab in ensemble._trainable_slabs():
+        self.links = self._links()
+
+    def _links(self) -> list[tuple[nn.Parameter, torch.Tensor]]:
+        """Each member parameter with its rows of the gradient slabs."""
+        links = []
+        for slab in self.ensemble._trainable_slabs():
             assert slab.grad is not None
-            for row, member in enumerate(ensemble.members):
+            for row, member in enumerate(self.ensemble.members):
                 for i, name in enumerate(slab.names):
                     off, n = slab.offsets[i], slab.numels[i]
                     view = slab.grad[row, off : off + n].view(slab.shapes[i])
-                    self.links.append((member.get_parameter(name), view))
+                    links.append((member.get_parameter(name), view))
+        return links
 
     def refresh(self, steps: int | list[int]) -> None:
         """Point every member parameter's ``.grad`` at its rows of the gradient slabs."""
@@ -181,6 +191,11 @@ class MemberSteps:
 
     def publish(self) -> None:
         """Nothing to show: each member's optimizer keeps its own state."""
+
+    def restart(self, k: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Slot ``k`` has a new model and optimizer: step that one, on the slot's gradients."""
+        self.optimizers[k] = optimizer
+        self.links = self._links()
 
     def seek(self, position: int) -> None:
         """Nothing to do: each member's optimizer counts its own steps."""

@@ -130,6 +130,22 @@ class StateLink:
             ]
             self.frozen_rows = rows
 
+    @torch.no_grad()
+    def restart(self, k: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Slot ``k`` has a new model and optimizer: no state, no steps, nothing published."""
+        self.optimizers[k] = optimizer
+        for i, slab in enumerate(self.slabs):
+            self.params[i][k] = [model.get_parameter(n) for n in slab.names]
+            self.counts[i][k] = 0
+            self.held[i][k] = False
+            self.steps.pop((i, k), None)
+            for j in range(len(slab.names)):
+                self.published.pop((i, k, j), None)
+            for key in self.keys:
+                tensor = self.lists[key][i]
+                if tensor is not None:
+                    tensor[k].zero_()
+
     def _take(self, i: int, k: int, j: int, state: dict[str, Any]) -> None:
         slab = self.slabs[i]
         self.published.pop((i, k, j), None)

@@ -9,7 +9,7 @@ user's modules, and ``models[k].load_state_dict(...)`` writes into the slab.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -122,6 +122,10 @@ class Ensemble(nn.Module):
         self._members = tuple(members)
         self._active = [True] * len(members)
         self._hparams: Callable[[], list[dict[str, Any]]] = lambda: [{} for _ in members]
+        # set by ensemble_stream: puts a new model and optimizer into a slot
+        self._replacer: Callable[[int, nn.Module, Any, Mapping[str, Any] | None], None] | None = (
+            None
+        )
         self._slabs = _build_slabs(members, _groups)
         self.stacked = nn.ParameterList(
             [t for slab in self._slabs if slab.trainable for t in slab.stacked]
@@ -163,16 +167,70 @@ class Ensemble(nn.Module):
             TypeError: ``member`` is not an int.
             IndexError: ``member`` is not in ``range(len(self))``.
         """
-        if isinstance(member, bool) or not isinstance(member, int):
-            raise TypeError(f"Ensemble.freeze: 'member' must be an int, got {describe(member)}")
-        if not 0 <= member < len(self._members):
-            raise IndexError(
-                f"Ensemble.freeze: 'member' must be in range({len(self._members)}), got {member}"
-            )
+        self._check_member(member, func="Ensemble.freeze")
         if not self._active[member]:
             return
         self._active[member] = False
         rows = [k for k, on in enumerate(self._active) if not on]
+        index = torch.tensor(rows, device=self._slabs[0].data.device)
+        self._frozen_rows = index
+        self._frozen_saved = [s.data[index].clone() for s in self._slabs if s.trainable]
+
+    def replace(
+        self,
+        member: int,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        hparams: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Put a new model and its optimizer into slot ``member`` of the running ensemble.
+
+        From the next epoch on, slot ``member`` trains ``model`` with ``optimizer`` exactly as
+        :func:`~fitstream.epoch_stream` would train it alone from its current weights: the
+        weights are copied into the member's rows (``model``'s tensors become views into them,
+        as the first members' did), its optimizer state starts afresh (no momentum, Adam's
+        step count at 0) and a frozen slot trains again. The other members are untouched.
+        ``hparams`` replace the slot's own hyperparameters (those given to
+        ``ensemble_stream(hparams=...)``). The optimizer must be of the kind the ensemble
+        steps (SGD for an SGD ensemble, Adam or AdamW for an Adam one), over ``model``'s
+        parameters grouped as the other members' are. Only the ensemble of an
+        :func:`~fitstream.ensemble_stream` can take a new member, between epochs (while the
+        consumer holds an event); not yet with ``cuda_graphs=True``.
+
+        Raises:
+            TypeError: ``member`` is not an int, the ensemble does not belong to a stream, or
+                the optimizer is of another kind.
+            IndexError: ``member`` is not in ``range(len(self))``.
+            ValueError: ``model`` differs in architecture, device or dtype, is already a
+                member, the optimizer is not over ``model``'s parameters, or ``hparams``
+                are not plain values.
+        """
+        self._check_member(member, func="Ensemble.replace")
+        if self._replacer is None:
+            raise TypeError(
+                "Ensemble.replace: only the ensemble of a running ensemble_stream can take a new "
+                "member (an Ensemble built by hand has no optimizer step to restart)"
+            )
+        self._replacer(member, model, optimizer, hparams)
+
+    def _check_member(self, member: object, *, func: str) -> None:
+        if isinstance(member, bool) or not isinstance(member, int):
+            raise TypeError(f"{func}: 'member' must be an int, got {describe(member)}")
+        if not 0 <= member < len(self._members):
+            raise IndexError(
+                f"{func}: 'member' must be in range({len(self._members)}), got {member}"
+            )
+
+    def _unfreeze(self, member: int) -> None:
+        """Let a frozen member train again (its slot has a new model)."""
+        if self._active[member]:
+            return
+        self._active[member] = True
+        rows = [k for k, on in enumerate(self._active) if not on]
+        if not rows:
+            self._frozen_rows, self._frozen_saved = None, []
+            return
         index = torch.tensor(rows, device=self._slabs[0].data.device)
         self._frozen_rows = index
         self._frozen_saved = [s.data[index].clone() for s in self._slabs if s.trainable]

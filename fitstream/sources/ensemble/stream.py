@@ -23,6 +23,7 @@ from .loop import EnsembleLoop
 from .member_checks import check_generators, check_models, check_optimizers
 from .member_data import check_member_hparams
 from .optim import MemberSteps, hparams_of, vectorised_kind
+from .replace import Replacer
 from .sgd import VectorSGD
 from .stacking import Ensemble
 
@@ -253,7 +254,7 @@ def _epochs(
 ) -> Iterator[Event]:
     groups = [[_name_of(members[0], p) for p in g["params"]] for g in optimizers[0].param_groups]
     ensemble = Ensemble(members, _groups=groups)
-    given = settings or [{} for _ in members]
+    given = list(settings or [{} for _ in members])
     ensemble._hparams = lambda: [
         {**hparams_of(opt), **mine} for opt, mine in zip(optimizers, given, strict=True)
     ]
@@ -264,6 +265,7 @@ def _epochs(
         stepper = VectorAdam(ensemble, optimizers, device_cursor=cuda_graphs)
     else:
         stepper = MemberSteps(ensemble, optimizers)
+    ensemble._replacer = Replacer(ensemble, stepper, optimizers, given, graphed=cuda_graphs)
     loop = EnsembleLoop(ensemble, loss_fn, stepper, last_label)
     graphed: GraphedSteps | None = None
     if cuda_graphs:
