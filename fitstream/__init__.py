@@ -7,7 +7,7 @@ composed with :func:`pipe`; sinks (:func:`collect`, :func:`collect_jsonl`, ...) 
 
 from .evaluation import evaluate, validation_loss
 from .events import Event, EventStream, Stage
-from .experiments import bootstrap, kfold, summarize
+from .experiments import bootstrap, kfold, search, search_events, summarize
 from .pipeline import pipe
 from .sinks import (
     LivePlot,
@@ -29,6 +29,7 @@ from .stages import (
     ema,
     print_keys,
     progress,
+    prune,
     reduce_lr_on_plateau,
     resume,
     stop_on_nonfinite,
@@ -67,8 +68,11 @@ __all__ = [
     "plot_history",
     "print_keys",
     "progress",
+    "prune",
     "reduce_lr_on_plateau",
     "resume",
+    "search",
+    "search_events",
     "stop_on_nonfinite",
     "summarize",
     "take",

@@ -2,10 +2,12 @@
 
 :func:`kfold` and :func:`bootstrap` make the members' rows (``ensemble_stream(rows=...)``,
 ``validation_loss(rows=...)``); :func:`summarize` groups the members of a history by their
-hyperparameters and compares the groups' mean curves.
+hyperparameters and compares the groups' mean curves; :func:`search` trains an Optuna study's
+trials K at a time as the slots of an ensemble.
 """
 
+from .search import search, search_events
 from .splitters import bootstrap, kfold
 from .summary import summarize
 
-__all__ = ["bootstrap", "kfold", "summarize"]
+__all__ = ["bootstrap", "kfold", "search", "search_events", "summarize"]

@@ -3,6 +3,7 @@
 from .checkpointing import checkpoint, resume
 from .control import reduce_lr_on_plateau, stop_on_nonfinite
 from .progress_bar import progress
+from .pruning import prune
 from .selection import early_stop, take
 from .side_effects import print_keys, tap, tick
 from .tracking import BestModel, best_model
@@ -17,6 +18,7 @@ __all__ = [
     "ema",
     "print_keys",
     "progress",
+    "prune",
     "reduce_lr_on_plateau",
     "resume",
     "stop_on_nonfinite",
