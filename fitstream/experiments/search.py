@@ -239,12 +239,12 @@ def _keeper(
                     if steps[k] >= epochs:
                         search.finish(entry, pruned=False)
                         ended.append(k)
-                event["trial"] = [None if e is None else e.trial.number for e in slots]
+                event["trial"] = [math.nan if e is None else e.trial.number for e in slots]
                 event["trial_step"] = list(steps)
                 event.update(search.counts())
                 for k in ended:
                     ensemble.freeze(k)
-                    slots[k] = None
+                    slots[k], steps[k] = None, 0
                 yield event
                 for k in ended:
                     entry = search.next_of(architecture)
@@ -277,7 +277,7 @@ def search_events(
     """The events of :func:`search`, one per epoch of each ensemble it trains (lazy).
 
     Each event is an ensemble's event after ``stages``, with ``trial`` (each slot's trial
-    number, ``None`` for an empty slot), ``trial_step`` (each slot's epochs with its trial,
+    number, NaN for an empty slot), ``trial_step`` (each slot's epochs with its trial,
     from 1), and the study's ``trials_done``, ``trials_pruned`` and ``trials_running`` (of every
     worker). The members' ``hparams`` hold ``trial`` and the trial's parameters as
     ``params_<name>``, so ``collect_pd(search_events(...))`` has one row per slot and epoch,

@@ -1,0 +1,63 @@
+"""One worker of a search shared through an Optuna storage (run by tests/test_search_workers.py).
+
+Usage: ``python tests/search_worker.py STORAGE STUDY N_TRIALS SEED [PAUSE]``: ``STORAGE`` is an
+RDB URL (``sqlite:///...``, ``postgresql://...``) or ``journal:PATH`` for a journal file;
+``PAUSE`` (seconds) slows each epoch, so that a test can kill the worker mid-run.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+
+def storage_of(url: str) -> Any:
+    """Optuna's storage for ``url`` (``journal:PATH`` for a journal file)."""
+    import optuna
+
+    if url.startswith("journal:"):
+        backend = optuna.storages.journal.JournalFileBackend(url.removeprefix("journal:"))
+        return optuna.storages.JournalStorage(backend)
+    return url
+
+
+def main(argv: list[str]) -> None:
+    """Run the search against the shared study."""
+    import optuna
+    import torch
+    from torch import nn
+
+    from fitstream import augment, search, validation_loss
+
+    url, name, n_trials, seed = argv[0], argv[1], int(argv[2]), int(argv[3])
+    pause = float(argv[4]) if len(argv) > 4 else 0.0
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(64, 3, generator=g)
+    y = X @ torch.tensor([[1.0], [-1.0], [0.5]])
+
+    def build(trial: Any) -> Any:
+        width = trial.suggest_categorical("width", [4, 8])
+        model = nn.Sequential(nn.Linear(3, width), nn.Tanh(), nn.Linear(width, 1))
+        lr = trial.suggest_float("lr", 1e-3, 1e-1, log=True)
+        return model, torch.optim.Adam(model.parameters(), lr=lr)
+
+    def slow(event: dict[str, Any]) -> dict[str, Any]:
+        time.sleep(pause)
+        return {}
+
+    study = optuna.load_study(
+        study_name=name,
+        storage=storage_of(url),
+        sampler=optuna.samplers.TPESampler(constant_liar=True, seed=seed),
+    )
+    stages = [augment(validation_loss((X, y), nn.MSELoss())), augment(slow)]
+    search(study, build, (X, y), nn.MSELoss(), key="val_loss", epochs=3, n_trials=n_trials,
+           slots=3, batch_size=16, stages=stages)  # fmt: skip
+    print("worker done", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
