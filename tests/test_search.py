@@ -37,7 +37,7 @@ def _study(**kwargs: Any) -> Any:
 
 def _run(study: Any, build: Any = _build, **kwargs: Any) -> list[dict[str, Any]]:
     options: dict[str, Any] = {"key": "val_loss", "epochs": 4, "n_trials": 7, "slots": 3}
-    options.update(batch_size=16, stages=STAGES, shuffle=False, **kwargs)
+    options.update({"batch_size": 16, "stages": STAGES, "shuffle": False, **kwargs})
     return collect(search_events(study, build, (X, Y), nn.MSELoss(), **options))
 
 
