@@ -8,10 +8,14 @@ running; a worker killed with SIGKILL leaves its trials RUNNING, and the others 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +118,63 @@ def test_a_killed_worker_leaves_its_trials_running_and_the_others_finish(
     finished = [t for t in trials if t.state in (States.COMPLETE, States.PRUNED)]
     assert len(finished) + len(running) + sum(t.state == States.FAIL for t in trials) == len(trials)
     assert len([t for t in trials if t.number < N_TRIALS]) == N_TRIALS
+
+
+def _postgres_bin() -> Path | None:
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return versions[-1].parent if versions else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    """A PostgreSQL server of its own: a temporary data folder, a free local port; stopped after.
+
+    ``.ci/run`` installs the server (Debian's ``postgresql``) where it is missing; elsewhere,
+    without it, the test is skipped and says why.
+    """
+    pytest.importorskip("psycopg2", reason="psycopg2 drives Optuna's PostgreSQL storage")
+    bindir = _postgres_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql; .ci/run does it)")
+    as_user: list[str] = []
+    folder = Path(tempfile.mkdtemp(prefix="fitstream-pg-"))
+    if os.geteuid() == 0:  # the server refuses to run as root: run it as the postgres user
+        user = subprocess.run(["id", "postgres"], capture_output=True, check=False)
+        if shutil.which("runuser") is None or user.returncode:
+            pytest.skip("running as root with no 'postgres' user to start the server as")
+        shutil.chown(folder, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, log, port = folder / "data", folder / "server.log", _free_port()
+    try:
+        subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
+                        "--auth=trust", "-E", "UTF8"], check=True, capture_output=True,
+                       timeout=120)  # fmt: skip
+        options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o",
+                        options, "-w", "-t", "60", "start"], check=True, capture_output=True,
+                       timeout=90)  # fmt: skip
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        if data.exists():
+            stop = [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]
+            subprocess.run(stop, capture_output=True, timeout=60, check=False)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_three_workers_share_one_study_on_a_postgresql_server(postgres: str) -> None:
+    name = "on-postgres"
+    optuna.create_study(storage=postgres, study_name=name)
+    workers = [_start(postgres, name, seed) for seed in range(3)]
+    for worker in workers:
+        out = _finish(worker)
+        assert worker.returncode == 0, out
+    _check_study(optuna.load_study(study_name=name, storage=postgres))
