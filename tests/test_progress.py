@@ -353,3 +353,27 @@ def test_an_ensemble_shows_its_best_member_and_how_many_still_train(
     out = Terminal()
     list(progress(same, "val_loss", file=out))
     assert "val_loss=2 (best: member 0)" in final_line(out)  # nothing tells them apart
+
+
+def test_no_thread_outlives_a_progress_bar_on_any_exit_path(counting_source: Any) -> None:
+    # tqdm's monitor thread, started by a first bar and never stopped, is not started by ours.
+    import threading
+
+    before = {t.ident for t in threading.enumerate()}
+    for round_ in range(40):
+        disable = round_ % 2 == 0
+        source = counting_source(
+            n=3 if round_ % 4 < 2 else None, fail_at=2 if round_ % 4 == 3 else None
+        )
+        bar = progress("val_loss", file=Terminal(), disable=disable)
+        if round_ % 4 == 3:
+            with pytest.raises(RuntimeError):
+                list(bar(source))
+        elif round_ % 4 == 2:
+            stream = bar(source)
+            next(stream)
+            stream.close()
+        else:
+            list(bar(source))
+    left = [t.name for t in threading.enumerate() if t.ident not in before]
+    assert left == []

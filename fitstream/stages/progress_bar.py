@@ -68,7 +68,12 @@ def _per_epoch(seconds: float) -> str:
 
 
 def _bar_class(base: Any) -> Any:
-    """``base`` (a tqdm class) whose format also knows ``{per_epoch}``, e.g. ``512ms/epoch``."""
+    """``base`` (a tqdm class) whose format also knows ``{per_epoch}``, e.g. ``512ms/epoch``.
+
+    Its ``monitor_interval`` is 0: tqdm's monitor thread (started by the first bar, alive for
+    good, to shorten the refresh of stalled bars) is never started by ours, since an epoch bar
+    is refreshed at each epoch anyway and nothing we start may outlive its stream.
+    """
 
     def format_dict(self: Any) -> dict[str, Any]:
         values: dict[str, Any] = base.format_dict.fget(self)
@@ -76,7 +81,7 @@ def _bar_class(base: Any) -> Any:
         values["per_epoch"] = _per_epoch(elapsed / n) if n else "?s/epoch"
         return values
 
-    return type("EpochBar", (base,), {"format_dict": property(format_dict)})
+    return type("EpochBar", (base,), {"format_dict": property(format_dict), "monitor_interval": 0})
 
 
 def _width(file: IO[str]) -> dict[str, Any]:
