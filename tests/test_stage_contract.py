@@ -32,6 +32,7 @@ from fitstream import (
     log_tensorboard,
     pipe,
     progress,
+    prune,
     reduce_lr_on_plateau,
     stop_on_nonfinite,
     take,
@@ -67,6 +68,14 @@ def _no_op(*_: Any) -> None:
     return None
 
 
+def _trial() -> Any:
+    """A fresh trial of a study that never prunes."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(pruner=optuna.pruners.NopPruner()).ask()
+
+
 def _model_and_optimizer() -> dict[str, Any]:
     model = nn.Linear(1, 1)
     return {"model": model, "optimizer": torch.optim.SGD(model.parameters(), lr=0.1)}
@@ -88,6 +97,7 @@ CASES: dict[str, Case] = {
         lambda _: (("val_loss",), {"optimizer": _model_and_optimizer()["optimizer"]}),
     ),
     "stop_on_nonfinite": Case(stop_on_nonfinite, lambda _: (("val_loss",), {})),
+    "prune": Case(prune, lambda _: ((_trial(), "val_loss"), {})),
     "checkpoint": Case(
         checkpoint, lambda tmp: ((tmp / "run.ckpt",), {"every": 2, **_model_and_optimizer()})
     ),
