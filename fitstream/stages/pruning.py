@@ -9,6 +9,7 @@ trial per model, or one per member of an ensemble. Optuna is the optional extra
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -25,12 +26,16 @@ _FUNC = "prune"
 
 
 def _rank() -> tuple[int, int]:
-    """``(rank, world size)`` of an initialised ``torch.distributed`` group, else ``(0, 1)``."""
+    """``(rank, world size)`` of an initialised ``torch.distributed`` group, else ``(0, 1)``.
+
+    Before the group exists (Lightning starts it when fit starts), the launcher's ``RANK``
+    and ``WORLD_SIZE`` (set by torchrun) tell.
+    """
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def _shared(decision: bool, world: int) -> bool:
@@ -92,7 +97,9 @@ def prune(
     ``should_prune``, and its decision is broadcast, so every rank raises ``TrialPruned`` at
     the same epoch. As Optuna documents for DDP, the other ranks have no trial of their own:
     pass ``trial=None`` there (and share the trial's parameters from rank 0, for example with
-    ``torch.distributed.broadcast_object_list``).
+    ``torch.distributed.broadcast_object_list``). The rank is read from the process group at
+    each event, and before the group exists (Lightning starts it when fit starts) from the
+    ``RANK`` that torchrun sets.
 
     Args:
         trial: An ``optuna.trial.Trial``; a list of one per member for an ensemble; ``None``
@@ -135,7 +142,7 @@ def prune(
     check_positive_int(every, func=_FUNC, arg="every")
     if not isinstance(key, str) or not key:
         raise TypeError(f"{_FUNC}: 'key' must be a non-empty str, got {describe(key)}")
-    rank, world = _rank()
+    rank, _ = _rank()  # torchrun says, before the process group starts
     trials: list[Any] | None = None
     if isinstance(trial, list | tuple):
         if not trial:
@@ -167,6 +174,7 @@ def prune(
         with upstream(events) as it:
             for event in it:
                 count += 1
+                rank, world = _rank()  # the group exists once training has started
                 if count % every:
                     yield event
                     continue
