@@ -228,3 +228,28 @@ def test_nan_values_are_left_out_of_the_best_and_all_nan_fails() -> None:
     _run(study, key="score", stages=[*STAGES, augment(score)], n_trials=3)
     assert [t.state for t in study.trials] == [States.FAIL, States.COMPLETE, States.COMPLETE]
     assert study.trials[0].user_attrs["fail_reason"] == "every value of the key was NaN"
+
+
+def test_a_progress_bar_shows_the_trials_done_pruned_and_running() -> None:
+    import io
+
+    from fitstream import pipe, progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out = Terminal()
+    study = _study(pruner=optuna.pruners.ThresholdPruner(upper=0.5, n_warmup_steps=1))
+    options: dict[str, Any] = {"key": "val_loss", "epochs": 4, "n_trials": 6, "slots": 3,
+                               "batch_size": 16, "stages": STAGES}  # fmt: skip
+    events = search_events(study, _build, (X, Y), nn.MSELoss(), **options)
+    keys = ("trials_done", "trials_pruned", "trials_running")
+    list(pipe(events, progress(*keys, file=out)))
+    final = out.getvalue().rstrip("\n").split("\r")[-1]
+    done = sum(t.state == States.COMPLETE for t in study.trials)
+    pruned = sum(t.state == States.PRUNED for t in study.trials)
+    assert done + pruned == 6
+    assert f"trials_done={done}" in final
+    assert f"trials_pruned={pruned}" in final
+    assert "trials_running=" in final
