@@ -15,10 +15,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .._internal.checks import describe
+from .._internal.checks import check_name, check_strings, describe
 from .._internal.members import ensemble_of
 
-__all__ = ["Curve", "group_curves", "member_curves"]
+__all__ = ["Curve", "check_names", "group_curves", "member_curves"]
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,25 @@ def member_curves(history: object, key: str, *, func: str) -> list[Curve]:
             if isinstance(active, list) and len(active) == count and active[k] is False:
                 stopped[k] = True
     return [Curve(k, hparams[k], steps, column) for k, column in enumerate(columns)]
+
+
+def check_names(names: object, *, func: str, arg: str) -> tuple[str, ...]:
+    """The hyperparameter names to group by: one name, or a non-empty list of names.
+
+    Example:
+        >>> check_names("lr", func="f", arg="by"), check_names(["lr", "width"], func="f", arg="by")
+        (('lr',), ('lr', 'width'))
+    """
+    if isinstance(names, str):
+        check_name(names, func=func, what=f"'{arg}'")
+        return (names,)
+    if not isinstance(names, list | tuple) or not names:
+        raise TypeError(
+            f"{func}: '{arg}' must be a hyperparameter name or a non-empty list of names (such "
+            f"as 'lr' or ['lr', 'width']), got {describe(names)}"
+        )
+    check_strings(names, func=func, arg=arg)
+    return tuple(names)
 
 
 def group_curves(

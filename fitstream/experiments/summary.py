@@ -6,10 +6,10 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._internal.checks import check_name, check_strings, describe
+from .._internal.checks import check_name
 from .._internal.direction import resolve_mode
 from .._internal.optional import require
-from .history import Curve, group_curves, member_curves
+from .history import Curve, check_names, group_curves, member_curves
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -31,19 +31,6 @@ def mean_and_std(values: Sequence[float]) -> tuple[float, float]:
     mean = math.fsum(values) / n
     var = math.fsum((v - mean) ** 2 for v in values) / (n - SPREAD_DDOF)
     return mean, math.sqrt(var)
-
-
-def _check_by(by: object, *, func: str) -> tuple[str, ...]:
-    if isinstance(by, str):
-        check_name(by, func=func, what="'by'")
-        return (by,)
-    if not isinstance(by, list | tuple) or not by:
-        raise TypeError(
-            f"{func}: 'by' must be a hyperparameter name or a non-empty list of names (such "
-            f"as 'lr' or ['lr', 'width']), got {describe(by)}"
-        )
-    check_strings(by, func=func, arg="by")
-    return tuple(by)
 
 
 def _best(values: Sequence[float], mode: str) -> int | None:
@@ -150,7 +137,7 @@ def summarize(
         ([0.5, 0.4], [1.1, 0.55, 0.75])
     """
     func = "summarize"
-    names = _check_by(by, func=func)
+    names = check_names(by, func=func, arg="by")
     check_name(key, func=func, what="'key'")
     if mode is not None:
         resolve_mode(key, mode, func=func)

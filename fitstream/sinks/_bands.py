@@ -12,8 +12,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._internal.checks import check_strings, describe
-from ..experiments.history import group_curves, member_curves
+from ..experiments.history import check_names, group_curves, member_curves
 from ..experiments.summary import mean_and_std
 
 if TYPE_CHECKING:
@@ -25,24 +24,13 @@ _STYLES = ("-", "--", ":", "-.")
 
 
 def check_group_by(group_by: object, *, func: str) -> tuple[str, ...] | None:
-    """``None``, or the hyperparameter names to group by (one name or a list of them).
+    """``None``, or the hyperparameter names to group by (as :func:`fitstream.summarize`'s ``by``).
 
     Example:
-        >>> check_group_by("lr", func="f"), check_group_by(["lr", "width"], func="f")
-        (('lr',), ('lr', 'width'))
+        >>> check_group_by("lr", func="f"), check_group_by(None, func="f")
+        (('lr',), None)
     """
-    if group_by is None:
-        return None
-    if isinstance(group_by, str):
-        check_strings([group_by], func=func, arg="group_by")
-        return (group_by,)
-    if not isinstance(group_by, list | tuple) or not group_by:
-        raise TypeError(
-            f"{func}: 'group_by' must be a hyperparameter name or a non-empty list of names "
-            f"(such as 'lr'), got {describe(group_by)}"
-        )
-    check_strings(group_by, func=func, arg="group_by")
-    return tuple(group_by)
+    return None if group_by is None else check_names(group_by, func=func, arg="group_by")
 
 
 def group_label(by: Sequence[str], values: Sequence[Any]) -> str:
