@@ -152,7 +152,7 @@ def test_a_restoring_tracker_refuses_single_events_and_non_streams() -> None:
         best({"step": 1, "model": nn.Linear(1, 1), "val_loss": 0.1})
     with pytest.raises(TypeError, match=r"best_model: 'events' must be an iterable of event dicts"):
         best(3)  # type: ignore[call-overload]
-    with pytest.raises(TypeError, match=r"best_model: 'restore' must be a bool, got str"):
+    with pytest.raises(TypeError, match=r"best_model: 'restore' must be True or False, got str"):
         best_model("val_loss", restore="yes")  # type: ignore[arg-type]
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .._internal.checks import check_positive_int, describe
+from .._internal.checks import check_bool, check_positive_int, describe
 from .._internal.members import ensemble_of
 from .._internal.optimizers import event_optimizers
 from ..events import Stage
@@ -259,6 +259,7 @@ def resume(
         0
     """
     func = "resume"
+    check_bool(missing_ok, func=func, arg="missing_ok")
     source = _check_path(path, func=func)
     restored = _check_stages(stages, func=func)
     shuffle = _check_generator(generator, func=func)

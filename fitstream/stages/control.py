@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal
 
-from .._internal.checks import check_name, check_non_negative_int, describe
+from .._internal.checks import check_bool, check_name, check_non_negative_int, describe
 from .._internal.lookup import metric_values
 from .._internal.members import ensemble_of
 from .._internal.optimizers import event_optimizers, param_groups
@@ -257,7 +257,8 @@ def stop_on_nonfinite(*keys: str, warn: bool = True) -> Stage:
     watched = keys or ("train_loss",)
     for name in watched:
         check_name(name, func="stop_on_nonfinite", what="each key")
-    loud = bool(warn)
+    check_bool(warn, func="stop_on_nonfinite", arg="warn")
+    loud = warn
 
     def stage(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         with upstream(events) as it:

@@ -14,6 +14,7 @@ import torch
 
 from .._internal.callables import check_arity, mark_factory
 from .._internal.checks import (
+    check_bool,
     check_callable,
     check_non_negative_int,
     check_positive_int,
@@ -206,6 +207,7 @@ def print_keys(
                 "pass keys as separate arguments, e.g. print_keys('a', 'b')"
             )
     check_non_negative_int(precision, func="print_keys", arg="precision")
+    check_bool(include_step, func="print_keys", arg="include_step")
     if not isinstance(step_key, str):
         raise TypeError(f"print_keys: 'step_key' must be a string, got {describe(step_key)}")
     if not keys and not include_step:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .._internal.callables import mark_factory
-from .._internal.checks import check_name, describe
+from .._internal.checks import check_bool, check_name, describe
 from .._internal.lookup import metric_values, missing_key_error
 from .._internal.members import EnsembleLike, ensemble_of
 from ._tracker_stage import TrackerStage
@@ -98,8 +98,7 @@ class BestModel(TrackerStage):
         restore: bool = False,
     ) -> None:
         check_name(metric_key, func="best_model", what="'metric_key'")
-        if not isinstance(restore, bool):
-            raise TypeError(f"best_model: 'restore' must be a bool, got {describe(restore)}")
+        check_bool(restore, func="best_model", arg="restore")
         if direction not in _DIRECTIONS:
             raise ValueError(f"best_model: 'direction' must be 'min' or 'max', got {direction!r}")
         self._device = None if device is None else _check_device(device)

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from .._internal.callables import check_arity
 from .._internal.checks import (
     OWN_KEYS,
+    check_bool,
     check_callable,
     check_name,
     check_not_own_key,
@@ -203,7 +204,8 @@ def ema(
     factor = _decay_from(decay, half_life)
     target = f"{key}_ema" if out_key is None else out_key
     check_not_own_key(target, func="ema", arg="out_key")
-    correct = bool(bias_correction)
+    check_bool(bias_correction, func="ema", arg="bias_correction")
+    correct = bias_correction
 
     def run(events: Iterable[dict[str, Any]], state: dict[str, Any]) -> Iterator[dict[str, Any]]:
         # averages: one per member; one in all for a single model. weight: decay ** t, the
