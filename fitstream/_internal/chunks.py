@@ -16,6 +16,7 @@ import torch
 
 from .checks import describe
 from .metrics import MetricSpec, Value, add_weighted, scalar
+from .rows import padded
 
 __all__ = ["Chunks", "MemberChunks", "member_outputs"]
 
@@ -121,10 +122,7 @@ class MemberChunks:
             size = min(step, most - start)
             sizes = [min(max(n - start, 0), size) for n in self.counts]
             index = torch.stack(
-                [
-                    _padded(each[start : start + n], size)
-                    for each, n in zip(rows, sizes, strict=True)
-                ]
+                [padded(each[start : start + n], size) for each, n in zip(rows, sizes, strict=True)]
             )
             self.chunks.append((index, sizes))
         self.shape = [
@@ -161,21 +159,6 @@ class MemberChunks:
                         size=size, chunked=chunked, where=f" on member {k}",
                     )  # fmt: skip
         return results(self.func, self.specs, sums, fns, self.shape)
-
-
-def _padded(rows: torch.Tensor, size: int) -> torch.Tensor:
-    """``rows`` made ``size`` long by repeating its own first row (or row 0 when it is empty).
-
-    Example:
-        >>> _padded(torch.tensor([4, 5]), 4).tolist()
-        [4, 5, 4, 4]
-        >>> _padded(torch.tensor([], dtype=torch.long), 2).tolist()
-        [0, 0]
-    """
-    if rows.numel() == size:
-        return rows
-    fill = rows[:1] if rows.numel() else torch.zeros(1, dtype=rows.dtype, device=rows.device)
-    return torch.cat([rows, fill.expand(size - rows.numel())])
 
 
 def add(

@@ -13,7 +13,7 @@ import torch
 
 from .checks import describe
 
-__all__ = ["check_rows", "row_counts"]
+__all__ = ["check_rows", "padded", "row_counts"]
 
 _INTEGER = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
@@ -92,6 +92,24 @@ def _check_one(
             f"{int(index[position])} at position {position}"
         )
     return index
+
+
+def padded(rows: torch.Tensor, size: int) -> torch.Tensor:
+    """``rows`` made ``size`` long by repeating its own first row (or row 0 when it is empty).
+
+    Members of an ensemble with fewer rows than a chunk or batch are padded so that all
+    members' rows stack; the padded rows' results are left out.
+
+    Example:
+        >>> padded(torch.tensor([4, 5]), 4).tolist()
+        [4, 5, 4, 4]
+        >>> padded(torch.tensor([], dtype=torch.long), 2).tolist()
+        [0, 0]
+    """
+    if rows.numel() == size:
+        return rows
+    fill = rows[:1] if rows.numel() else torch.zeros(1, dtype=rows.dtype, device=rows.device)
+    return torch.cat([rows, fill.expand(size - rows.numel())])
 
 
 def row_counts(rows: Sequence[torch.Tensor]) -> list[int]:

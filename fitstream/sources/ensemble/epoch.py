@@ -47,9 +47,8 @@ class EnsembleEpoch:
         counts = [tensors[0].shape[0]] * loop.k if rows is None else row_counts(rows)
         self.counts = counts
         self.even = len(set(counts)) == 1
-        self.steps: int | list[int] = (
-            -(-counts[0] // batch_size) if self.even else steps_of(counts, batch_size)
-        )
+        steps = steps_of(counts, batch_size)
+        self.steps: int | list[int] = steps[0] if self.even else steps
         self.slices = batch_slices(counts[0], batch_size)
         self.full = [rows for rows, size in self.slices if size == batch_size]
         self.short = self.slices[-1] if self.slices[-1][1] != batch_size else None

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..._internal.checks import describe
+from ..._internal.rows import padded
 from .._shared import RESERVED_KEYS, stack_losses
 from .loop import EnsembleLoop
 from .optim import hparams_of
@@ -148,11 +149,10 @@ def rows_epoch(
         start = j * batch_size
         sizes = [min(max(n - start, 0), batch_size) for n in counts]
         for size in sorted({s for s in sizes if s}, reverse=True):
+            # the held members' rows are padding: their losses and steps are put aside
             index = torch.stack(
                 [
-                    o[start : start + size]
-                    if s == size
-                    else o[torch.arange(size, device=device) % o.numel()]
+                    padded(o[start : start + min(s, size)], size)
                     for o, s in zip(orders, sizes, strict=True)
                 ]
             )
