@@ -56,8 +56,8 @@ def _stages() -> list[Any]:
     return [
         ema("val_loss", decay=0.7),
         best_model("val_loss"),
-        reduce_lr_on_plateau("score", patience=0, factor=0.5),
-        early_stop(key="score", patience=5),
+        reduce_lr_on_plateau("score", patience=0, factor=0.5, mode="min"),
+        early_stop(key="score", patience=5, mode="min"),
     ]
 
 
@@ -281,7 +281,7 @@ def test_checkpoint_is_lazy_and_closes_its_source(counting_source: Any, tmp_path
 
 
 def test_a_stateful_stage_checks_the_state_it_is_given() -> None:
-    stage = early_stop(key="v", patience=2)
+    stage = early_stop(key="val_loss", patience=2)
     assert isinstance(stage, StatefulStage)
     fresh = {"members": None, "best": [], "stale": [], "seen": [], "stopped": []}
     assert stage.get_state() == fresh
@@ -292,22 +292,22 @@ def test_a_stateful_stage_checks_the_state_it_is_given() -> None:
     stage.set_state(
         {"members": None, "best": [1.0], "stale": [1], "seen": [True], "stopped": [False]}
     )
-    events = [{"v": 2.0}, {"v": 2.0}]
+    events = [{"val_loss": 2.0}, {"val_loss": 2.0}]
     assert len(list(stage(events))) == 1  # continued: one more stale event ends it
     assert len(list(stage(events))) == 2  # the restored state is used by one pass only
-    best = best_model("v")
+    best = best_model("val_loss")
     with pytest.raises(ValueError, match=r"best_model: set_state needs the dict get_state"):
         best.set_state({"x": 1})
 
 
 @pytest.mark.parametrize(
     "make",
-    [lambda: early_stop(key="v", patience=2), lambda: ema("v", decay=0.5)],
+    [lambda: early_stop(key="val_loss", patience=2), lambda: ema("val_loss", decay=0.5)],
     ids=["early_stop", "ema"],
 )
 def test_per_member_progress_is_saved_and_continued(make: Any) -> None:
     values = [[3.0, 1.0], [2.0, 1.0], [2.5, 1.5], [2.6, 0.5], [2.7, 0.4], [1.0, 0.3]]
-    events = [{"step": i, "v": v} for i, v in enumerate(values, 1)]
+    events = [{"step": i, "val_loss": v} for i, v in enumerate(values, 1)]
     straight = list(make()(events))
     first_stage = make()
     first = list(take(first_stage(events), 2))

@@ -120,8 +120,8 @@ def test_min_lr_per_group_and_a_tensor_rate_changed_in_place() -> None:
     opt = _optimizer(groups=2)
     opt.param_groups[1]["lr"] = torch.tensor(1.0)
     tensor_lr = opt.param_groups[1]["lr"]
-    stage = reduce_lr_on_plateau("v", patience=0, factor=0.5, min_lr=[0.3, 0.0], optimizer=opt)
-    list(stage([{"v": 1.0}] * 4))
+    stage = reduce_lr_on_plateau("v_loss", patience=0, factor=0.5, min_lr=[0.3, 0.0], optimizer=opt)
+    list(stage([{"v_loss": 1.0}] * 4))
     assert _rates(opt) == [0.3, 0.125]
     assert opt.param_groups[1]["lr"] is tensor_lr  # a graph reading it sees the new rate
 
@@ -148,7 +148,7 @@ def test_reduce_lr_on_plateau_acts_per_member_of_an_ensemble() -> None:
 
 def test_reduce_lr_on_plateau_finds_a_trainers_optimizers() -> None:
     trainer = SimpleNamespace(optimizers=[_optimizer(), _optimizer()])
-    list(reduce_lr_on_plateau([{"v": 1.0, "trainer": trainer}] * 2, "v", patience=0))
+    list(reduce_lr_on_plateau([{"v_loss": 1.0, "trainer": trainer}] * 2, "v_loss", patience=0))
     assert [_rates(o) for o in trainer.optimizers] == [[0.1], [0.1]]
 
 
@@ -156,14 +156,18 @@ def test_reduce_lr_on_plateau_finds_a_trainers_optimizers() -> None:
     ("kwargs", "error", "match"),
     [
         ({"key": 3}, TypeError, r"reduce_lr_on_plateau: 'key' must be a non-empty string"),
-        ({"key": "v", "factor": 1.0}, ValueError, r"'factor' must be strictly between 0 and 1"),
-        ({"key": "v", "factor": "0.1"}, TypeError, r"'factor' must be a number, got str"),
-        ({"key": "v", "patience": -1}, ValueError, r"'patience' must be a non-negative int"),
-        ({"key": "v", "cooldown": 1.5}, TypeError, r"'cooldown' must be a non-negative int"),
-        ({"key": "v", "mode": "low"}, ValueError, r"'mode' must be 'min' or 'max', got 'low'"),
-        ({"key": "v", "delta_mode": "x"}, ValueError, r"'delta_mode' must be 'abs' or 'rel'"),
-        ({"key": "v", "min_delta": -1}, ValueError, r"'min_delta' must be between 0"),
-        ({"key": "v", "min_lr": [0.1, -1]}, ValueError, r"'min_lr\[1\]' must be between 0"),
+        (
+            {"key": "v_loss", "factor": 1.0},
+            ValueError,
+            r"'factor' must be strictly between 0 and 1",
+        ),
+        ({"key": "v_loss", "factor": "0.1"}, TypeError, r"'factor' must be a number, got str"),
+        ({"key": "v_loss", "patience": -1}, ValueError, r"'patience' must be a non-negative int"),
+        ({"key": "v_loss", "cooldown": 1.5}, TypeError, r"'cooldown' must be a non-negative int"),
+        ({"key": "v_loss", "mode": "low"}, ValueError, r"'mode' must be 'min', 'max' or None"),
+        ({"key": "v_loss", "delta_mode": "x"}, ValueError, r"'delta_mode' must be 'abs' or 'rel'"),
+        ({"key": "v_loss", "min_delta": -1}, ValueError, r"'min_delta' must be between 0"),
+        ({"key": "v_loss", "min_lr": [0.1, -1]}, ValueError, r"'min_lr\[1\]' must be between 0"),
     ],
 )
 def test_reduce_lr_on_plateau_refuses_bad_arguments_at_the_call(
@@ -174,20 +178,20 @@ def test_reduce_lr_on_plateau_refuses_bad_arguments_at_the_call(
 
 
 def test_reduce_lr_on_plateau_without_an_optimizer_names_the_keys() -> None:
-    with pytest.raises(KeyError, match=r"no key 'optimizer'; its keys are 'step', 'v'"):
-        list(reduce_lr_on_plateau([{"step": 1, "v": 1.0}], "v"))
+    with pytest.raises(KeyError, match=r"no key 'optimizer'; its keys are 'step', 'v_loss'"):
+        list(reduce_lr_on_plateau([{"step": 1, "v_loss": 1.0}], "v_loss"))
 
 
 def test_min_lr_must_have_one_value_per_group() -> None:
-    stage = reduce_lr_on_plateau("v", patience=0, min_lr=[0.0], optimizer=_optimizer(groups=2))
+    stage = reduce_lr_on_plateau("v_loss", patience=0, min_lr=[0.0], optimizer=_optimizer(groups=2))
     with pytest.raises(ValueError, match=r"'min_lr' has 1 values but .* 2 param groups"):
-        list(stage([{"v": 1.0}] * 2))
+        list(stage([{"v_loss": 1.0}] * 2))
 
 
 def test_one_optimizer_per_member_is_required_on_an_ensemble() -> None:
-    event = {"model": FakeEnsemble(2), "optimizer": _optimizer(), "v": [1.0, 1.0]}
+    event = {"model": FakeEnsemble(2), "optimizer": _optimizer(), "v_loss": [1.0, 1.0]}
     with pytest.raises(ValueError, match=r"one value per member \(2\) but there are 1"):
-        list(reduce_lr_on_plateau([event], "v"))
+        list(reduce_lr_on_plateau([event], "v_loss"))
 
 
 # -- stop_on_nonfinite ---------------------------------------------------------------------------

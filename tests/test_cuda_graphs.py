@@ -270,7 +270,7 @@ def _consumer(
     change: Callable[[nn.Module, torch.optim.Optimizer, dict[str, Any]], None],
 ) -> Callable[[int, dict[str, Any]], None]:
     """What the consumer does while it holds each event: save at 1, change things at 2."""
-    saved: dict[str, Any] = {"best": best_model("train_loss", direction="min")}
+    saved: dict[str, Any] = {"best": best_model("train_loss", mode="min")}
 
     def between(step: int, event: dict[str, Any]) -> None:
         saved["best"](event)

@@ -98,7 +98,7 @@ def _consumer(
     opt: torch.optim.Optimizer,
     change: Callable[[nn.Module, torch.optim.Optimizer, dict[str, Any]], None],
 ) -> Callable[[dict[str, Any]], None]:
-    saved: dict[str, Any] = {"best": best_model("train_loss", direction="max")}
+    saved: dict[str, Any] = {"best": best_model("train_loss", mode="max")}
 
     def between(event: dict[str, Any]) -> None:
         saved["best"](event)

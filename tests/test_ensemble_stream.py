@@ -137,8 +137,9 @@ def test_events_have_the_documented_keys_and_the_ensemble() -> None:
     event = events[0]
     assert isinstance(event, Event)
     assert list(event) == [
-        "step", "model", "optimizer", "train_loss", "train_time_sec", "lr", "run"
+        "step", "model", "optimizer", "train_loss", "train_time_sec", "lr", "active", "run"
     ]  # fmt: skip
+    assert event["active"] == [True, True, True]
     assert event["optimizer"] == opts
     assert event["lr"] == [1e-3, 1e-2, 1e-1]  # one rate per member
     assert [ev["step"] for ev in events] == [6, 7]

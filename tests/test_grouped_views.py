@@ -90,5 +90,7 @@ def test_records_of_an_ensemble_keep_its_members_hparams_and_activity() -> None:
     event = next(events)
     event["model"].freeze(0)
     (record,) = collect([event])
-    assert record["active"] == [False, True]  # read when the record is made
+    assert record["active"] == [True, True]  # the event's: both trained in its epoch
+    (later,) = collect([next(events)])
+    assert later["active"] == [False, True]
     assert collect([event], include=["step"]) == [{"step": 1}]

@@ -57,7 +57,7 @@ def test_a_members_reduced_rate_is_its_next_epochs_rate_and_only_its_own() -> No
     events = pipe(
         _stream(models, optimizers),
         augment(lambda ev: {"score": flat[ev["step"]]}),
-        reduce_lr_on_plateau("score", patience=0, factor=0.5),  # finds event["optimizer"]
+        reduce_lr_on_plateau("score", patience=0, factor=0.5, mode="min"),  # event["optimizer"]
         take(3),
     )
     seen = [(ev["train_loss"], ev["lr"]) for ev in events]

@@ -46,7 +46,9 @@ def test_collect_pd_gives_one_row_per_step_and_member(
         "val_loss",
         "train_time_sec",
         "per_class",
+        "active",
     ]
+    assert frame["active"].tolist() == [True] * 6
     assert len(frame) == 6
     assert frame["step"].tolist() == [1, 1, 1, 2, 2, 2]
     assert frame["member"].tolist() == [0, 1, 2, 0, 1, 2]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any
@@ -12,8 +13,10 @@ import numpy as np
 import pytest
 import torch
 import tqdm
+from torch import nn
 
 from fitstream import pipe, progress, take
+from fitstream.stages.progress_bar import _member_text
 
 
 class Terminal(io.StringIO):
@@ -83,14 +86,16 @@ def test_a_missing_key_keeps_its_last_value_or_is_left_out() -> None:
         {"step": 3, "train_loss": 0.3},
     ]
     out = Terminal()
-    list(progress(events, "val_loss", "train_loss", "never_there", file=out))
+    with pytest.warns(UserWarning, match="'never_there', which none of the 3 events had"):
+        list(progress(events, "val_loss", "train_loss", "never_there", file=out))
     line = final_line(out)
     assert "val_loss=0.9" in line  # kept from step 2
     assert "train_loss=0.3" in line
     assert "never_there" not in out.getvalue()
     # Before val_loss first appears, the bar shows only train_loss.
     before = Terminal()
-    list(progress(events[:1], "val_loss", "train_loss", file=before))
+    with pytest.warns(UserWarning, match="'val_loss', which the one event had"):
+        list(progress(events[:1], "val_loss", "train_loss", file=before))
     assert "train_loss=0.5" in final_line(before)
     assert "val_loss" not in before.getvalue()
 
@@ -377,3 +382,89 @@ def test_no_thread_outlives_a_progress_bar_on_any_exit_path(counting_source: Any
             list(bar(source))
     left = [t.name for t in threading.enumerate() if t.ident not in before]
     assert left == []
+
+
+# --- a key no event has ------------------------------------------------------------------------
+
+
+def _counting(n: int, **extra: Any) -> Iterator[dict[str, Any]]:
+    for step in range(1, n + 1):
+        yield {"step": step, "train_loss": 1 / step, **extra}
+
+
+def test_a_misspelled_key_is_warned_about_once_after_ten_events_with_the_keys_there_are() -> None:
+    pulled: list[int] = []
+    events = (pulled.append(e["step"]) or e for e in _counting(30, val_loss=0.5))
+    stream = progress(events, "val_los", "train_loss", file=Terminal())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for event in stream:
+            if event["step"] == 9:
+                assert caught == []  # not before the tenth event
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1  # once, not at every event nor again at the end
+    assert "progress: keys names 'val_los', which none of the 10 events had" in messages[0]
+    assert "'step', 'train_loss', 'val_loss'" in messages[0]
+    assert pulled == list(range(1, 31))  # the warning pulls nothing extra
+
+
+def test_a_key_seen_within_ten_events_or_a_hidden_bar_gives_no_warning() -> None:
+    every_fifth = [
+        {"step": s, "train_loss": 0.1, **({"val_loss": 0.2} if s % 5 == 0 else {})}
+        for s in range(1, 21)
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        list(progress(every_fifth, "val_loss", file=Terminal()))
+        list(progress(_counting(20), "val_los", disable=True))
+        list(progress([], "val_los", file=Terminal()))  # no event: nothing to tell
+
+
+def test_a_stream_stopped_early_still_warns_about_a_key_it_never_had() -> None:
+    stream = progress(_counting(100), "val_los", file=Terminal())
+    for event in stream:
+        if event["step"] == 4:
+            break
+    with pytest.warns(UserWarning, match="'val_los', which none of the 4 events had"):
+        stream.close()
+
+
+# --- the best member ---------------------------------------------------------------------------
+
+
+class _Members:
+    """An ensemble stand-in: what progress reads of one."""
+
+    def __init__(self, active: list[bool]) -> None:
+        self.active = tuple(active)
+        self.hparams = [{"lr": lr} for lr in (0.1, 0.01, 0.001)][: len(active)]
+        self.members = [nn.Linear(1, 1) for _ in active]
+
+    def __len__(self) -> int:
+        return len(self.active)
+
+    def freeze(self, member: int) -> None:
+        raise AssertionError("progress never freezes")
+
+
+def test_the_best_member_shown_is_one_still_training_and_a_better_stopped_one_follows() -> None:
+    event = {"step": 1, "model": _Members([True, False, True]), "val_loss": [0.5, 0.2, 0.4]}
+    out = Terminal()
+    list(progress([event], "val_loss", file=out))
+    assert "val_loss=0.4 (best: lr=0.001" in final_line(out)  # the line is cut at 80 columns
+    text = _member_text("val_loss", [0.5, 0.2, 0.4], [True, False, True], ["a", "b", "c"])
+    assert text == "val_loss=0.4 (best: c; b stopped at 0.2)"
+    assert _member_text("val_acc", [0.5, 0.9], [True, False], ["a", "b"]) == (
+        "val_acc=0.5 (best: a; b stopped at 0.9)"
+    )
+    assert _member_text("val_acc", [0.5, 0.9], [False, False], ["a", "b"]) == (
+        "val_acc=0.9 (best: b, stopped)"
+    )
+
+
+def test_a_per_member_key_that_tells_no_direction_shows_its_range() -> None:
+    event = {"step": 1, "model": _Members([True, True]), "lr": [0.1, 0.01]}
+    out = Terminal()
+    list(progress([event], "lr", file=out))
+    assert "lr=0.01..0.1" in final_line(out)
+    assert "best" not in final_line(out)

@@ -54,7 +54,7 @@ def test_world_key_is_stable_over_training_steps_and_in_place_loads() -> None:
     assert world_key(model, optimizer) == key
     model.load_state_dict(_net().state_dict())  # copies into the same tensors
     assert world_key(model, optimizer) == key
-    best = best_model("val", direction="min")
+    best = best_model("val", mode="min")
     best({"step": 1, "model": model, "val": 0.5})
     best.load_into(model)
     assert world_key(model, optimizer) == key

@@ -43,7 +43,7 @@ def test_tracks_the_strictly_best_event(
     direction: Any, values: list[float], step: int, value: float
 ) -> None:
     model = nn.Linear(2, 1)
-    best = best_model("val_loss", direction=direction)
+    best = best_model("val_loss", mode=direction)
     run(best, model, values)
     assert best.best_step == step
     assert best.best_value == value
@@ -63,7 +63,7 @@ def test_nothing_before_the_first_number() -> None:
 def test_accepts_tensors_and_numpy_scalars() -> None:
     np = pytest.importorskip("numpy")
     model = nn.Linear(1, 1)
-    best = best_model("acc", direction="max")
+    best = best_model("acc", mode="max")
     run(best, model, [torch.tensor(0.5), np.float32(0.75), torch.tensor([0.6]).squeeze()], "acc")
     assert best.best_step == 2
     assert best.best_value == 0.75
@@ -142,18 +142,20 @@ def test_best_model_only_looks_at_the_event() -> None:
 
 
 def test_repr_shows_the_state() -> None:
-    best = best_model("val_acc", direction="max")
+    best = best_model("val_acc", mode="max")
     run(best, nn.Linear(1, 1), [0.25], "val_acc")
-    assert repr(best) == "BestModel('val_acc', direction='max', best_value=0.25, best_step=1)"
+    assert repr(best) == "BestModel('val_acc', mode='max', best_value=0.25, best_step=1)"
 
 
 # --- errors ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("direction", ["up", "MIN", None])
-def test_bad_direction_is_refused_at_the_call(direction: Any) -> None:
-    with pytest.raises(ValueError, match=f"'direction' must be 'min' or 'max', got {direction!r}"):
-        best_model("val_loss", direction=direction)
+@pytest.mark.parametrize("mode", ["up", "MIN", 1])
+def test_bad_mode_is_refused_at_the_call(mode: Any) -> None:
+    with pytest.raises(ValueError, match=f"'mode' must be 'min', 'max' or None, got {mode!r}"):
+        best_model("val_loss", mode=mode)
+    with pytest.raises(ValueError, match=f"'mode' must be 'min', 'max' or None, got {mode!r}"):
+        BestModel("val_loss", mode)
 
 
 def test_bad_metric_key_and_device_are_refused_at_the_call() -> None:

@@ -9,8 +9,9 @@ direction; the stages that compare values then ask for ``mode="min"`` or ``mode=
 from __future__ import annotations
 
 import re
+import warnings
 
-__all__ = ["MODES", "infer_mode", "lower_is_better", "resolve_mode"]
+__all__ = ["MODES", "infer_mode", "legacy_mode", "lower_is_better", "resolve_mode"]
 
 MODES = ("min", "max")
 
@@ -83,6 +84,38 @@ def resolve_mode(key: str, mode: object, *, func: str, arg: str = "mode") -> str
             "better, as for an accuracy)"
         )
     return inferred
+
+
+def legacy_mode(mode: object, direction: object, *, func: str) -> object:
+    """Return the mode given as ``mode=``, or as 0.4's ``direction=`` (with a warning).
+
+    ``best_model`` took ``direction=`` in fitstream 0.4; every stage now takes ``mode=``. The
+    old name keeps working and warns once per call site; giving both is an error.
+
+    Example:
+        >>> legacy_mode("max", None, func="best_model")
+        'max'
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     legacy_mode(None, "max", func="best_model")
+        'max'
+        >>> str(caught[0].message)
+        "best_model: 'direction' is the 0.4 name of 'mode'; write mode='max'"
+    """
+    if direction is None:
+        return mode
+    if mode is not None:
+        raise TypeError(
+            f"{func}: give 'mode' only ('direction' is its 0.4 name), got mode={mode!r} and "
+            f"direction={direction!r}"
+        )
+    warnings.warn(
+        f"{func}: 'direction' is the 0.4 name of 'mode'; write mode={direction!r}",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return direction
 
 
 def lower_is_better(key: str) -> bool:

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .checks import describe
 from .members import ensemble_of, is_per_member
 from .values import scalar_value
 
-__all__ = ["MetricValueError", "as_float", "metric_value", "metric_values", "missing_key_error"]
+__all__ = [
+    "MetricValueError",
+    "as_float",
+    "metric_value",
+    "metric_values",
+    "missing_key_error",
+    "unseen_keys_error",
+]
 
 
 class MetricValueError(TypeError, ValueError):
@@ -45,6 +52,31 @@ def missing_key_error(event: Mapping[str, Any], key: str, *, func: str) -> KeyEr
     """
     present = ", ".join(repr(k) for k in event) or "(none)"
     return KeyError(f"{func}: the event has no key {key!r}; its keys are {present}")
+
+
+def unseen_keys_error(
+    caller: str, argument: str, names: Iterable[str], seen: Iterable[str], count: int
+) -> KeyError | None:
+    """Build the KeyError for names that none of ``count`` events had, or return None.
+
+    ``seen`` is every key the events had. After no events at all, nothing can be said.
+
+    Example:
+        >>> unseen_keys_error("collect", "include", ["val_acc"], {"step", "val_loss"}, 3)
+        KeyError("collect: include names 'val_acc', which none of the 3 events had; ...")
+        >>> unseen_keys_error("collect", "include", ["step"], {"step"}, 3) is None
+        True
+    """
+    had = set(seen)
+    missing = [key for key in names if key not in had]
+    if not missing or count == 0:
+        return None
+    listed = ", ".join(repr(key) for key in missing)
+    keys = ", ".join(repr(key) for key in sorted(had)) or "(none)"
+    events = "the one event" if count == 1 else f"none of the {count} events"
+    return KeyError(
+        f"{caller}: {argument} names {listed}, which {events} had; they had keys: {keys}"
+    )
 
 
 def metric_value(event: Mapping[str, Any], key: str, *, func: str) -> float:

@@ -14,10 +14,33 @@ from typing import Any
 from .._internal.members import ensemble_of, is_per_member
 from .._internal.values import is_live_object
 
-__all__ = ["MEMBER_KEY", "member_rows", "rows_by_member"]
+__all__ = ["ACTIVE_KEY", "MEMBER_KEY", "event_active", "member_rows", "rows_by_member"]
 
 MEMBER_KEY = "member"
 """The column that holds a row's member index."""
+
+ACTIVE_KEY = "active"
+"""The event key (a list of K bools) and column telling whether a member trained that epoch."""
+
+
+def event_active(event: Mapping[str, Any], ensemble: Any) -> list[bool]:
+    """Whether each member trained in the event's epoch: the event's ``active`` list.
+
+    An event without one (a stage's own, a replayed one) falls back to the ensemble's state
+    now.
+
+    Example:
+        >>> event_active({"active": [True, False]}, None)
+        [True, False]
+    """
+    active = event.get(ACTIVE_KEY)
+    if (
+        isinstance(active, list | tuple)
+        and all(isinstance(a, bool) for a in active)
+        and (ensemble is None or len(active) == len(ensemble))
+    ):
+        return list(active)
+    return [bool(a) for a in ensemble.active]
 
 
 def member_rows(event: Mapping[str, Any], *, caller: str) -> list[dict[str, Any]] | None:
@@ -25,9 +48,11 @@ def member_rows(event: Mapping[str, Any], *, caller: str) -> list[dict[str, Any]
 
     In each row ``step`` comes first, then ``member`` and the member's hyperparameters, then
     the event's other keys: a per-member list of K values gives the member's entry, anything
-    else (a scalar, a list of another length) is repeated. A hyperparameter named like one of
-    the event's keys gives way to the event's value, unless that is a live object (the event's
-    ``optimizer`` list leaves the hyperparameter ``optimizer``, the optimizer's name).
+    else (a scalar, a list of another length) is repeated; ``active`` says whether the member
+    trained in that epoch (``False`` once it was frozen, its values those of kept weights). A
+    hyperparameter named like one of the event's keys gives way to the event's value, unless
+    that is a live object (the event's ``optimizer`` list leaves the hyperparameter
+    ``optimizer``, the optimizer's name).
 
     Raises:
         ValueError: The event already has a key ``"member"``.
@@ -42,6 +67,7 @@ def member_rows(event: Mapping[str, Any], *, caller: str) -> list[dict[str, Any]
         )
     count = len(ensemble)
     hparams = list(ensemble.hparams)
+    active = event_active(event, ensemble)
     rows = []
     for member in range(count):
         row: dict[str, Any] = {"step": event["step"]} if "step" in event else {}
@@ -52,6 +78,7 @@ def member_rows(event: Mapping[str, Any], *, caller: str) -> list[dict[str, Any]
                 continue  # the optimizers under "optimizer": the hyperparameter (its name) stays
             spread = is_per_member(value) and len(value) == count
             row[key] = value[member] if spread else value
+        row[ACTIVE_KEY] = active[member]
         rows.append(row)
     return rows
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from .._internal.checks import check_strings
+from .._internal.lookup import unseen_keys_error
 from .._internal.members import ensemble_of
 from .._internal.values import is_live_object, scalar_value
 
@@ -29,7 +30,6 @@ __all__ = [
     "plain_value",
     "records",
     "select",
-    "unseen_keys_error",
     "with_members",
 ]
 
@@ -85,31 +85,6 @@ def check_selection(include: object, exclude: object, *, caller: str) -> KeySele
     kept = check_key_names(include, name="include", caller=caller)
     dropped = check_key_names(exclude, name="exclude", caller=caller)
     return kept, frozenset(dropped or ())
-
-
-def unseen_keys_error(
-    caller: str, argument: str, names: Iterable[str], seen: Iterable[str], count: int
-) -> KeyError | None:
-    """Build the KeyError for names that none of ``count`` events had, or return None.
-
-    ``seen`` is every key the events had. After no events at all, nothing can be said.
-
-    Example:
-        >>> unseen_keys_error("collect", "include", ["val_acc"], {"step", "val_loss"}, 3)
-        KeyError("collect: include names 'val_acc', which none of the 3 events had; ...")
-        >>> unseen_keys_error("collect", "include", ["step"], {"step"}, 3) is None
-        True
-    """
-    had = set(seen)
-    missing = [key for key in names if key not in had]
-    if not missing or count == 0:
-        return None
-    listed = ", ".join(repr(key) for key in missing)
-    keys = ", ".join(repr(key) for key in sorted(had)) or "(none)"
-    return KeyError(
-        f"{caller}: {argument} names {listed}, which none of the {count} events had; "
-        f"they had keys: {keys}"
-    )
 
 
 def plain_value(value: Any) -> Any:
@@ -200,7 +175,7 @@ def records(
         >>> list(records([{"step": 1}], (("b",), frozenset()), caller="f"))
         Traceback (most recent call last):
         ...
-        KeyError: "f: include names 'b', which none of the 1 events had; they had keys: 'step'"
+        KeyError: "f: include names 'b', which the one event had; they had keys: 'step'"
     """
     include = selection[0]
     seen: set[str] = set()

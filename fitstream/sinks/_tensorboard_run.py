@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from .._internal.checks import check_positive_int
-from .._internal.lookup import as_float
+from .._internal.lookup import as_float, unseen_keys_error
 from .._internal.members import EnsembleLike, ensemble_of, is_per_member, member_labels
 from .._internal.optional import require
 from .._internal.paths import check_folder_target
 from .._internal.values import scalar_value
-from ._records import check_key_names, unseen_keys_error
+from ._members import event_active
+from ._records import check_key_names
 from ._tensorboard_layout import RunningBest, TagMap, custom_scalars_layout, member_folder
 from ._tensorboard_summary import (
     check_hparams,
@@ -162,12 +163,15 @@ class Run:
         if self.sessions is None:
             self.start_sessions(ensemble)
         with_best = self.options.hparams is not None or ensemble is not None
+        active = [True] if ensemble is None else event_active(event, ensemble)
         points: list[_Point] = []
         for key, value in self.values_of(event, size).items():
             run, tag = self.tags.place(key)
             best_of = self.tags.best(key) if with_best and run == "validation" else None
             per_member = value if isinstance(value, list) else [value] * (size or 1)
             for member, number in enumerate(per_member):
+                if not active[member]:
+                    continue  # a frozen member's run ends where it stopped training
                 prefix = "" if size is None else self.folders[member] + "/"
                 points.append((prefix + run, tag, number))
                 if best_of is not None:

@@ -201,9 +201,12 @@ def collect_pd(
     gives) becomes one row per member: ``step``, a ``member`` column (0 to K-1), the member's
     hyperparameters (``ensemble.hparams[k]``: ``optimizer``, ``lr``, ...; an event key of the
     same name wins), and each per-member list's entry for that member; values shared by the
-    members (``train_time_sec``, a list of another length) repeat in each of its rows. The
+    members (``train_time_sec``, a list of another length) repeat in each of its rows. An
+    ``active`` column says whether the member trained in that epoch: a member frozen by
+    :func:`fitstream.early_stop` keeps rows to the end (with its kept weights' values), so
+    ``frame[frame.active].groupby("member").step.max()`` is the epoch each one stopped at. The
     hyperparameters are read at each event, before the model is left out. ``include`` may
-    name ``member`` and the hyperparameters.
+    name ``member``, ``active`` and the hyperparameters.
 
     Args:
         events: The stream to consume.

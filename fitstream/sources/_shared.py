@@ -32,7 +32,9 @@ __all__ = [
     "stack_losses",
 ]
 
-RESERVED_KEYS = frozenset({"step", "model", "optimizer", "train_loss", "train_time_sec", "lr"})
+RESERVED_KEYS = frozenset(
+    {"step", "model", "optimizer", "train_loss", "train_time_sec", "lr", "active"}
+)
 
 
 class Released(Iterator[Any]):

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 from .._internal.checks import check_bool, check_name, check_non_negative_int, describe
+from .._internal.direction import resolve_mode
 from .._internal.lookup import metric_values
 from .._internal.members import ensemble_of
 from .._internal.optimizers import event_optimizers, param_groups
@@ -117,7 +118,7 @@ def reduce_lr_on_plateau(
     *,
     factor: float = 0.1,
     patience: int = 10,
-    mode: Literal["min", "max"] = "min",
+    mode: Literal["min", "max"] | None = None,
     min_delta: float = 0.0,
     delta_mode: Literal["abs", "rel"] = "abs",
     cooldown: int = 0,
@@ -148,7 +149,8 @@ def reduce_lr_on_plateau(
         key: The monitored metric, e.g. ``"val_loss"``.
         factor: What the rate is multiplied by; strictly between 0 and 1.
         patience: Events without improvement that are tolerated; the next one reduces.
-        mode: ``"min"`` if lower is better, ``"max"`` if higher is better.
+        mode: ``"min"`` if lower is better, ``"max"`` if higher is better; ``None`` infers it
+            from the name of ``key`` (see :ref:`direction-rule`).
         min_delta: How much better than the best a value must be to count as an improvement.
         delta_mode: Whether ``min_delta`` is an absolute amount or relative to the best.
         cooldown: Events after a reduction during which no bad event is counted.
@@ -161,7 +163,8 @@ def reduce_lr_on_plateau(
 
     Raises:
         TypeError: At the call, for arguments of the wrong type.
-        ValueError: At the call, for values out of range.
+        ValueError: At the call, for values out of range, or no ``mode`` for a key whose name
+            tells no direction.
         KeyError: While iterating, for an event without ``key``, or without optimizers.
 
     Example:
@@ -187,13 +190,12 @@ def reduce_lr_on_plateau(
         raise ValueError(f"{func}: 'factor' must be strictly between 0 and 1, got {factor!r}")
     check_non_negative_int(patience, func=func, arg="patience")
     check_non_negative_int(cooldown, func=func, arg="cooldown")
-    if mode not in ("min", "max"):
-        raise ValueError(f"{func}: 'mode' must be 'min' or 'max', got {mode!r}")
+    resolved = resolve_mode(key, mode, func=func)
     if delta_mode not in ("abs", "rel"):
         raise ValueError(f"{func}: 'delta_mode' must be 'abs' or 'rel', got {delta_mode!r}")
     delta = _check_number(min_delta, func=func, arg="min_delta", low=0.0, high=math.inf)
     floors = _check_min_lr(min_lr)
-    plateau = _Plateau(mode, delta_mode, delta, patience, cooldown)
+    plateau = _Plateau(resolved, delta_mode, delta, patience, cooldown)
 
     def run(events: Iterable[dict[str, Any]], state: dict[str, Any]) -> Iterator[dict[str, Any]]:
         with upstream(events) as it:

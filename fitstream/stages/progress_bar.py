@@ -9,12 +9,14 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Iterable, Iterator
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from typing import IO, Any
 
 from .._internal.checks import check_positive_int, check_strings
-from .._internal.direction import lower_is_better
+from .._internal.direction import infer_mode
 from .._internal.hints import expected_length
+from .._internal.lookup import unseen_keys_error
 from .._internal.members import ensemble_of, is_per_member, member_labels
 from .._internal.optional import require
 from .._internal.values import scalar_value
@@ -103,6 +105,44 @@ def _joined(latest: dict[str, str], keys: tuple[str, ...]) -> str:
     return ", ".join(latest[k] for k in (*keys, _ACTIVE) if k in latest)
 
 
+def _member_text(key: str, values: list[float], active: Sequence[bool], names: list[str]) -> str:
+    """How the bar shows a per-member value: the best member still training, or the spread.
+
+    The best is the smallest for a key the direction rule reads as a loss, the largest for an
+    accuracy or a score; a key that tells neither shows its range instead of a guessed best.
+    A stopped member that did better than every training one is named after it.
+
+    Example:
+        >>> _member_text("val_loss", [0.5, 0.2, 0.4], [True, False, True], ["a", "b", "c"])
+        'val_loss=0.4 (best: c; b stopped at 0.2)'
+        >>> _member_text("val_acc", [0.5, 0.9], [True, True], ["a", "b"])
+        'val_acc=0.9 (best: b)'
+        >>> _member_text("lr", [0.1, 0.01], [True, True], ["a", "b"])
+        'lr=0.01..0.1'
+    """
+    finite = [i for i, v in enumerate(values) if not math.isnan(v)]
+    if not finite:
+        return f"{key}=nan"
+    mode = infer_mode(key)
+    if mode is None:
+        low, high = min(values[i] for i in finite), max(values[i] for i in finite)
+        return f"{key}={_compact(low)}..{_compact(high)}"
+    pick = min if mode == "min" else max
+
+    def which(i: int) -> str:
+        return names[i] if i < len(names) else f"member {i}"
+
+    best = pick(finite, key=lambda i: values[i])
+    training = [i for i in finite if i >= len(active) or active[i]]
+    if not training:  # every member with a number has stopped
+        return f"{key}={_compact(values[best])} (best: {which(best)}, stopped)"
+    leader = pick(training, key=lambda i: values[i])
+    text = f"{key}={_compact(values[leader])} (best: {which(leader)}"
+    if values[best] != values[leader]:
+        text += f"; {which(best)} stopped at {_compact(values[best])}"
+    return text + ")"
+
+
 def _shown(event: dict[str, Any], keys: tuple[str, ...]) -> dict[str, str]:
     """The text of each key the event has a number for; for K members, the best of them."""
     shown: dict[str, str] = {}
@@ -111,19 +151,12 @@ def _shown(event: dict[str, Any], keys: tuple[str, ...]) -> dict[str, str]:
     for key in keys:
         value = event.get(key)
         if isinstance(value, list) and is_per_member(value):
-            values = [float(v) for v in value]
-            finite = [i for i, v in enumerate(values) if not math.isnan(v)]
-            if not finite:
-                shown[key] = f"{key}=nan"
-                continue
-            pick = min if lower_is_better(key) else max
-            best = pick(finite, key=lambda i: values[i])
             if names is None:
                 hparams = [] if ensemble is None else list(ensemble.hparams)
                 fallback = lambda k: f"member {k}"  # noqa: E731
                 names = member_labels(hparams, fallback) if hparams else []
-            which = names[best] if best < len(names) else f"member {best}"
-            shown[key] = f"{key}={_compact(values[best])} (best: {which})"
+            active = () if ensemble is None else ensemble.active
+            shown[key] = _member_text(key, [float(v) for v in value], active, names)
             continue
         number = scalar_value(value)
         if number is not None:
@@ -131,6 +164,36 @@ def _shown(event: dict[str, Any], keys: tuple[str, ...]) -> dict[str, str]:
     if ensemble is not None and not all(ensemble.active):
         shown[_ACTIVE] = f"{sum(map(bool, ensemble.active))}/{len(ensemble)} training"
     return shown
+
+
+class _Unseen:
+    """Warns once about keys of the bar that no event has had, after a few events or at the end.
+
+    A key computed only every few epochs is seen by the ``WARN_AFTER``-th event at the latest
+    in any usual setting; one never seen by then is a typo, usually.
+    """
+
+    WARN_AFTER = 10
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys, self.seen, self.count, self.done = keys, set[str](), 0, not keys
+
+    def see(self, event: dict[str, Any]) -> None:
+        if self.done:
+            return
+        self.count += 1
+        self.seen.update(event)
+        if self.count >= self.WARN_AFTER:
+            self.warn()
+
+    def warn(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        error = unseen_keys_error("progress", "keys", self.keys, self.seen, self.count)
+        if error is not None:
+            message = f"{error.args[0]}; the bar does not show it (a misspelled key?)"
+            warnings.warn(message, UserWarning, stacklevel=3)
 
 
 @stage_factory
@@ -150,12 +213,17 @@ def progress(
     that ends before its total says so: ``37/100 epochs (ended early)`` (e.g. after
     :func:`fitstream.early_stop`), or ``(stopped early)`` when the consumer stopped it.
     Values are shown with four significant digits. For an ensemble's per-member values (lists
-    of K numbers) the bar shows the best member: ``val_loss=0.3127 (best: member 17)``
-    (the smallest for losses and errors, else the largest), and how many members still train
-    once some have stopped. A key keeps the last value it had, so a metric computed every few
-    epochs stays on the bar in between; a key no event has carried yet, or whose value is not a
-    number (a string, a tensor with several elements), is simply not shown: a missing key is
-    never an error here. A text bar written to a file (not a terminal) is 80 columns wide.
+    of K numbers) the bar shows the best member still training:
+    ``val_loss=0.3127 (best: lr=0.01)``, the smallest for a loss or an error and the largest for
+    an accuracy or a score (the :ref:`direction rule <direction-rule>`), followed by a stopped
+    member that did better (``; lr=0.1 stopped at 0.2904``), and how many members still train
+    once some have stopped. A per-member key whose name tells no direction (``lr``) shows its
+    range, ``lr=0.001..0.1``. A key keeps the last value it had, so a metric computed every few
+    epochs stays on the bar in between; a value that is not a number (a string, a tensor with
+    several elements) is not shown. A key that none of the first 10 events had (or none of the
+    stream's, when it is shorter) is warned about once, with the keys the events had: a
+    misspelled ``progress("val_los")`` would otherwise stay silent for the whole run. A text
+    bar written to a file (not a terminal) is 80 columns wide.
 
     The bar is created when the first event is requested (so the rate counts the first epoch)
     and is closed on every exit path: the stream ends, the consumer stops early (``break``,
@@ -179,6 +247,9 @@ def progress(
 
     Returns:
         A stage for :func:`fitstream.pipe`; ``progress(events, *keys, ...)`` returns the stream.
+
+    Warns:
+        UserWarning: A key none of the first 10 events had (or none of a shorter stream's).
 
     Raises:
         TypeError: A key is not a string, ``total`` is not an int, ``disable`` is not a bool or
@@ -220,6 +291,7 @@ def progress(
     def stage(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         expected = total if total is not None else expected_length(events)
         latest: dict[str, str] = {}
+        unseen = _Unseen(() if disable else keys)  # a hidden bar shows nothing to miss
         with upstream(events) as it:
             bar = bar_class(
                 total=expected,
@@ -233,6 +305,7 @@ def progress(
             ended = "stopped"  # closed by the consumer (break, take) or an exception
             try:
                 for event in it:
+                    unseen.see(event)
                     latest.update(_shown(event, keys))
                     if latest:
                         bar.set_postfix_str(_joined(latest, keys), refresh=False)
@@ -241,6 +314,10 @@ def progress(
                     bar.update(1)
                     yield event
                 ended = "ended"
+                unseen.warn()
+            except GeneratorExit:  # stopped by the consumer: the keys it never had still count
+                unseen.warn()
+                raise
             finally:
                 if expected is not None and bar.n < expected:
                     # e.g. early_stop ended the run before take(n)'s n: say so on the bar.

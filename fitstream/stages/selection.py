@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 from .._internal.checks import check_name, check_non_negative_int, check_positive_int, describe
+from .._internal.direction import resolve_mode
 from .._internal.hints import Hinted, expected_length
 from .._internal.lookup import metric_values
 from .._internal.members import EnsembleLike, ensemble_of
@@ -159,7 +160,7 @@ def early_stop(
     key: str,
     patience: int,
     *,
-    mode: Literal["min", "max"] = "min",
+    mode: Literal["min", "max"] | None = None,
     min_delta: float = 0.0,
 ) -> Stage:
     """Pass events on until the metric ``key`` has not improved for ``patience`` events in a row.
@@ -186,7 +187,9 @@ def early_stop(
     Args:
         key: The monitored metric, e.g. ``"val_loss"``.
         patience: How many consecutive events without improvement end the stream; int >= 1.
-        mode: ``"min"`` if lower is better (losses), ``"max"`` if higher is better (accuracy).
+        mode: ``"min"`` if lower is better, ``"max"`` if higher is better; ``None`` infers it
+            from the name of ``key`` (losses and errors ``"min"``, accuracies and scores
+            ``"max"``; see :ref:`direction-rule`).
         min_delta: How much better than the best a value must be to count as an improvement;
             a number >= 0.
 
@@ -199,7 +202,8 @@ def early_stop(
         TypeError: At the call, for a ``key`` that is not a string or a ``patience`` or
             ``min_delta`` that is not a number of the right kind.
         ValueError: At the call, for an empty ``key``, ``patience < 1``, a ``mode`` other than
-            ``"min"`` or ``"max"``, or a negative ``min_delta``.
+            ``"min"``, ``"max"`` or ``None``, no ``mode`` for a key whose name tells no
+            direction, or a negative ``min_delta``.
         KeyError: While iterating, for an event without ``key`` (the message lists its keys).
         TypeError: While iterating, for a value of ``key`` that is not a number (a bool
             included) or a per-member list of numbers.
@@ -223,10 +227,9 @@ def early_stop(
     """
     check_name(key, func="early_stop", what="'key'")
     check_positive_int(patience, func="early_stop", arg="patience")
-    if mode not in ("min", "max"):
-        raise ValueError(f"early_stop: 'mode' must be 'min' or 'max', got {mode!r}")
     delta = _check_min_delta(min_delta)
-    sign = 1.0 if mode == "min" else -1.0  # compare sign * value, where lower is better
+    lower = resolve_mode(key, mode, func="early_stop") == "min"
+    sign = 1.0 if lower else -1.0  # compare sign * value, where lower is better
 
     def run(events: Iterable[dict[str, Any]], state: dict[str, Any]) -> Iterator[dict[str, Any]]:
         counter = _Patience(key, delta, patience)

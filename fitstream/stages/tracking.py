@@ -20,6 +20,7 @@ from torch import nn
 
 from .._internal.callables import mark_factory
 from .._internal.checks import check_bool, check_name, describe
+from .._internal.direction import legacy_mode, resolve_mode
 from .._internal.lookup import metric_values, missing_key_error
 from .._internal.members import EnsembleLike, ensemble_of
 from ._tracker_stage import TrackerStage
@@ -27,8 +28,6 @@ from ._tracker_stage import TrackerStage
 __all__ = ["BestModel", "best_model"]
 
 ModelT = TypeVar("ModelT")
-
-_DIRECTIONS = ("min", "max")
 
 
 def _snapshot(state: Mapping[str, Any], device: torch.device | None) -> dict[str, Any]:
@@ -83,7 +82,7 @@ class BestModel(TrackerStage):
 
     Example:
         >>> model = nn.Linear(2, 1)
-        >>> best = BestModel("val_loss", direction="min")
+        >>> best = BestModel("val_loss")
         >>> for step, loss in enumerate([0.9, 0.4, 0.7], start=1):
         ...     best({"step": step, "model": model, "val_loss": loss})
         >>> best.best_value, best.best_step
@@ -93,23 +92,29 @@ class BestModel(TrackerStage):
     def __init__(
         self,
         metric_key: str,
-        direction: Literal["min", "max"] = "min",
+        mode: Literal["min", "max"] | None = None,
         device: torch.device | str | None = None,
         restore: bool = False,
+        *,
+        direction: Literal["min", "max"] | None = None,
     ) -> None:
         check_name(metric_key, func="best_model", what="'metric_key'")
         check_bool(restore, func="best_model", arg="restore")
-        if direction not in _DIRECTIONS:
-            raise ValueError(f"best_model: 'direction' must be 'min' or 'max', got {direction!r}")
+        given = legacy_mode(mode, direction, func="best_model")
+        self.mode = resolve_mode(metric_key, given, func="best_model")
         self._device = None if device is None else _check_device(device)
         self.metric_key = metric_key
-        self.direction = direction
         self.restore = restore
         # One entry per member; one in all for a single model (self._members is None).
         self._members: int | None = None
         self._values: list[float | None] = []
         self._steps: list[Any] = []
         self._states: list[dict[str, Any] | None] = []
+
+    @property
+    def direction(self) -> str:
+        """The 0.4 name of :attr:`mode`: ``"min"`` or ``"max"``."""
+        return self.mode
 
     @property
     def members(self) -> int | None:
@@ -188,7 +193,7 @@ class BestModel(TrackerStage):
             return False
         if best is None:
             return True
-        if self.direction == "min":
+        if self.mode == "min":
             return value < best
         return value > best
 
@@ -208,7 +213,7 @@ class BestModel(TrackerStage):
 
         Example:
             >>> model = nn.Linear(1, 1)
-            >>> best = best_model("val_acc", direction="max")
+            >>> best = best_model("val_acc")
             >>> best({"step": 1, "model": model, "val_acc": 0.8})
             >>> with torch.no_grad():
             ...     _ = model.weight.fill_(5.0)  # training moves on
@@ -262,7 +267,7 @@ class BestModel(TrackerStage):
 
     def __repr__(self) -> str:
         return (
-            f"BestModel({self.metric_key!r}, direction={self.direction!r}, "
+            f"BestModel({self.metric_key!r}, mode={self.mode!r}, "
             f"best_value={self.best_value!r}, best_step={self.best_step!r})"
         )
 
@@ -274,21 +279,23 @@ def _kind(members: int | None) -> str:
 def best_model(
     metric_key: str,
     *,
-    direction: Literal["min", "max"] = "min",
+    mode: Literal["min", "max"] | None = None,
     device: torch.device | str | None = None,
     restore: bool = False,
+    direction: Literal["min", "max"] | None = None,
 ) -> BestModel:
     """Track the model weights of the event where ``event[metric_key]`` was best.
 
     The returned :class:`BestModel` is a callback for :func:`fitstream.tap`. On each event
-    whose metric is strictly better than every earlier one (lower for ``direction="min"``,
+    whose metric is strictly better than every earlier one (lower for ``mode="min"``,
     higher for ``"max"``; NaN is never better), it snapshots ``event["model"].state_dict()``:
     every tensor is detached and cloned, so later training does not change the snapshot.
 
     Args:
         metric_key: The event key to compare, e.g. ``"val_loss"``.
-        direction: ``"min"`` when lower is better (losses), ``"max"`` when higher is
-            (accuracy).
+        mode: ``"min"`` when lower is better, ``"max"`` when higher is; ``None`` infers it
+            from the name of ``metric_key`` (:ref:`the direction rule <direction-rule>`:
+            losses and errors ``"min"``, accuracies and scores ``"max"``).
         device: Where the snapshot's tensors live, e.g. ``"cpu"`` to keep GPU memory free;
             ``None`` keeps each tensor on its own device.
         restore: Whether, used as a stage (``pipe(events, ..., best)``), to load the best
@@ -297,6 +304,8 @@ def best_model(
             training, ``KeyboardInterrupt``, ``close()`` or garbage collection. Per member, each
             member with a snapshot gets its own best weights. Such a tracker refuses to be
             called with single events (``tap(best)`` could not restore).
+        direction: fitstream 0.4's name of ``mode``; still accepted, with a
+            ``DeprecationWarning``.
 
     Returns:
         The tracker, with ``best_value``, ``best_step``, ``state_dict`` and ``load_into(model)``.
@@ -304,10 +313,12 @@ def best_model(
         restore it.
 
     Raises:
-        ValueError: ``direction`` is not ``"min"`` or ``"max"``, ``device`` is not a device
-            or names one this machine lacks (``"cuda"`` without a GPU), or ``metric_key`` is
-            empty.
-        TypeError: ``metric_key`` is not a string, or ``restore`` not a bool.
+        ValueError: ``mode`` is not ``"min"``, ``"max"`` or ``None``; it is ``None`` and the
+            name of ``metric_key`` tells no direction (the message lists both choices);
+            ``device`` is not a device or names one this machine lacks (``"cuda"`` without a
+            GPU); or ``metric_key`` is empty.
+        TypeError: ``metric_key`` is not a string, ``restore`` not a bool, or both ``mode``
+            and ``direction`` are given.
 
     Example:
         >>> model = nn.Linear(2, 1)
@@ -326,10 +337,10 @@ def best_model(
         >>> from fitstream import pipe, tap
         >>> events = [{"step": 1, "model": model, "val_acc": 0.6},
         ...           {"step": 2, "model": model, "val_acc": 0.9}]
-        >>> best_acc = best_model("val_acc", direction="max")
+        >>> best_acc = best_model("val_acc")  # an accuracy: higher is better
         >>> _ = list(pipe(events, tap(best_acc)))
-        >>> best_acc.best_step
-        2
+        >>> best_acc.mode, best_acc.best_step
+        ('max', 2)
 
         With ``restore=True`` it goes in the pipeline itself, and the model ends up with the
         best weights however the stream ends:
@@ -345,7 +356,8 @@ def best_model(
         >>> model.bias.item()
         2.0
     """
-    return BestModel(metric_key, direction=direction, device=device, restore=restore)
+    given = legacy_mode(mode, direction, func="best_model")
+    return BestModel(metric_key, given, device=device, restore=restore)  # type: ignore[arg-type]
 
 
 mark_factory(best_model, "tap(best_model('val_loss'))")

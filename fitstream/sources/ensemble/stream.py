@@ -65,8 +65,10 @@ def ensemble_stream(
     host-device synchronisation per epoch), ``model`` (the :class:`~fitstream.Ensemble`; its
     ``members`` are ``models``, its ``hparams`` each member's hyperparameters), ``optimizer``
     (the list ``optimizers``), ``lr`` (a list with member ``k``'s learning rate at position
-    ``k``: a float, or a list of one per param group when it has several) and every entry
-    of ``extra``. While the consumer holds an event, ``models[k]`` holds member ``k``'s current
+    ``k``: a float, or a list of one per param group when it has several), ``active`` (a
+    list of K bools: whether member ``k`` trained in this epoch; ``False`` once it was frozen
+    before the epoch began, so its values are those of kept weights) and every entry of
+    ``extra``. While the consumer holds an event, ``models[k]`` holds member ``k``'s current
     weights: its parameters are views into the stacked weights, so evaluating, copying or
     loading a state dict into ``models[k]`` acts on the member itself. ``model.freeze(k)`` stops
     member ``k``'s updates from the next epoch (its ``train_loss`` is then that of its kept
@@ -283,6 +285,7 @@ def _epochs(
     while True:
         started = clock()
         ensemble.train()
+        trained = list(ensemble.active)  # frozen while the consumer held the last event
         train_loss = run_epoch()
         elapsed = clock() - started
         step += 1
@@ -293,6 +296,7 @@ def _epochs(
             train_loss=train_loss,
             train_time_sec=elapsed,
             lr=[learning_rate([opt]) for opt in optimizers],
+            active=trained,
             **constants,
         )
 
