@@ -25,6 +25,12 @@ from fitstream import early_stop, pipe, print_keys, tap
 
 def main() -> None:
     max_epochs = int(os.environ.get("FITSTREAM_EXAMPLE_EPOCHS", "30"))
+    if "LOCAL_WORLD_SIZE" not in os.environ:  # plain `python`, not torchrun
+        print(
+            "lightning_ddp.py: started without torchrun, so this runs ONE process; for two, "
+            "run: uv run torchrun --nproc-per-node=2 examples/lightning_ddp.py",
+            flush=True,
+        )
     quiet_lightning()
     torch.manual_seed(0)
     trainer = quiet_trainer(

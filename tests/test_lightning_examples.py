@@ -107,3 +107,14 @@ def test_lightning_ddp_example_stops_every_rank_at_the_epoch_rank_0_chose(
     )
     assert set(ranks) == {"0", "1"}, out
     assert ranks["0"] == ranks["1"]  # the fallback train_loss is reduced across ranks
+
+
+@pytest.mark.slow
+def test_lightning_ddp_example_under_plain_python_says_it_runs_one_process(
+    tmp_path: Path,
+) -> None:
+    result = run([str(EXAMPLES / "lightning_ddp.py")], tmp_path, epochs=1)
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("lightning_ddp.py: started without torchrun, so this runs ONE")
+    assert "torchrun --nproc-per-node=2 examples/lightning_ddp.py" in first
+    assert "rank 0: stopped after epoch 1" in result.stdout
