@@ -136,3 +136,20 @@ def test_code_fences_are_closed(page: Path) -> None:
         line for line in page.read_text(encoding="utf-8").splitlines() if line.startswith("```")
     ]
     assert len(fences) % 2 == 0, f"{_page_id(page)} has an unclosed code fence"
+
+
+def test_the_api_reference_shows_no_private_parameter() -> None:
+    """A class whose constructor has a private keyword gets a written signature in the docs."""
+    import inspect
+
+    import fitstream
+
+    found = []
+    for page in sorted((DOCS / "api").glob("*.md")):
+        for name in re.findall(r"^\.\. autoclass:: fitstream\.(\w+)\s*$", page.read_text(), re.M):
+            try:
+                params = inspect.signature(getattr(fitstream, name)).parameters
+            except ValueError:  # a builtin's subclass (Event is a dict): no Python signature
+                continue
+            found += [f"{name}({p})" for p in params if p.startswith("_")]
+    assert found == []
