@@ -53,7 +53,7 @@ def test_lr_is_in_every_event_and_a_plateau_lowers_the_next_epochs_rate(
     events = pipe(
         fit_stream(make_trainer(max_epochs=3), module),
         augment(lambda ev: {"flat": 1.0}),
-        reduce_lr_on_plateau("flat", patience=0, factor=0.5),  # via event["trainer"].optimizers
+        reduce_lr_on_plateau("flat", patience=0, factor=0.5, mode="min"),  # trainer.optimizers
     )
     assert [ev["lr"] for ev in events] == [0.01, 0.01, 0.005]
     assert module.lrs == [0.01] * 8 + [0.005] * 4  # epoch 3 trained with the reduced rate
@@ -218,7 +218,7 @@ def test_the_stages_work_inside_an_unchanged_trainer_fit(
     from fitstream_lightning import StreamCallback
 
     module = small_module()
-    best = best_model("score", restore=True)
+    best = best_model("score", mode="min", restore=True)
     path = tmp_path / "callback.ckpt"
     scores = {1: 0.5, 2: 0.1, 3: 0.4}
     snapshots: list[dict[str, torch.Tensor]] = []
@@ -232,7 +232,7 @@ def test_the_stages_work_inside_an_unchanged_trainer_fit(
     trainer = make_trainer(max_epochs=4, callbacks=[callback])
     trainer.fit(module)
     assert trainer.current_epoch == 3  # take(3) stopped the fit
-    stages = [best_model("score")]
+    stages = [best_model("score", mode="min")]
     assert resume(path, stages=stages) == 3
     assert stages[0].best_step == best.best_step == 2
     assert _same(_weights(module), snapshots[1])  # restored when the pipeline ended

@@ -49,7 +49,7 @@ def _islice_two(events: Any) -> None:
 
 
 def _early_stop(events: Any) -> None:
-    assert len(list(pipe(events, early_stop(key="epoch_hook_metric", patience=1)))) == 2
+    assert len(list(pipe(events, early_stop(key="epoch_hook_metric", patience=1, mode="min")))) == 2
 
 
 def _take_two(events: Any) -> None:

@@ -57,7 +57,8 @@ def test_early_stop_ends_fit_when_the_metric_stops_improving(
     make_trainer: MakeTrainer, small_module: Any
 ) -> None:
     trainer = make_trainer(
-        max_epochs=10, callbacks=[StreamCallback(early_stop(key="epoch_hook_metric", patience=2))]
+        max_epochs=10,
+        callbacks=[StreamCallback(early_stop(key="epoch_hook_metric", patience=2, mode="min"))],
     )
     trainer.fit(small_module())
     assert trainer.current_epoch == 3  # best at epoch 1, no improvement at 2 and 3
