@@ -104,12 +104,7 @@ class Replacer:
                 slab.data[k, slab.offsets[i] : slab.offsets[i] + slab.numels[i]].copy_(
                     getter(name).detach().reshape(-1)
                 )
-                view = slab.member_view(k, i)
-                if slab.group == -1:
-                    owner, _, attr = name.rpartition(".")
-                    model.get_submodule(owner)._buffers[attr] = view
-                else:
-                    model.get_parameter(name).data = view
+            slab.attach(model, k)
             if slab.grad is not None:
                 slab.grad[k].zero_()
         members = list(ensemble._members)

@@ -66,6 +66,16 @@ class _Slab:
     def member_view(self, row: int, i: int) -> torch.Tensor:
         return self.row_view(self.data, row, i)
 
+    def attach(self, member: nn.Module, row: int) -> None:
+        """Make ``member``'s tensors of this slab views into row ``row`` of the stacked data."""
+        for i, name in enumerate(self.names):
+            view = self.member_view(row, i)
+            if self.group == -1:
+                owner, _, attr = name.rpartition(".")
+                member.get_submodule(owner)._buffers[attr] = view
+            else:
+                member.get_parameter(name).data = view
+
     def row_view(self, flat: torch.Tensor, row: int, i: int) -> torch.Tensor:
         """Member ``row``'s tensor ``i`` in ``flat``, a ``(K, n)`` tensor laid out as the slab."""
         off, n = self.offsets[i], self.numels[i]
@@ -332,13 +342,7 @@ def _build_slabs(members: list[nn.Module], groups: Sequence[Sequence[str]] | Non
             slabs.append(_Slab(dtype_names, sources, trainable, group))
     for slab in slabs:
         for row, member in enumerate(members):
-            for i, name in enumerate(slab.names):
-                view = slab.member_view(row, i)
-                if slab.group == -1:
-                    owner, _, attr = name.rpartition(".")
-                    member.get_submodule(owner)._buffers[attr] = view
-                else:
-                    member.get_parameter(name).data = view
+            slab.attach(member, row)
     return slabs
 
 
