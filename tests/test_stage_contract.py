@@ -34,6 +34,7 @@ from fitstream import (
     progress,
     prune,
     reduce_lr_on_plateau,
+    resumable,
     stop_on_nonfinite,
     take,
     tap,
@@ -100,6 +101,9 @@ CASES: dict[str, Case] = {
     "prune": Case(prune, lambda _: ((_trial(), "val_loss"), {})),
     "checkpoint": Case(
         checkpoint, lambda tmp: ((tmp / "run.ckpt",), {"every": 2, **_model_and_optimizer()})
+    ),
+    "resumable": Case(
+        resumable, lambda tmp: ((tmp / "run.ckpt",), {"every": 2, **_model_and_optimizer()})
     ),
 }
 

@@ -4,6 +4,7 @@ from .checkpointing import checkpoint, resume
 from .control import reduce_lr_on_plateau, stop_on_nonfinite
 from .progress_bar import progress
 from .pruning import prune
+from .resuming import resumable
 from .selection import early_stop, take
 from .side_effects import print_keys, tap, tick
 from .tracking import BestModel, best_model
@@ -20,6 +21,7 @@ __all__ = [
     "progress",
     "prune",
     "reduce_lr_on_plateau",
+    "resumable",
     "resume",
     "stop_on_nonfinite",
     "take",

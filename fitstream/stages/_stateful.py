@@ -12,8 +12,11 @@ state. :func:`fitstream.checkpoint` saves the states of the stages it is given a
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
+
+from ..pipeline import upstream
 
 __all__ = ["Stateful", "StatefulStage"]
 
@@ -34,8 +37,9 @@ class StatefulStage:
 
     ``run(events, state)`` is the stage's generator; it reads and updates ``state`` in place.
     Each pass over a stream starts from a fresh ``initial()`` state, or from the state last
-    given to :meth:`set_state` (used by the next pass only). The state is taken when the pass
-    starts (its first ``next()``), so ``set_state`` may come after the pipeline was built.
+    given to :meth:`set_state` (used by the next pass only). The state is taken when the pass's
+    first event arrives, so ``set_state`` may come after the pipeline was built, and even from
+    a stage upstream as the stream starts.
 
     Example:
         >>> def count(events, state):
@@ -61,10 +65,16 @@ class StatefulStage:
         return self._pass(events)
 
     def _pass(self, events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        state = self._initial() if self._restored is None else self._restored
-        self._restored = None
-        self._live = state
-        yield from self._run(events, state)
+        with upstream(events) as it:
+            first = next(it, None)
+            # The state is taken once the first event has come: a stage upstream may restore
+            # it on its own start (fitstream.resumable loads a checkpoint there).
+            state = self._initial() if self._restored is None else self._restored
+            self._restored = None
+            self._live = state
+            if first is None:
+                return
+            yield from self._run(itertools.chain([first], it), state)
 
     def get_state(self) -> dict[str, Any]:
         """A copy of the state of the latest pass (or of the state the next pass starts from)."""

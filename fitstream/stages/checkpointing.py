@@ -16,6 +16,7 @@ the stages' states and the random generators added; resume training from it with
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,14 @@ class _Options:
     optimizer: Any
     generator: torch.Generator | None
     stages: tuple[Stateful, ...]
+
+
+@dataclass(frozen=True)
+class Restored:
+    """Where a loaded run was: its ``step``, and the ensemble members it had frozen."""
+
+    step: int
+    frozen: list[int]
 
 
 def _check_path(path: object, *, func: str) -> Path:
@@ -97,8 +106,10 @@ def _write(path: Path, event: Mapping[str, Any], options: _Options) -> None:
         return
     model = event.get("model") if options.model is None else options.model
     ensemble = ensemble_of(event) if options.model is None else None
+    active: list[bool] | None = None
     if ensemble is not None:
         model_state: Any = [member.state_dict() for member in ensemble.members]
+        active = [bool(on) for on in ensemble.active]  # with freezes made after the event
     elif model is not None and callable(getattr(model, "state_dict", None)):
         model_state = model.state_dict()
     else:
@@ -114,6 +125,7 @@ def _write(path: Path, event: Mapping[str, Any], options: _Options) -> None:
         "optimizers": [compact(o.state_dict()) for o in optimizers],
         "rng": rng_states(generator),
         "stages": saved_stages,
+        "active": active,
     }
     write_atomically(path, content)
 
@@ -152,7 +164,7 @@ def checkpoint(
     Args:
         path: The checkpoint file; replaced at each save.
         every: Save after every ``every``-th event (by its place in the stream); an int >= 1.
-            The last event before the stream is closed is saved too.
+            The last event is saved too, whether the stream is closed after it or ends.
         stages: The stateful stages whose progress to save, in an order that :func:`resume`
             is given again.
         model: The model to save, instead of the event's (for a source whose events hold none).
@@ -200,6 +212,7 @@ def checkpoint(
     )
 
     def stage(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        unsaved: dict[str, Any] | None = None
         with upstream(events) as it:
             for count, event in enumerate(it, start=1):
                 try:
@@ -208,8 +221,12 @@ def checkpoint(
                     # Closed from downstream (take, early_stop, break): between two epochs.
                     _write(target, event, options)
                     raise
+                unsaved = event
                 if count % every == 0:
                     _write(target, event, options)
+                    unsaved = None
+        if unsaved is not None:  # the upstream ended (e.g. an early_stop before this stage)
+            _write(target, unsaved, options)
 
     return stage
 
@@ -265,6 +282,28 @@ def resume(
     shuffle = _check_generator(generator, func=func)
     if missing_ok and not source.exists():
         return 0
+    where = restore_file(source, model, optimizer, restored, shuffle, func=func)
+    if where.frozen:
+        warnings.warn(
+            f"{func}: the checkpoint has the ensemble members {where.frozen} frozen, which "
+            f"resume cannot freeze in an ensemble_stream not yet built: they will train on; "
+            f"use resumable(...) right after ensemble_stream to continue them frozen",
+            UserWarning,
+            stacklevel=2,
+        )
+    return where.step
+
+
+def restore_file(
+    source: Path,
+    model: Any,
+    optimizer: Any,
+    restored: tuple[Stateful, ...],
+    shuffle: torch.Generator | None,
+    *,
+    func: str,
+) -> Restored:
+    """Load ``source`` into checked objects (see :func:`resume`); say where the run was."""
     content = load(source, func=func)
     saved = content["stages"]
     names = [_stage_name(stage) for stage in restored]
@@ -272,7 +311,7 @@ def resume(
         raise ValueError(
             f"{func}: the checkpoint holds the stages {[e['name'] for e in saved]} but "
             f"'stages' has {names}; give the same stateful stages, in the same order, as to "
-            f"checkpoint(...)"
+            f"the run that wrote it"
         )
     if content["lightning"]:
         if model is not None or optimizer is not None:
@@ -288,4 +327,8 @@ def resume(
         stage.set_state(entry["state"])
     set_rng_states(content["rng"], shuffle)
     step = content["step"]
-    return int(step) if step is not None else 0
+    active = content.get("active")  # None before 0.7, and for a single model
+    return Restored(
+        step=int(step) if step is not None else 0,
+        frozen=[k for k, on in enumerate(active or []) if not on],
+    )

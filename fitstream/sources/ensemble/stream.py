@@ -12,6 +12,7 @@ from torch import nn
 
 from ..._internal.optimizers import learning_rate
 from ..._internal.rows import check_rows, row_counts
+from ..._internal.starts import offer_frozen_at_start
 from ...events import Event
 from .._shared import check_fit, check_run
 from ..graphed.cuda import CudaGraphs
@@ -219,7 +220,8 @@ def ensemble_stream(
             UserWarning,
             stacklevel=2,
         )
-    return _epochs(
+    frozen: list[int] = []
+    stream = _epochs(
         tensors,
         members,
         opts,
@@ -234,7 +236,10 @@ def ensemble_stream(
         cuda_graphs=graphed,
         rows=member_rows,
         settings=settings,
+        frozen=frozen,
     )
+    offer_frozen_at_start(stream, frozen)  # fitstream.resumable may fill it before the start
+    return stream
 
 
 def _epochs(
@@ -253,6 +258,7 @@ def _epochs(
     cuda_graphs: bool,
     rows: list[torch.Tensor] | None,
     settings: list[dict[str, Any]] | None,
+    frozen: list[int],
 ) -> Iterator[Event]:
     groups = [[_name_of(members[0], p) for p in g["params"]] for g in optimizers[0].param_groups]
     ensemble = Ensemble(members, _groups=groups)
@@ -280,6 +286,8 @@ def _epochs(
         tensors, loop, graphed, batch_size=batch_size, shuffle=shuffle, generator=generator,
         rows=rows,
     )  # fmt: skip
+    for member in frozen:  # frozen in the run this one continues
+        ensemble.freeze(member)
     clock = time.perf_counter
     step = step_offset
     while True:
