@@ -298,18 +298,18 @@ def test_hparams_make_a_session_and_running_bests_without_one_point_series(
     # Every series is a curve; the best values are running bests of the validation metrics.
     assert runs_and_tags(tmp_path) == {
         "train": ["epoch/loss"],
-        "validation": ["epoch/acc", "epoch/acc_best", "epoch/loss", "epoch/loss_best"],
+        "validation": ["epoch/acc", "epoch/loss", "hparams/acc_best", "hparams/loss_best"],
     }
-    assert scalars(tmp_path / "validation", "epoch/acc_best") == [
+    assert scalars(tmp_path / "validation", "hparams/acc_best") == [
         (1, 0.5),
         (2, 0.75),
         (3, 0.75),
         (4, pytest.approx(0.9)),
     ]
-    assert [v for _, v in scalars(tmp_path / "validation", "epoch/loss_best")] == pytest.approx(
+    assert [v for _, v in scalars(tmp_path / "validation", "hparams/loss_best")] == pytest.approx(
         [2.0, 1.0, 2 / 3, 0.5]
     )
-    assert layout_of(tmp_path)["loss"] == ["^epoch/loss$", "^epoch/loss_best$"]
+    assert layout_of(tmp_path)["loss"] == ["^epoch/loss$", "^hparams/loss_best$"]
 
 
 def test_runs_with_different_hparam_names_each_keep_theirs(tmp_path: Path) -> None:
@@ -340,7 +340,8 @@ def test_layout_rules() -> None:
     tags = TagMap()
     assert tags.place("val_loss") == ("validation", "epoch/loss")
     assert tags.place("val_loss_best") == ("validation", "epoch/loss_best")
-    assert tags.best("val_loss") == ("validation", "epoch/loss_best_")  # taken: kept apart
+    assert tags.best("val_loss") == ("validation", "hparams/loss_best")  # its own group
+    assert tags.best("val_loss_best") == ("validation", "hparams/loss_best_best")
     assert [lower_is_better(k) for k in ("mse", "val_error", "train_time_sec", "f1", "auc")] == [
         True,
         True,
@@ -367,7 +368,7 @@ def test_an_ensemble_gets_one_run_per_member_each_a_session(tmp_path: Path, swee
     assert sorted(runs) == sorted(
         f"{name}/{split}" for name in names for split in ("train", "validation")
     )
-    assert runs["lr=0.001/validation"] == ["epoch/loss", "epoch/loss_best"]
+    assert runs["lr=0.001/validation"] == ["epoch/loss", "hparams/loss_best"]
     assert runs["lr=0.001/train"] == ["epoch/loss"]  # model and train_time_sec left out
     assert [v for _, v in scalars(tmp_path / "lr=0.001/train", "epoch/loss")] == pytest.approx(
         [3 / s for s in (1, 2, 3)]
@@ -375,14 +376,21 @@ def test_an_ensemble_gets_one_run_per_member_each_a_session(tmp_path: Path, swee
     assert [v for _, v in scalars(tmp_path / "lr=0.1/validation", "epoch/loss")] == (
         pytest.approx([2 / s for s in (1, 2, 3)])
     )
+    # the table shows what was given and what differs; not the settings nobody varied
     assert session_start(tmp_path / "lr=0.01") == {
+        "batch_size": 32,
+        "member": 1,
+        "lr": pytest.approx(0.01),
+    }
+    assert layout_of(tmp_path) == {"loss": ["^epoch/loss$", "^hparams/loss_best$"]}
+    collect_tensorboard(sweep(3, 3), tmp_path / "all", hparams={"batch_size": 32}, all_hparams=True)
+    assert session_start(tmp_path / "all" / "lr=0.01") == {
         "batch_size": 32,
         "member": 1,
         "optimizer": "Adam",
         "lr": pytest.approx(0.01),
         "betas": "(0.9, 0.999)",
     }
-    assert layout_of(tmp_path) == {"loss": ["^epoch/loss$", "^epoch/loss_best$"]}
 
 
 def test_an_ensemble_of_64_pads_member_folders_and_logs_shared_values_to_each(
@@ -520,7 +528,7 @@ def test_a_writer_it_opened_is_closed_when_the_consumer_stops_early(
     assert all(writer.closed for writer in spy_writers)
     assert source.closed
     assert source.pulled == 2
-    assert scalars(tmp_path / "validation", "epoch/loss_best") == [(1, 1.0), (2, 0.5)]
+    assert scalars(tmp_path / "validation", "hparams/loss_best") == [(1, 1.0), (2, 0.5)]
     assert session_status(tmp_path) == 1  # stopping early is a success
 
 
@@ -631,7 +639,7 @@ def test_a_fit_stream_logs_into_its_tensorboard_loggers_run(tmp_path: Path) -> N
     assert runs_and_tags(folder) == {
         ".": ["epoch", "val_loss"],
         "train": ["epoch/loss"],
-        "validation": ["epoch/loss", "epoch/loss_best"],
+        "validation": ["epoch/loss", "hparams/loss_best"],
     }
     lightning_steps = [step for step, _ in scalars(folder, "val_loss")]
     assert lightning_steps == [1, 3, 5]  # global steps: 2 batches an epoch
@@ -639,5 +647,35 @@ def test_a_fit_stream_logs_into_its_tensorboard_loggers_run(tmp_path: Path) -> N
     assert [step for step, _ in logged] == [1, 2, 3]
     assert [value for _, value in logged] == pytest.approx([ev["val_loss"] for ev in history])
     assert [step for step, _ in scalars(folder / "train", "epoch/loss")] == [1, 2, 3]
-    assert session_start(folder) == {"lr": 0.1}
+    # the run's one optimizer is named, as epoch_stream's is; the lr given wins
+    assert session_start(folder) == {"optimizer": "SGD", "lr": 0.1}
     assert logger.experiment.all_writers is None  # Lightning closed it; nothing was reopened
+
+
+def test_a_single_run_is_a_session_with_its_optimizers_name_and_lr(tmp_path: Path) -> None:
+    model = nn.Linear(1, 1)
+    adam = torch.optim.Adam(model.parameters(), lr=0.003)
+    events = [{"step": s, "optimizer": adam, "val_loss": 1 / s} for s in (1, 2)]
+    collect_tensorboard(events, tmp_path / "plain")
+    assert session_start(tmp_path / "plain") == {"optimizer": "Adam", "lr": pytest.approx(0.003)}
+    assert "hparams/loss_best" in runs_and_tags(tmp_path / "plain")["validation"]
+    collect_tensorboard(events, tmp_path / "all", hparams={"width": 8}, all_hparams=True)
+    assert session_start(tmp_path / "all") == {
+        "optimizer": "Adam",
+        "lr": pytest.approx(0.003),
+        "weight_decay": 0,
+        "beta1": pytest.approx(0.9),
+        "beta2": pytest.approx(0.999),
+        "eps": pytest.approx(1e-8),
+        "amsgrad": False,
+        "width": 8,
+    }
+    # no optimizer and no hparams: nothing to compare, no session and no running bests
+    collect_tensorboard([{"step": 1, "val_loss": 1.0}], tmp_path / "bare")
+    with pytest.raises(KeyError, match="Plugin 'hparams' could not be found"):
+        read_run(tmp_path / "bare").PluginTagToContent("hparams")
+    assert runs_and_tags(tmp_path / "bare") == {"validation": ["epoch/loss"]}
+    with pytest.raises(
+        TypeError, match=r"collect_tensorboard: 'all_hparams' must be True or False, got str: 'yes'"
+    ):
+        collect_tensorboard(events, tmp_path / "x", all_hparams="yes")

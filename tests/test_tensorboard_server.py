@@ -152,7 +152,7 @@ def test_the_server_shows_the_logged_scalars_layout_and_hparams(
     def both_runs_loaded() -> dict[str, Any] | None:
         tags = server.get("/data/plugin/scalars/tags")
         ready = all(
-            "epoch/acc_best" in tags.get(f"{run}/validation", {}) for run in ("lr_0.1", "lr_0.01")
+            "hparams/acc_best" in tags.get(f"{run}/validation", {}) for run in ("lr_0.1", "lr_0.01")
         )
         return tags if ready else None
 
@@ -161,9 +161,9 @@ def test_the_server_shows_the_logged_scalars_layout_and_hparams(
     assert set(tags["lr_0.1/train"]) == {"epoch/loss"}
     assert set(tags["lr_0.1/validation"]) == {
         "epoch/loss",
-        "epoch/loss_best",
+        "hparams/loss_best",
         "epoch/acc",
-        "epoch/acc_best",
+        "hparams/acc_best",
     }
     assert not tags.get("lr_0.1")  # no one-point cards in the session's own folder
 
@@ -177,8 +177,8 @@ def test_the_server_shows_the_logged_scalars_layout_and_hparams(
     layout = server.get("/data/plugin/custom_scalars/layout")
     charts = {chart["title"]: chart["multiline"]["tag"] for chart in layout["category"][0]["chart"]}
     assert charts == {
-        "acc": ["^epoch/acc$", "^epoch/acc_best$"],
-        "loss": ["^epoch/loss$", "^epoch/loss_best$"],
+        "acc": ["^epoch/acc$", "^hparams/acc_best$"],
+        "loss": ["^epoch/loss$", "^hparams/loss_best$"],
     }
 
     by_run = session_groups(server)
@@ -188,8 +188,8 @@ def test_the_server_shows_the_logged_scalars_layout_and_hparams(
     for run, lr in (("lr_0.1", 0.1), ("lr_0.01", 0.01)):
         hparams, metrics = by_run[run]
         assert hparams["lr"] == pytest.approx(lr)
-        assert metrics["validation/epoch/loss_best"] == pytest.approx(2 * lr / 3)
-        assert metrics["validation/epoch/acc_best"] == pytest.approx(0.75)
+        assert metrics["validation/hparams/loss_best"] == pytest.approx(2 * lr / 3)
+        assert metrics["validation/hparams/acc_best"] == pytest.approx(0.75)
         assert metrics["train/epoch/loss"] == pytest.approx(lr / 3)
 
 
@@ -206,5 +206,5 @@ def test_the_server_shows_an_ensemble_as_one_session_per_member(
     hparams, metrics = by_run["sweep/lr=0.001"]
     assert hparams["lr"] == pytest.approx(1e-3)
     assert hparams["member"] == 2
-    assert metrics["validation/epoch/loss_best"] == pytest.approx(2 * 3 / 3)
+    assert metrics["validation/hparams/loss_best"] == pytest.approx(2 * 3 / 3)
     assert metrics["train/epoch/loss"] == pytest.approx(3 / 3)

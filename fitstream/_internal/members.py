@@ -72,6 +72,23 @@ def _shown(value: object) -> str:
     return "".join("_" if c in "/\\ \t\n" else c for c in text)
 
 
+def differing_keys(hparams: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The hyperparameters whose values differ between members, in the order they appear.
+
+    A name some members lack differs too. It is the one rule for what tells members apart,
+    used to name them and to fill TensorBoard's HParams table.
+
+    Example:
+        >>> differing_keys([{"lr": 0.1, "eps": 1e-8}, {"lr": 0.01, "eps": 1e-8, "fold": 1}])
+        ['lr', 'fold']
+    """
+    keys: dict[str, None] = {}
+    for own in hparams:
+        keys.update(dict.fromkeys(own))
+    missing = object()
+    return [key for key in keys if len({repr(own.get(key, missing)) for own in hparams}) > 1]
+
+
 def member_labels(
     hparams: Sequence[Mapping[str, Any]], fallback: Callable[[int], str]
 ) -> list[str]:
@@ -91,11 +108,7 @@ def member_labels(
         >>> member_labels([{"lr": 0.1}, {"lr": 0.1}, {"lr": 1e-5}], str)
         ['0,lr=0.1', '1,lr=0.1', '2,lr=1e-05']
     """
-    keys: dict[str, None] = {}
-    for own in hparams:
-        keys.update(dict.fromkeys(own))
-    missing = object()
-    differ = [key for key in keys if len({repr(own.get(key, missing)) for own in hparams}) > 1]
+    differ = differing_keys(hparams)
     if not differ:
         return [fallback(k) for k in range(len(hparams))]
     names = [

@@ -11,10 +11,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
+
 from .lookup import missing_key_error
 from .values import scalar_value
 
-__all__ = ["event_optimizers", "learning_rate", "param_groups"]
+__all__ = ["ADAM_FAMILY", "event_optimizers", "hparams_of", "learning_rate", "param_groups"]
+
+ADAM_FAMILY = (torch.optim.Adam, torch.optim.AdamW)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, torch.Tensor) else value
 
 
 def param_groups(optimizer: object) -> list[dict[str, Any]]:
@@ -92,3 +100,33 @@ def event_optimizers(event: Mapping[str, Any], given: object, *, func: str) -> l
     if isinstance(found, list | tuple):
         return list(found)
     return [found]
+
+
+def hparams_of(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """An optimizer's hyperparameters as plain scalars, from its first param group.
+
+    Example:
+        >>> import torch
+        >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        >>> hparams_of(opt)
+        {'optimizer': 'SGD', 'lr': 0.1, 'weight_decay': 0, 'momentum': 0, 'dampening': 0, \
+'nesterov': False}
+    """
+    group = optimizer.param_groups[0]
+    out: dict[str, Any] = {"optimizer": type(optimizer).__name__}
+    keys: tuple[str, ...]
+    if isinstance(optimizer, torch.optim.SGD):
+        keys = ("lr", "weight_decay", "momentum", "dampening", "nesterov")
+    elif isinstance(optimizer, ADAM_FAMILY):
+        keys = ("lr", "weight_decay", "betas", "eps", "amsgrad")
+    else:
+        keys = tuple(k for k in group if k != "params")
+    for key in keys:
+        value = _plain(group.get(key))
+        if key == "betas" and isinstance(value, tuple | list) and len(value) == 2:
+            out["beta1"], out["beta2"] = float(_plain(value[0])), float(_plain(value[1]))
+        elif (isinstance(value, bool) and key in ("nesterov", "amsgrad")) or (
+            isinstance(value, int | float) and not isinstance(value, bool)
+        ):
+            out[key] = value
+    return out

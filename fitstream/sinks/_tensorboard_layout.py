@@ -10,8 +10,10 @@ curves with training and validation of one metric overlaid on one chart:
   ``epoch/loss``, so TensorBoard shows every chart in one group, ``epoch``. The prefix keeps
   the tags apart from what a Lightning ``TensorBoardLogger`` writes at the global step when
   the two share a log folder;
-- the running best of a validation metric, written when the run has hyperparameters (for
-  the HParams tab), is the curve ``epoch/<metric>_best`` in the same run;
+- the running best of a validation metric, written when the run is an HParams session (for
+  the table's metric columns), is the curve ``hparams/<metric>_best`` in the same run: a
+  group of its own, after ``epoch``, so the first screen shows the curves themselves, and
+  in the Custom Scalars chart of its metric;
 - the members of an ensemble each get a folder, ``member_03/train``, ``member_03/validation``.
 """
 
@@ -25,9 +27,11 @@ from typing import Any
 from .._internal.direction import lower_is_better
 
 __all__ = [
+    "BEST_GROUP",
     "LAYOUT_CATEGORY",
     "RunningBest",
     "TagMap",
+    "best_tag",
     "custom_scalars_layout",
     "lower_is_better",
     "member_folder",
@@ -49,6 +53,7 @@ _SPLIT = "|".join(sorted(_RUNS, key=len, reverse=True))
 _PREFIXED = re.compile(rf"^(?P<split>{_SPLIT})[_/](?P<stem>.+)$", re.IGNORECASE)
 _SUFFIXED = re.compile(rf"^(?P<stem>.+)[_/](?P<split>{_SPLIT})$", re.IGNORECASE)
 BEST_SUFFIX = "_best"
+BEST_GROUP = "hparams/"  # the Time Series group of the running bests
 
 
 def split_of(key: str) -> tuple[str, str]:
@@ -85,7 +90,7 @@ class TagMap:
         >>> tags.place("val_loss"), tags.place("loss"), tags.place("train_loss")
         (('validation', 'epoch/loss'), ('train', 'epoch/loss'), ('train', 'epoch/train_loss'))
         >>> tags.best("val_loss")
-        ('validation', 'epoch/loss_best')
+        ('validation', 'hparams/loss_best')
     """
 
     def __init__(self) -> None:
@@ -105,9 +110,20 @@ class TagMap:
         return self._claim(key, run, f"epoch/{metric}", f"epoch/{key}")
 
     def best(self, key: str) -> tuple[str, str]:
-        """Return the ``(run, tag)`` of ``key``'s running best: its own tag + ``_best``."""
+        """Return the ``(run, tag)`` of ``key``'s running best (see :func:`best_tag`)."""
         run, tag = self.place(key)
-        return self._claim(f"\0best\0{key}", run, tag + BEST_SUFFIX, tag + BEST_SUFFIX + "_")
+        best = best_tag(tag)
+        return self._claim(f"\0best\0{key}", run, best, best + "_")
+
+
+def best_tag(tag: str) -> str:
+    """The tag of the running best of curve ``tag``.
+
+    Example:
+        >>> best_tag("epoch/loss")
+        'hparams/loss_best'
+    """
+    return BEST_GROUP + tag.removeprefix("epoch/") + BEST_SUFFIX
 
 
 def custom_scalars_layout(tags: Iterable[str]) -> dict[str, dict[str, list[Any]]]:
@@ -117,16 +133,17 @@ def custom_scalars_layout(tags: Iterable[str]) -> dict[str, dict[str, list[Any]]
     best when there is one; regular expressions match whole tags.
 
     Example:
-        >>> custom_scalars_layout(["epoch/loss", "epoch/loss_best", "epoch/acc"])
+        >>> custom_scalars_layout(["epoch/loss", "hparams/loss_best", "epoch/acc"])
         {'fitstream': {'acc': ['Multiline', ['^epoch/acc$']], \
-'loss': ['Multiline', ['^epoch/loss$', '^epoch/loss_best$']]}}
+'loss': ['Multiline', ['^epoch/loss$', '^hparams/loss_best$']]}}
     """
     tags = set(tags)
+    bests = {best_tag(tag) for tag in tags}
     charts: dict[str, list[Any]] = {}
     for tag in sorted(tags):
-        if tag.endswith(BEST_SUFFIX) and tag.removesuffix(BEST_SUFFIX) in tags:
-            continue
-        shown = [tag] + ([tag + BEST_SUFFIX] if tag + BEST_SUFFIX in tags else [])
+        if tag in bests:
+            continue  # drawn in its metric's chart
+        shown = [tag] + ([best_tag(tag)] if best_tag(tag) in tags else [])
         title = tag.removeprefix("epoch/")
         charts[title] = ["Multiline", [f"^{re.escape(t)}$" for t in shown]]
     return {LAYOUT_CATEGORY: charts} if charts else {}

@@ -12,9 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._internal.checks import check_positive_int
+import torch
+
+from .._internal.checks import check_bool, check_positive_int
 from .._internal.lookup import as_float, unseen_keys_error
-from .._internal.members import EnsembleLike, ensemble_of, is_per_member, member_labels
+from .._internal.members import (
+    EnsembleLike,
+    differing_keys,
+    ensemble_of,
+    is_per_member,
+    member_labels,
+)
+from .._internal.optimizers import event_optimizers, hparams_of
 from .._internal.optional import require
 from .._internal.paths import check_folder_target
 from .._internal.values import scalar_value
@@ -41,10 +50,18 @@ class Options:
     keys: tuple[str, ...] | None
     every: int
     hparams: dict[str, bool | int | float | str] | None
+    all_hparams: bool
 
 
 def check_options(
-    caller: str, *, log_dir: object, writer: object, keys: object, every: object, hparams: object
+    caller: str,
+    *,
+    log_dir: object,
+    writer: object,
+    keys: object,
+    every: object,
+    hparams: object,
+    all_hparams: object = False,
 ) -> Options:
     require("tensorboard", "tensorboard", feature=caller)
     require("torch.utils.tensorboard", "tensorboard", feature=caller)
@@ -70,6 +87,7 @@ def check_options(
             f"{writer!r:.80}"
         )
     check_positive_int(every, func=caller, arg="every")
+    check_bool(all_hparams, func=caller, arg="all_hparams")
     return Options(
         caller=caller,
         log_dir=None if log_dir is None else str(os.fspath(log_dir)),
@@ -77,7 +95,26 @@ def check_options(
         keys=check_key_names(keys, name="keys", caller=caller),
         every=every,  # type: ignore[arg-type]
         hparams=check_hparams(hparams, caller=caller),
+        all_hparams=bool(all_hparams),
     )
+
+
+def optimizer_hparams(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The plain hyperparameters of a single model's one torch optimizer; ``{}`` if none.
+
+    Example:
+        >>> import torch
+        >>> opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=0.01)
+        >>> sorted(optimizer_hparams({"optimizer": opt})), optimizer_hparams({"step": 1})
+        (['amsgrad', 'beta1', 'beta2', 'eps', 'lr', 'optimizer', 'weight_decay'], {})
+    """
+    try:
+        optimizers = event_optimizers(event, None, func="log_tensorboard")
+    except (KeyError, TypeError):  # a source that names no optimizer
+        return {}
+    if len(optimizers) != 1 or not isinstance(optimizers[0], torch.optim.Optimizer):
+        return {}
+    return plain_hparams(hparams_of(optimizers[0]))
 
 
 def _is_timing(key: str) -> bool:
@@ -161,8 +198,8 @@ class Run:
         ensemble = ensemble_of(event)
         size = None if ensemble is None else len(ensemble)
         if self.sessions is None:
-            self.start_sessions(ensemble)
-        with_best = self.options.hparams is not None or ensemble is not None
+            self.start_sessions(event, ensemble)
+        with_best = bool(self.sessions)
         active = [True] if ensemble is None else event_active(event, ensemble)
         points: list[_Point] = []
         for key, value in self.values_of(event, size).items():
@@ -180,18 +217,29 @@ class Run:
                         points.append((prefix + best_of[0], best_of[1], best))
         return points
 
-    def start_sessions(self, ensemble: EnsembleLike | None) -> None:
-        common = self.options.hparams
+    def start_sessions(self, event: Mapping[str, Any], ensemble: EnsembleLike | None) -> None:
+        """Start the HParams sessions: the run's, or one per member of an ensemble.
+
+        Shown are the hyperparameters given to ``hparams=`` and those that tell runs apart:
+        for an ensemble, the members' settings that differ; for one model, its optimizer's
+        name and ``lr``. ``all_hparams=True`` adds every optimizer setting.
+        """
+        common = self.options.hparams or {}
         self.sessions = []
         if ensemble is None:
-            if common is not None:
-                write_session_start(self.root, common, self.count)
+            own = optimizer_hparams(event)
+            if not self.options.all_hparams:
+                own = {k: v for k, v in own.items() if k in ("optimizer", "lr")}
+            if own or common:
+                write_session_start(self.root, {**own, **common}, self.count)
                 self.sessions.append(self.root)
             return
         size = len(ensemble)
         self.folders = member_labels(ensemble.hparams, lambda k: member_folder(k, size))
+        differ = set(differing_keys(ensemble.hparams))
         for member, own in enumerate(ensemble.hparams):
-            hparams = {**(common or {}), "member": member, **plain_hparams(own)}
+            shown = own if self.options.all_hparams else {k: own[k] for k in own if k in differ}
+            hparams = {**common, "member": member, **plain_hparams(shown)}
             writer = self.writer(self.folders[member])
             write_session_start(writer, hparams, self.count)
             self.sessions.append(writer)

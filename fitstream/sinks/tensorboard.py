@@ -55,6 +55,7 @@ def log_tensorboard(
     keys: Sequence[str] | None = None,
     every: int = 1,
     hparams: Mapping[str, Any] | None = None,
+    all_hparams: bool = False,
 ) -> Stage:
     """Pass events through unchanged while writing their metrics to TensorBoard.
 
@@ -79,21 +80,27 @@ def log_tensorboard(
     ``.experiment``: they start with ``epoch/`` and live in their own sub-runs. Scalars are
     flushed after each logged event so TensorBoard shows the run live.
 
-    With ``hparams``, the run is a session of TensorBoard's HParams tab: its hyperparameters
-    are written when the first event is logged, and its status (success, or failure if the
-    stream raised) when it ends. The table's metrics are the last points of the curves
-    (``epoch/loss`` of train and of validation...); for them to include the best value so far,
-    each validation metric also gets its running best as a curve, ``epoch/loss_best`` (the
-    minimum for keys containing ``loss``, ``err``, ``mse``, ``mae``, ``perplexity`` or
-    ``time``, else the maximum). Runs with different hyperparameter names each show theirs
+    Each run is a session of TensorBoard's HParams tab, which compares the runs under one
+    ``--logdir``: its hyperparameters are written when the first event is logged, and its
+    status (success, or failure if the stream raised) when it ends. The table shows what
+    tells runs apart, not every setting: the ``hparams`` given, and the optimizer's name and
+    ``lr`` (from ``event["optimizer"]`` or a Lightning Trainer's one optimizer);
+    ``all_hparams=True`` adds the optimizer's other settings (``weight_decay``, ``beta1``,
+    ``eps``...). A run with none of these is no session. The table's metrics are the last
+    points of the curves; for them to include the best value so far, each validation metric
+    of a session also gets its running best as a curve, ``hparams/loss_best`` (best by the
+    :ref:`direction rule <direction-rule>`), in a group after ``epoch`` so the first screen
+    shows the curves themselves. Runs with different hyperparameter names each show theirs
     (a run lacking a name has an empty cell) as long as nothing in the folder wrote an
     experiment summary (``SummaryWriter.add_hparams`` and Lightning's loggers do).
 
     An ensemble's events (``model`` is an ensemble, see :func:`fitstream.ensemble_stream`;
-    per-member values are lists of K numbers) are written one run per member,
-    ``<log_dir>/member_03/train`` and so on, each member a session with ``member``, its
-    optimizer's hyperparameters and ``hparams`` (shared by all members), so the HParams tab
-    compares the sweep. A value that is the same for every member is written to each.
+    per-member values are lists of K numbers) are written one run per member, in folders
+    named by what tells the members apart (``lr=0.01/train``, else ``member_03/train``), each
+    member a session with ``member``, ``hparams`` (shared by all members) and the members'
+    settings that differ between them, so the table compares the sweep without columns
+    nobody varied (all of them with ``all_hparams=True``). A value that is the same for every
+    member is written to each; a frozen member's curves end where it stopped training.
 
     The writer opens when the first event is requested. Writers opened here are flushed and
     closed however the stream ends (exhausted, closed early by ``take``/``early_stop``/
@@ -116,6 +123,8 @@ def log_tensorboard(
             bests count every event.
         hparams: Hyperparameters of the run (numbers, strings, bools; ``None`` values left
             out) for the HParams tab, which compares the runs under one ``--logdir``.
+        all_hparams: Whether the HParams table also shows the optimizer settings that do
+            not tell runs apart.
 
     Returns:
         A stage for :func:`fitstream.pipe`; ``log_tensorboard(events, ...)`` returns the stream.
@@ -138,7 +147,13 @@ def log_tensorboard(
         [1, 2, 3]
     """
     options = check_options(
-        "log_tensorboard", log_dir=log_dir, writer=writer, keys=keys, every=every, hparams=hparams
+        "log_tensorboard",
+        log_dir=log_dir,
+        writer=writer,
+        keys=keys,
+        every=every,
+        hparams=hparams,
+        all_hparams=all_hparams,
     )
 
     def stage(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -155,6 +170,7 @@ def collect_tensorboard(
     keys: Sequence[str] | None = None,
     every: int = 1,
     hparams: Mapping[str, Any] | None = None,
+    all_hparams: bool = False,
 ) -> str:
     """Consume ``events``, writing their metrics to TensorBoard; the sink form of the stage.
 
@@ -178,6 +194,7 @@ def collect_tensorboard(
         keys=keys,
         every=every,
         hparams=hparams,
+        all_hparams=all_hparams,
     )
     opened: list[str] = []
     for _ in _logged(events, options, opened.append):

@@ -21,10 +21,10 @@ from typing import Any
 import torch
 
 from ..._internal.checks import describe
+from ..._internal.optimizers import hparams_of
 from ..._internal.rows import padded
 from .._shared import RESERVED_KEYS, stack_losses
 from .loop import EnsembleLoop
-from .optim import hparams_of
 
 __all__ = ["check_member_hparams", "member_orders", "rows_epoch", "steps_of"]
 

@@ -23,9 +23,9 @@ from torch import nn
 from .optim_state import StateLink, importable
 from .stacking import Ensemble, _Slab
 
-__all__ = ["ADAM_FAMILY", "MemberSteps", "Vectorised", "hparams_of", "scalar", "vectorised_kind"]
+__all__ = ["ADAM_FAMILY", "MemberSteps", "Vectorised", "scalar", "vectorised_kind"]
 
-ADAM_FAMILY = (torch.optim.Adam, torch.optim.AdamW)
+from ..._internal.optimizers import ADAM_FAMILY
 
 
 def vectorised_kind(optimizers: Sequence[torch.optim.Optimizer]) -> tuple[str | None, str]:
@@ -45,28 +45,6 @@ def vectorised_kind(optimizers: Sequence[torch.optim.Optimizer]) -> tuple[str | 
 def scalar(value: Any) -> Any:
     """A param group's entry as a Python number (a 0-d tensor's item), else as it is."""
     return value.item() if isinstance(value, torch.Tensor) else value
-
-
-def hparams_of(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """A member's hyperparameters as plain scalars, from its first param group."""
-    group = optimizer.param_groups[0]
-    out: dict[str, Any] = {"optimizer": type(optimizer).__name__}
-    keys: tuple[str, ...]
-    if isinstance(optimizer, torch.optim.SGD):
-        keys = ("lr", "weight_decay", "momentum", "dampening", "nesterov")
-    elif isinstance(optimizer, ADAM_FAMILY):
-        keys = ("lr", "weight_decay", "betas", "eps", "amsgrad")
-    else:
-        keys = tuple(k for k in group if k != "params")
-    for key in keys:
-        value = scalar(group.get(key))
-        if key == "betas" and isinstance(value, tuple | list) and len(value) == 2:
-            out["beta1"], out["beta2"] = float(scalar(value[0])), float(scalar(value[1]))
-        elif (isinstance(value, bool) and key in ("nesterov", "amsgrad")) or (
-            isinstance(value, int | float) and not isinstance(value, bool)
-        ):
-            out[key] = value
-    return out
 
 
 class Vectorised:

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..._internal.optimizers import learning_rate
+from ..._internal.optimizers import hparams_of, learning_rate
 from ..._internal.rows import check_rows, row_counts
 from ..._internal.starts import offer_frozen_at_start
 from ...events import Event
@@ -23,7 +23,7 @@ from .epoch import EnsembleEpoch
 from .loop import EnsembleLoop
 from .member_checks import check_generators, check_models, check_optimizers
 from .member_data import check_member_hparams
-from .optim import MemberSteps, hparams_of, vectorised_kind
+from .optim import MemberSteps, vectorised_kind
 from .replace import Replacer
 from .sgd import VectorSGD
 from .stacking import Ensemble
