@@ -238,7 +238,8 @@ class Run:
         self.folders = member_labels(ensemble.hparams, lambda k: member_folder(k, size))
         differ = set(differing_keys(ensemble.hparams))
         for member, own in enumerate(ensemble.hparams):
-            shown = own if self.options.all_hparams else {k: own[k] for k in own if k in differ}
+            keep = differ if not self.options.all_hparams else set(own)
+            shown = {k: own[k] for k in own if k in keep}
             hparams = {**common, "member": member, **plain_hparams(shown)}
             writer = self.writer(self.folders[member])
             write_session_start(writer, hparams, self.count)
