@@ -227,11 +227,11 @@ class Run:
         common = self.options.hparams or {}
         self.sessions = []
         if ensemble is None:
-            own = optimizer_hparams(event)
+            mine = optimizer_hparams(event)
             if not self.options.all_hparams:
-                own = {k: v for k, v in own.items() if k in ("optimizer", "lr")}
-            if own or common:
-                write_session_start(self.root, {**own, **common}, self.count)
+                mine = {k: v for k, v in mine.items() if k in ("optimizer", "lr")}
+            if mine or common:
+                write_session_start(self.root, {**mine, **common}, self.count)
                 self.sessions.append(self.root)
             return
         size = len(ensemble)
