@@ -18,6 +18,7 @@ from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[1]
 PICTURES = {
+    "tutorial.md": ["digits.png"],
     "howto/plots.md": ["history.png"],
     "howto/ensembles.md": ["sweep.png"],
     "howto/cross-validation.md": ["cv.png"],

@@ -8,8 +8,9 @@ Run it by hand after a change to what ``log_tensorboard`` writes; it needs
 It logs a small learning-rate sweep as docs/howto/tensorboard.md does (two
 runs with hyperparameters), starts a TensorBoard server on 127.0.0.1 and
 photographs the Time Series, HParams and Custom Scalars tabs with headless
-Chromium; then it runs docs/howto/ensembles.md and photographs the HParams tab
-of its sweep (one session per member).
+Chromium; then it runs docs/tutorial.md and photographs the Time Series tab of
+its digits run, and docs/howto/ensembles.md and photographs the HParams tab of
+its sweep (one session per member).
 """
 
 from __future__ import annotations
@@ -120,6 +121,10 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from outputs import outputs
 
+    # The tutorial's own run of digits, as its reader sees it first.
+    with tempfile.TemporaryDirectory() as tmp:
+        outputs(STATIC.parent / "tutorial.md", Path(tmp))
+        shoot(Path(tmp) / "runs" / "tensorboard", {"timeseries": "tensorboard_tutorial.png"})
     with tempfile.TemporaryDirectory() as tmp:
         outputs(STATIC.parent / "howto" / "ensembles.md", Path(tmp))
         names = {"hparams": "tensorboard_ensemble_hparams.png"}
