@@ -124,7 +124,8 @@ def main() -> None:
     # The tutorial's own run of digits, as its reader sees it first.
     with tempfile.TemporaryDirectory() as tmp:
         outputs(STATIC.parent / "tutorial.md", Path(tmp))
-        shoot(Path(tmp) / "runs" / "tensorboard", {"timeseries": "tensorboard_tutorial.png"})
+        shot = {"timeseries": "tensorboard_tutorial.png"}
+        shoot(Path(tmp) / "runs" / "tensorboard", shot)
     with tempfile.TemporaryDirectory() as tmp:
         outputs(STATIC.parent / "howto" / "ensembles.md", Path(tmp))
         names = {"hparams": "tensorboard_ensemble_hparams.png"}
