@@ -263,3 +263,36 @@ def test_a_list_of_generators_needs_one_distinct_generator_per_model() -> None:
         ValueError, match=r"'generator\[1\]' is the same object as 'generator\[0\]'"
     ):
         _call(models, generator=[g, g])
+
+
+def test_hooks_that_an_ensemble_would_skip_are_refused_naming_them() -> None:
+    models = [nn.Linear(2, 1) for _ in range(2)]
+    data = (torch.randn(8, 2), torch.randn(8, 1))
+    sgd = [torch.optim.SGD(m.parameters(), lr=0.1) for m in models]
+    handle = sgd[1].register_step_pre_hook(lambda opt, args, kwargs: None)
+    with pytest.raises(
+        ValueError, match=r"'optimizers\[1\]' has a hook from register_step_pre_hook"
+    ):
+        ensemble_stream(data, models, sgd, nn.MSELoss())
+    handle.remove()
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    handle = register_optimizer_step_post_hook(lambda *a: None)
+    try:
+        with pytest.raises(ValueError, match=r"a global optimizer step hook is registered"):
+            ensemble_stream(data, models, sgd, nn.MSELoss())
+    finally:
+        handle.remove()
+    handle = models[0].register_forward_hook(lambda *a: None)
+    with pytest.raises(ValueError, match=r"models\[0\] has a hook from register_forward_hook"):
+        ensemble_stream(data, models, sgd, nn.MSELoss())
+    handle.remove()
+    # an optimizer stepped per member keeps its hooks, and they run once per member and step
+    calls: list[int] = []
+    rprop = [torch.optim.Rprop(m.parameters()) for m in models]
+    for k, opt in enumerate(rprop):
+        opt.register_step_post_hook(lambda o, a, kw, k=k: calls.append(k))
+    with pytest.warns(UserWarning, match="each member's optimizer steps on its own"):
+        events = ensemble_stream(data, models, rprop, nn.MSELoss(), batch_size=4)
+    next(events)
+    assert sorted(calls) == [0, 0, 1, 1]  # 2 steps of 2 members

@@ -10,7 +10,7 @@ from torch.nn.modules.batchnorm import _NormBase
 
 from ..._internal.checks import check_generator, describe
 
-__all__ = ["check_generators", "check_models", "check_optimizers"]
+__all__ = ["check_generators", "check_hooks", "check_models", "check_optimizers"]
 
 
 def check_models(models: object, *, func: str) -> list[nn.Module]:
@@ -200,3 +200,67 @@ def check_generators(
             )
         seen[id(each)] = position
     return list(generator)
+
+
+_MODULE_HOOKS = {
+    "_forward_pre_hooks": "register_forward_pre_hook",
+    "_forward_hooks": "register_forward_hook",
+    "_backward_pre_hooks": "register_full_backward_pre_hook",
+    "_backward_hooks": "register_full_backward_hook",
+}
+_STEP_HOOKS = {
+    "_optimizer_step_pre_hooks": "register_step_pre_hook",
+    "_optimizer_step_post_hooks": "register_step_post_hook",
+}
+
+
+def check_hooks(
+    members: list[nn.Module],
+    optimizers: list[torch.optim.Optimizer],
+    *,
+    vectorised: bool,
+    func: str,
+) -> None:
+    """Refuse hooks the ensemble would not run as the user expects, naming the hook.
+
+    The members' forward and backward run as one vectorised call (batched matrix products, or
+    ``vmap`` over member 0's ``forward``), so a module hook on a member would run never, or once
+    for all members; the vectorised SGD/Adam/AdamW step never calls ``optimizers[k].step()``,
+    so its step hooks would never run. Refusing them is better than a sweep silently trained
+    without its gradient clipping.
+    """
+    for k, model in enumerate(members):
+        for name, module in model.named_modules():
+            for attr, register in _MODULE_HOOKS.items():
+                if getattr(module, attr, None):
+                    where = f"models[{k}]" + (f".{name}" if name else "")
+                    raise ValueError(
+                        f"{func}: {where} has a hook from {register}(); ensemble members run "
+                        f"as one vectorised call, so it would not run per member; remove it, "
+                        f"or train that model with epoch_stream"
+                    )
+    if not vectorised:
+        return  # each member's optimizer.step() is called: its hooks run
+    from torch.optim import optimizer as torch_optimizer
+
+    globals_ = (
+        torch_optimizer._global_optimizer_pre_hooks,
+        torch_optimizer._global_optimizer_post_hooks,
+    )
+    if any(globals_):
+        raise ValueError(
+            f"{func}: a global optimizer step hook is registered "
+            f"(torch.optim.optimizer.register_optimizer_step_pre_hook/post_hook); the "
+            f"vectorised SGD/Adam/AdamW step of an ensemble does not call optimizer.step(), so "
+            f"it would never run; remove it, or use another optimizer class, stepped per member"
+        )
+    for k, opt in enumerate(optimizers):
+        for attr, register in _STEP_HOOKS.items():
+            if getattr(opt, attr, None):
+                raise ValueError(
+                    f"{func}: 'optimizers[{k}]' has a hook from {register}(); the vectorised "
+                    f"{type(opt).__name__} step of an ensemble does not call "
+                    f"optimizer.step(), so it would never run (a sweep 'with clipping' would "
+                    f"train without it); remove it, or use another optimizer class, stepped "
+                    f"per member"
+                )

@@ -21,7 +21,7 @@ from ..graphed.steps import GraphedSteps
 from .adam import VectorAdam
 from .epoch import EnsembleEpoch
 from .loop import EnsembleLoop
-from .member_checks import check_generators, check_models, check_optimizers
+from .member_checks import check_generators, check_hooks, check_models, check_optimizers
 from .member_data import check_member_hparams
 from .optim import MemberSteps, vectorised_kind
 from .replace import Replacer
@@ -154,7 +154,9 @@ def ensemble_stream(
             that differ in architecture (the first differing module, parameter or buffer is
             named), models on different devices or sharing tensors, a BatchNorm with running
             statistics, ``len(optimizers) != len(models)``, an optimizer not over its own
-            model's parameters, param groups that differ between members, or
+            model's parameters, a forward or backward hook on a member, an optimizer step hook
+            that the vectorised SGD/Adam/AdamW step would never call (the hook is named),
+            param groups that differ between members, or
             ``cuda_graphs=True`` with data or models off CUDA or optimizers that have no
             vectorised step. For ``rows``: not one per member, not 1-D, not integer, empty,
             out of the data's range or on another device (unequal counts with
@@ -207,6 +209,7 @@ def ensemble_stream(
         )
     settings = check_member_hparams(hparams, opts, func=_FUNC)
     kind, reason = vectorised_kind(opts)
+    check_hooks(members, opts, vectorised=kind is not None, func=_FUNC)
     if kind is None and graphed:
         raise ValueError(
             f"{_FUNC}: cuda_graphs=True needs the vectorised optimizer step (SGD, Adam or AdamW "
