@@ -296,3 +296,19 @@ def test_hooks_that_an_ensemble_would_skip_are_refused_naming_them() -> None:
         events = ensemble_stream(data, models, rprop, nn.MSELoss(), batch_size=4)
     next(events)
     assert sorted(calls) == [0, 0, 1, 1]  # 2 steps of 2 members
+
+
+def test_a_per_epoch_scheduler_on_an_ensemble_steps_without_the_ordering_warning() -> None:
+    from fitstream import pipe, take, tap
+
+    models = [nn.Linear(2, 1) for _ in range(2)]
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.1) for m in models]
+    schedulers = [torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.5) for o in optimizers]
+    events = ensemble_stream(
+        (torch.randn(8, 2), torch.randn(8, 1)), models, optimizers, nn.MSELoss()
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "lr_scheduler.step() before optimizer.step()"
+        stream = pipe(events, tap(lambda ev: [s.step() for s in schedulers]), take(3))
+        rates = [ev["lr"] for ev in stream]
+    assert rates == [[0.1, 0.1], [0.05, 0.05], [0.025, 0.025]]

@@ -16,7 +16,14 @@ import torch
 from .lookup import missing_key_error
 from .values import scalar_value
 
-__all__ = ["ADAM_FAMILY", "event_optimizers", "hparams_of", "learning_rate", "param_groups"]
+__all__ = [
+    "ADAM_FAMILY",
+    "event_optimizers",
+    "hparams_of",
+    "learning_rate",
+    "mark_stepped",
+    "param_groups",
+]
 
 ADAM_FAMILY = (torch.optim.Adam, torch.optim.AdamW)
 
@@ -130,3 +137,20 @@ def hparams_of(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         ):
             out[key] = value
     return out
+
+
+def mark_stepped(optimizer: torch.optim.Optimizer) -> None:
+    """Record on ``optimizer`` that it stepped, as its own ``step()`` would have.
+
+    An ensemble's vectorised step updates the members without calling ``optimizers[k].step()``;
+    without this mark a torch LR scheduler over that optimizer warns that it was stepped
+    before the optimizer (``_opt_called`` in recent torch, ``_step_count`` in older ones).
+
+    Example:
+        >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        >>> mark_stepped(opt)
+        >>> opt._opt_called
+        True
+    """
+    optimizer._opt_called = True  # type: ignore[attr-defined]
+    optimizer._step_count = getattr(optimizer, "_step_count", 0) + 1  # type: ignore[attr-defined]

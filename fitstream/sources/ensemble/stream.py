@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..._internal.optimizers import hparams_of, learning_rate
+from ..._internal.optimizers import hparams_of, learning_rate, mark_stepped
 from ..._internal.rows import check_rows, row_counts
 from ..._internal.starts import offer_frozen_at_start
 from ...events import Event
@@ -298,6 +298,10 @@ def _epochs(
         ensemble.train()
         trained = list(ensemble.active)  # frozen while the consumer held the last event
         train_loss = run_epoch()
+        if kind is not None:  # the vectorised step: no optimizers[k].step() was called
+            for opt, on in zip(optimizers, trained, strict=True):
+                if on:
+                    mark_stepped(opt)
         elapsed = clock() - started
         step += 1
         yield Event(
