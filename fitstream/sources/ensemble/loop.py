@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from .._shared import explain_bad_loss
+from ..clipping import Clip, clip_members
 from .adam import VectorAdam
 from .member_losses import member_losses
 from .optim import MemberSteps
@@ -28,8 +29,11 @@ class EnsembleLoop:
         loss_fn: Callable[..., torch.Tensor],
         stepper: VectorSGD | VectorAdam | MemberSteps,
         last_label: bool,
+        *,
+        clip: Clip | None = None,
     ) -> None:
         self.ensemble = ensemble
+        self.clip = clip
         self.stepper = stepper
         self.last_label = last_label
         self.leaves = list(ensemble.stacked)
@@ -115,6 +119,8 @@ class EnsembleLoop:
             losses.sum(), self.leaves, allow_unused=True, materialize_grads=True
         )
         torch._foreach_copy_(self.grads, new)
+        if self.clip is not None:  # each member by its own norm, on the stacked gradients
+            clip_members([slab.grad for slab in self.slabs if slab.grad is not None], self.clip)
         kept = self._hold(held) if held else None
         self.stepper.step()
         if frozen:

@@ -15,6 +15,7 @@ from ..._internal.rows import check_rows, row_counts
 from ..._internal.starts import offer_frozen_at_start
 from ...events import Event
 from .._shared import check_fit, check_run
+from ..clipping import Clip, check_clip
 from ..graphed.cuda import CudaGraphs
 from ..graphed.ensemble_step import EnsembleStep
 from ..graphed.steps import GraphedSteps
@@ -48,6 +49,8 @@ def ensemble_stream(
     cuda_graphs: bool = False,
     rows: Sequence[torch.Tensor] | None = None,
     hparams: Sequence[Mapping[str, str | int | float | bool]] | None = None,
+    clip_grad_norm: float | None = None,
+    clip_grad_value: float | None = None,
 ) -> Iterator[Event]:
     """Train K models of one architecture together on the same data, one event per epoch.
 
@@ -145,6 +148,13 @@ def ensemble_stream(
             hyperparameters that differ between members (``lr=0.01,fold=2``), and
             :func:`~fitstream.summarize`, which groups members by them.
 
+        clip_grad_norm: Before each optimizer step, scale member ``k``'s gradients so that
+            their total norm over its own parameters is at most this, as
+            ``torch.nn.utils.clip_grad_norm_`` would in its lone :func:`~fitstream.epoch_stream`
+            run. Not with ``cuda_graphs=True`` yet.
+        clip_grad_value: Before each optimizer step, clamp every member's gradient values to
+            ``[-clip_grad_value, clip_grad_value]``. One of the two clipping keywords at most.
+
     Returns:
         An endless iterator of :class:`~fitstream.Event` dicts.
 
@@ -208,6 +218,7 @@ def ensemble_stream(
             "rows; pass cuda_graphs=False, or give the members equal row counts"
         )
     settings = check_member_hparams(hparams, opts, func=_FUNC)
+    clip = check_clip(clip_grad_norm, clip_grad_value, cuda_graphs=graphed, func=_FUNC)
     kind, reason = vectorised_kind(opts)
     check_hooks(members, opts, vectorised=kind is not None, func=_FUNC)
     if kind is None and graphed:
@@ -240,6 +251,7 @@ def ensemble_stream(
         rows=member_rows,
         settings=settings,
         frozen=frozen,
+        clip=clip,
     )
     offer_frozen_at_start(stream, frozen)  # fitstream.resumable may fill it before the start
     return stream
@@ -262,6 +274,7 @@ def _epochs(
     rows: list[torch.Tensor] | None,
     settings: list[dict[str, Any]] | None,
     frozen: list[int],
+    clip: Clip | None,
 ) -> Iterator[Event]:
     groups = [[_name_of(members[0], p) for p in g["params"]] for g in optimizers[0].param_groups]
     ensemble = Ensemble(members, _groups=groups)
@@ -277,7 +290,7 @@ def _epochs(
     else:
         stepper = MemberSteps(ensemble, optimizers)
     ensemble._replacer = Replacer(ensemble, stepper, optimizers, given, graphed=cuda_graphs)
-    loop = EnsembleLoop(ensemble, loss_fn, stepper, last_label)
+    loop = EnsembleLoop(ensemble, loss_fn, stepper, last_label, clip=clip)
     graphed: GraphedSteps | None = None
     if cuda_graphs:
         assert not isinstance(stepper, MemberSteps)  # refused at the call

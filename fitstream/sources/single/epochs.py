@@ -19,6 +19,7 @@ from ..._internal.train_checks import check_optimizer_for
 from ...events import Event
 from .._shared import Released, check_fit, check_optimizer, check_run, stack_losses
 from ..batching import batch_slices, shuffled
+from ..clipping import Clip, check_clip, clipped_step
 from ..graphed.cuda import CudaGraphs
 from ..graphed.steps import GraphedSteps, ModelStep
 from .loop import Loop
@@ -41,6 +42,8 @@ def epoch_stream(
     extra: Mapping[str, Any] | None = None,
     step_offset: int = 0,
     cuda_graphs: bool = False,
+    clip_grad_norm: float | None = None,
+    clip_grad_value: float | None = None,
 ) -> Iterator[Event]:
     """Train ``model`` epoch after epoch on in-memory tensors, yielding one event per epoch.
 
@@ -89,6 +92,14 @@ def epoch_stream(
             ``RuntimeError`` at that ``next()`` that says what to change, with the model and
             optimizer left as they were.
 
+        clip_grad_norm: Before each optimizer step, scale the gradients so that their total
+            norm is at most this, as ``torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)``
+            over the optimizer's parameters (Keras's ``clipnorm``, Lightning's
+            ``gradient_clip_val``). Not with ``cuda_graphs=True`` yet.
+        clip_grad_value: Before each optimizer step, clamp every gradient value to
+            ``[-clip_grad_value, clip_grad_value]`` (``torch.nn.utils.clip_grad_value_``).
+            One of the two clipping keywords at most.
+
     Returns:
         An endless iterator of :class:`~fitstream.Event` dicts. While it is iterated, an
         exception raised by the model, ``loss_fn`` or the optimizer propagates unchanged and
@@ -136,6 +147,7 @@ def epoch_stream(
     check_optimizer(optimizer, func=_FUNC, arg="optimizer")
     graphed = check_fit(tensors, model, optimizer, cuda_graphs, func=_FUNC)
     check_generator(generator, tensors[0].device, func=_FUNC)
+    clip = check_clip(clip_grad_norm, clip_grad_value, cuda_graphs=graphed, func=_FUNC)
     return Released(
         _epochs(
             tensors,
@@ -149,6 +161,7 @@ def epoch_stream(
             constants=constants,
             step_offset=step_offset,
             cuda_graphs=graphed,
+            clip=clip,
         )
     )
 
@@ -166,6 +179,7 @@ def _epochs(
     constants: dict[str, Any],
     step_offset: int,
     cuda_graphs: bool,
+    clip: Clip | None,
 ) -> Generator[Event, None, None]:
     n_samples = tensors[0].shape[0]
     slices = batch_slices(n_samples, batch_size)
@@ -180,7 +194,10 @@ def _epochs(
         zero_grad: Callable[[], Any] = optimizer.zero_grad
         if isinstance(optimizer, torch.optim.Optimizer):
             zero_grad = functools.partial(optimizer.zero_grad, set_to_none=True)
-        loop = Loop(model, loss_fn, zero_grad, optimizer.step, last_label)
+        groups = getattr(optimizer, "param_groups", None)
+        params = [p for g in groups for p in g["params"]] if groups else model.parameters()
+        step_fn = clipped_step(optimizer.step, params, clip)
+        loop = Loop(model, loss_fn, zero_grad, step_fn, last_label)
         run_epoch = _eager_epochs(loop, slices, batch_size)
     clock = time.perf_counter
     train = model.train
