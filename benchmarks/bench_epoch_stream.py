@@ -28,6 +28,8 @@ from torch import nn
 
 from fitstream import epoch_stream
 
+OPTIONS: dict[str, float | None] = {"clip": None}  # --clip-grad-norm: both contenders clip
+
 
 @dataclass(frozen=True)
 class Workload:
@@ -95,6 +97,8 @@ def hand_written(
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(xb), yb)
             loss.backward()  # type: ignore[no-untyped-call]
+            if OPTIONS["clip"] is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), OPTIONS["clip"])
             optimizer.step()
             total += loss.detach() * xb.shape[0]
         yield total.item() / n
@@ -108,7 +112,10 @@ def stream(
     batch_size: int,
 ) -> Iterator[float]:
     """``epoch_stream`` under test, one epoch per ``next()``; yields the epoch's mean loss."""
-    for event in epoch_stream(data, model, optimizer, loss_fn, batch_size=batch_size):
+    events = epoch_stream(
+        data, model, optimizer, loss_fn, batch_size=batch_size, clip_grad_norm=OPTIONS["clip"]
+    )
+    for event in events:
         yield event["train_loss"]
 
 
@@ -178,11 +185,21 @@ def main() -> None:
         help="torch intra-op threads (default: torch's); 1 is steadier on a busy machine",
     )
     parser.add_argument("--device", default="cpu", help="where data and model live, e.g. cuda")
+    parser.add_argument(
+        "--clip-grad-norm",
+        type=float,
+        default=None,
+        help="both clip the gradients' norm (the stream by clip_grad_norm=, the hand loop by "
+        "torch.nn.utils.clip_grad_norm_), to time the option's own cost",
+    )
     args = parser.parse_args()
+    OPTIONS["clip"] = args.clip_grad_norm
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     chosen = list(WORKLOADS) if args.workload == "all" else [args.workload]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
+    if OPTIONS["clip"] is not None:
+        print(f"both clip the gradients' norm to {OPTIONS['clip']}")
     print(
         f"{args.rounds} rounds on fresh models x {args.epochs} timed epochs per contender, "
         "alternating epochs A B, B A, ...; median seconds per epoch"
