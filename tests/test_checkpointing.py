@@ -315,3 +315,41 @@ def test_per_member_progress_is_saved_and_continued(make: Any) -> None:
     rest_stage = make()
     rest_stage.set_state(state)
     assert first + list(rest_stage(events[2:])) == straight
+
+
+@pytest.mark.parametrize(
+    ("saved_kind", "given_kind", "match"),
+    [
+        (torch.optim.Adam, torch.optim.SGD, r"optimizer 0 \(SGD\) was given settings saved from"),
+        (torch.optim.SGD, torch.optim.Adam, r"optimizer 0 \(Adam\) cannot take the saved"),
+    ],
+)
+def test_a_refused_resume_changes_nothing(
+    tmp_path: Path, saved_kind: Any, given_kind: Any, match: str
+) -> None:
+    path = tmp_path / "run.ckpt"
+    model = nn.Linear(3, 1)
+    extra = {"momentum": 0.9} if saved_kind is torch.optim.SGD else {}
+    optimizer = saved_kind(model.parameters(), lr=0.1, **extra)
+    list(take(pipe(epoch_stream((X, Y), model, optimizer, nn.MSELoss()), checkpoint(path)), 2))
+    fresh = nn.Linear(3, 1)
+    fresh_opt = given_kind(fresh.parameters(), lr=0.5)
+    weights = {k: v.clone() for k, v in fresh.state_dict().items()}
+    groups = [dict(g, params=None) for g in fresh_opt.param_groups]
+    rng = torch.get_rng_state()
+    with pytest.raises(ValueError, match=match):
+        resume(path, fresh, fresh_opt)
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in weights.items())
+    assert [dict(g, params=None) for g in fresh_opt.param_groups] == groups
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_a_successful_write_removes_temporaries_left_by_killed_writes(tmp_path: Path) -> None:
+    path = tmp_path / "run.ckpt"
+    stale = tmp_path / ".run.ckpt.abc123.tmp"
+    stale.write_bytes(b"half of a killed write")
+    other = tmp_path / ".other.ckpt.abc123.tmp"  # another checkpoint's: not ours to remove
+    other.write_bytes(b"x")
+    model, optimizer, _ = _objects(0)
+    list(take(pipe(epoch_stream((X, Y), model, optimizer, nn.MSELoss()), checkpoint(path)), 1))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.ckpt.abc123.tmp", "run.ckpt"]

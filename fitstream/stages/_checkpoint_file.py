@@ -5,6 +5,7 @@ Used by :func:`fitstream.checkpoint` and :func:`fitstream.resume`; see there for
 
 from __future__ import annotations
 
+import glob
 import os
 import random
 import tempfile
@@ -23,6 +24,7 @@ __all__ = [
     "load",
     "load_model",
     "load_optimizers",
+    "remove_stale_temporaries",
     "rng_states",
     "set_rng_states",
     "write_atomically",
@@ -96,6 +98,17 @@ def write_atomically(path: Path, content: dict[str, Any]) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    remove_stale_temporaries(path)
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporaries of ``path`` left by writes that were killed (``kill -9``).
+
+    Called after a write of ``path`` has succeeded: any temporary of the same name still there
+    belongs to a write that never finished.
+    """
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def write_lightning(
@@ -166,10 +179,27 @@ def load_optimizers(optimizer: Any, states: list[Any], *, func: str) -> None:
             f"{func}: the checkpoint holds {len(states)} optimizer states but "
             f"{len(optimizers)} optimizers were given"
         )
-    for opt, state in zip(optimizers, states, strict=True):
+    for position, (opt, state) in enumerate(zip(optimizers, states, strict=True)):
         if not callable(getattr(opt, "load_state_dict", None)):
             raise TypeError(
                 f"{func}: 'optimizer' must be a torch optimizer (or a list of them), got "
                 f"{describe(opt)}"
             )
-        opt.load_state_dict(state)
+        saved = sorted({k for entry in state.get("state", {}).values() for k in entry})
+        kind = type(opt).__name__
+        try:
+            opt.load_state_dict(state)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ValueError(
+                f"{func}: optimizer {position} ({kind}) cannot take the saved optimizer state "
+                f"(its entries {saved}): it was saved from another kind of optimizer, or over "
+                f"other parameters ({type(exc).__name__}: {exc})"
+            ) from exc
+        defaults = set(getattr(opt, "defaults", {}))
+        lacking = sorted(defaults - set(opt.param_groups[0])) if opt.param_groups else []
+        if lacking:  # e.g. Adam's settings loaded into an SGD, which then needs 'momentum'
+            raise ValueError(
+                f"{func}: optimizer {position} ({kind}) was given settings saved from another "
+                f"kind of optimizer: they lack {lacking}; build the optimizer the run was "
+                f"saved with"
+            )

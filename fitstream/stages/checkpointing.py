@@ -32,14 +32,11 @@ from ..pipeline import stage_factory, upstream
 from ._checkpoint_file import (
     FORMAT,
     compact,
-    load,
-    load_model,
-    load_optimizers,
     rng_states,
-    set_rng_states,
     write_atomically,
     write_lightning,
 )
+from ._restoring import restore_file, stage_name
 from ._stateful import Stateful
 
 __all__ = ["checkpoint", "resume"]
@@ -51,14 +48,6 @@ class _Options:
     optimizer: Any
     generator: torch.Generator | None
     stages: tuple[Stateful, ...]
-
-
-@dataclass(frozen=True)
-class Restored:
-    """Where a loaded run was: its ``step``, and the ensemble members it had frozen."""
-
-    step: int
-    frozen: list[int]
 
 
 def _check_path(path: object, *, func: str) -> Path:
@@ -94,13 +83,9 @@ def _check_generator(generator: object, *, func: str) -> torch.Generator | None:
     return generator
 
 
-def _stage_name(stage: Stateful) -> str:
-    return str(getattr(stage, "name", type(stage).__name__))
-
-
 def _write(path: Path, event: Mapping[str, Any], options: _Options) -> None:
     optimizer, generator, stages = options.optimizer, options.generator, options.stages
-    saved_stages = [{"name": _stage_name(s), "state": s.get_state()} for s in stages]
+    saved_stages = [{"name": stage_name(s), "state": s.get_state()} for s in stages]
     if "trainer" in event and optimizer is None and options.model is None:
         write_lightning(path, event, saved_stages, generator)
         return
@@ -292,43 +277,3 @@ def resume(
             stacklevel=2,
         )
     return where.step
-
-
-def restore_file(
-    source: Path,
-    model: Any,
-    optimizer: Any,
-    restored: tuple[Stateful, ...],
-    shuffle: torch.Generator | None,
-    *,
-    func: str,
-) -> Restored:
-    """Load ``source`` into checked objects (see :func:`resume`); say where the run was."""
-    content = load(source, func=func)
-    saved = content["stages"]
-    names = [_stage_name(stage) for stage in restored]
-    if [entry["name"] for entry in saved] != names:
-        raise ValueError(
-            f"{func}: the checkpoint holds the stages {[e['name'] for e in saved]} but "
-            f"'stages' has {names}; give the same stateful stages, in the same order, as to "
-            f"the run that wrote it"
-        )
-    if content["lightning"]:
-        if model is not None or optimizer is not None:
-            raise ValueError(
-                f"{func}: {str(source)!r} is a Lightning checkpoint; the Trainer restores the "
-                f"model and optimizers with fit_stream(..., ckpt_path=path), so leave out "
-                f"'model' and 'optimizer'"
-            )
-    else:
-        load_model(model, content["model"], func=func)
-        load_optimizers(optimizer, content["optimizers"], func=func)
-    for stage, entry in zip(restored, saved, strict=True):
-        stage.set_state(entry["state"])
-    set_rng_states(content["rng"], shuffle)
-    step = content["step"]
-    active = content.get("active")  # None before 0.7, and for a single model
-    return Restored(
-        step=int(step) if step is not None else 0,
-        frozen=[k for k, on in enumerate(active or []) if not on],
-    )

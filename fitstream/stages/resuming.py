@@ -21,6 +21,7 @@ from .._internal.members import EnsembleLike
 from .._internal.starts import frozen_at_start
 from ..events import Stage
 from ..pipeline import stage_factory, upstream
+from ._restoring import restore_file
 from ._stateful import Stateful
 from .checkpointing import (
     _check_generator,
@@ -28,7 +29,6 @@ from .checkpointing import (
     _check_stages,
     _Options,
     _write,
-    restore_file,
 )
 
 __all__ = ["resumable"]
