@@ -197,23 +197,30 @@ def checkpoint(
     )
 
     def stage(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        unsaved: dict[str, Any] | None = None
-        with upstream(events) as it:
-            for count, event in enumerate(it, start=1):
-                try:
-                    yield event
-                except GeneratorExit:
-                    # Closed from downstream (take, early_stop, break): between two epochs.
-                    _write(target, event, options)
-                    raise
-                unsaved = event
-                if count % every == 0:
-                    _write(target, event, options)
-                    unsaved = None
-        if unsaved is not None:  # the upstream ended (e.g. an early_stop before this stage)
-            _write(target, unsaved, options)
+        return saved_stream(events, target, options, every)
 
     return stage
+
+
+def saved_stream(
+    events: Iterable[dict[str, Any]], target: Path, options: _Options, every: int
+) -> Iterator[dict[str, Any]]:
+    """Pass ``events`` on, saving the run after every ``every``-th, the last, and on close."""
+    unsaved: dict[str, Any] | None = None
+    with upstream(events) as it:
+        for count, event in enumerate(it, start=1):
+            try:
+                yield event
+            except GeneratorExit:
+                # Closed from downstream (take, early_stop, break): between two epochs.
+                _write(target, event, options)
+                raise
+            unsaved = event
+            if count % every == 0:
+                _write(target, event, options)
+                unsaved = None
+    if unsaved is not None:  # the upstream ended (e.g. an early_stop before this stage)
+        _write(target, unsaved, options)
 
 
 def resume(

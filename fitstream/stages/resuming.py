@@ -28,7 +28,7 @@ from .checkpointing import (
     _check_path,
     _check_stages,
     _Options,
-    _write,
+    saved_stream,
 )
 
 __all__ = ["resumable"]
@@ -154,29 +154,27 @@ def resumable(
             if where.frozen:
                 _freeze_at_start(events, where.frozen, func=func)
             _log.info("resumable: continuing %s from step %d", target, start)
-        with upstream(events) as it:
-            if epochs is not None and start >= epochs:
-                return  # already done: nothing to train
-            unsaved: dict[str, Any] | None = None
-            for count, raw in enumerate(it, start=1):
-                if count == 1:
-                    _check_first(raw, func=func)
-                event = {**raw, "step": raw["step"] + start}
-                try:
-                    yield event
-                except GeneratorExit:
-                    _write(target, event, options)
-                    raise
-                unsaved = event
-                if count % every == 0:
-                    _write(target, event, options)
-                    unsaved = None
-                if epochs is not None and event["step"] >= epochs:
-                    break
-            if unsaved is not None:
-                _write(target, unsaved, options)
+        if epochs is not None and start >= epochs:
+            with upstream(events):
+                return  # already done: nothing to train; the source is closed untouched
+        numbered = _numbered_on(events, start, epochs, func=func)
+        yield from saved_stream(numbered, target, options, every)
 
     return stage
+
+
+def _numbered_on(
+    events: Iterable[dict[str, Any]], start: int, epochs: int | None, *, func: str
+) -> Iterator[dict[str, Any]]:
+    """The source's events with their steps counted on from ``start``, up to ``epochs``."""
+    with upstream(events) as it:
+        for count, raw in enumerate(it, start=1):
+            if count == 1:
+                _check_first(raw, func=func)
+            event = {**raw, "step": raw["step"] + start}
+            yield event
+            if epochs is not None and event["step"] >= epochs:
+                return  # the run's total: the next epoch is never asked for
 
 
 def _freeze_at_start(events: object, members: list[int], *, func: str) -> None:
