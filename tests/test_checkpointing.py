@@ -247,8 +247,12 @@ def test_resume_refuses_files_and_stages_that_do_not_match(tmp_path: Path) -> No
     with pytest.raises(ValueError, match=r"was not written by fitstream.checkpoint"):
         resume(tmp_path / "other.pt")
     (tmp_path / "junk.ckpt").write_text("not a checkpoint")
-    with pytest.raises(ValueError, match=r"is not a readable checkpoint"):
+    with pytest.raises(ValueError, match=r"is not a FitStream checkpoint: torch.load cannot"):
         resume(tmp_path / "junk.ckpt")
+    (tmp_path / "random.ckpt").write_bytes(bytes(range(256)) * 4)  # pickle-like noise
+    with pytest.raises(ValueError, match=r"is not a FitStream checkpoint") as refused:
+        resume(tmp_path / "random.ckpt")
+    assert "weights_only" not in str(refused.value)  # never advise an unsafe load
 
 
 @pytest.mark.parametrize(

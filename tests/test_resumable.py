@@ -218,7 +218,7 @@ def test_reads_a_checkpoint_stage_file_and_refuses_one_that_does_not_match(
     with pytest.raises(ValueError, match=r"holds the stages \[\] but 'stages' has \['early_stop'"):
         list(resumable(events, path, model, optimizer, stages=[stop]))
     (tmp_path / "junk.ckpt").write_text("not a checkpoint")
-    with pytest.raises(ValueError, match="is not a readable checkpoint"):
+    with pytest.raises(ValueError, match="is not a FitStream checkpoint"):
         list(resumable(events, tmp_path / "junk.ckpt", model, optimizer))
 
 

@@ -679,3 +679,10 @@ def test_a_single_run_is_a_session_with_its_optimizers_name_and_lr(tmp_path: Pat
         TypeError, match=r"collect_tensorboard: 'all_hparams' must be True or False, got str: 'yes'"
     ):
         collect_tensorboard(events, tmp_path / "x", all_hparams="yes")
+
+
+def test_a_step_too_large_for_the_x_axis_is_refused_naming_step(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"collect_tensorboard: an event's 'step' is too large"):
+        collect_tensorboard([{"step": 10**400, "val_loss": 1.0}], tmp_path)
+    collect_tensorboard([{"step": 2**53, "val_loss": 1.0}], tmp_path / "ok")  # still exact
+    assert scalars(tmp_path / "ok" / "validation", "epoch/loss") == [(2**53, 1.0)]

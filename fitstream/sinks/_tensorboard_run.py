@@ -160,6 +160,11 @@ class Run:
         if "step" not in event:
             return self.count
         step = scalar_value(event["step"])
+        if isinstance(step, int) and not isinstance(step, bool) and abs(step) > 2**53:
+            raise ValueError(
+                f"{self.options.caller}: an event's 'step' is too large for TensorBoard's "
+                f"x-axis (at most 2**53), got {str(step)[:40]}..."
+            )
         if step is None or isinstance(step, bool) or not float(step).is_integer():
             raise TypeError(
                 f"{self.options.caller}: an event's 'step' must be an int (it is the x-axis), "

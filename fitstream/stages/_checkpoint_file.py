@@ -141,7 +141,13 @@ def load(path: Path, *, func: str) -> dict[str, Any]:
     except FileNotFoundError:
         raise
     except Exception as exc:
-        raise ValueError(f"{func}: {str(path)!r} is not a readable checkpoint: {exc}") from exc
+        # Never pass on torch's advice to retry with weights_only=False: a FitStream
+        # checkpoint holds only tensors and plain values, so a file that needs it is not one.
+        raise ValueError(
+            f"{func}: {str(path)!r} is not a FitStream checkpoint: torch.load cannot read it "
+            f"as tensors and plain values ({type(exc).__name__}); give the file that "
+            f"checkpoint(...) or resumable(...) wrote"
+        ) from None
     if isinstance(content, dict) and isinstance(content.get(LIGHTNING_KEY), dict):
         return {**content[LIGHTNING_KEY], "lightning": True}
     if not isinstance(content, dict) or content.get("format") != FORMAT:
