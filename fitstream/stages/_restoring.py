@@ -82,49 +82,26 @@ def restore_file(
             f"'stages' has {names}; give the same stateful stages, in the same order, as to "
             f"the run that wrote it"
         )
+    if content["lightning"] and (model is not None or optimizer is not None):
+        raise ValueError(
+            f"{func}: {str(source)!r} is a Lightning checkpoint; the Trainer restores the "
+            f"model and optimizers with fit_stream(..., ckpt_path=path), so leave out "
+            f"'model' and 'optimizer'"
+        )
     backup = _Backup(model, optimizer, restored, shuffle)
     try:
-        return _apply(
-            content,
-            source=source,
-            model=model,
-            optimizer=optimizer,
-            restored=restored,
-            shuffle=shuffle,
-            func=func,
+        if not content["lightning"]:
+            load_model(model, content["model"], func=func)
+            load_optimizers(optimizer, content["optimizers"], func=func)
+        for stage, entry in zip(restored, saved, strict=True):
+            stage.set_state(entry["state"])
+        set_rng_states(content["rng"], shuffle)
+        step = content["step"]
+        active = content.get("active")  # None before 0.7, and for a single model
+        return Restored(
+            step=int(step) if step is not None else 0,
+            frozen=[k for k, on in enumerate(active or []) if not on],
         )
     except BaseException:
         backup.put_back()  # a refused resume changes nothing
         raise
-
-
-def _apply(
-    content: dict[str, Any],
-    *,
-    source: Path,
-    model: Any,
-    optimizer: Any,
-    restored: tuple[Stateful, ...],
-    shuffle: torch.Generator | None,
-    func: str,
-) -> Restored:
-    saved = content["stages"]
-    if content["lightning"]:
-        if model is not None or optimizer is not None:
-            raise ValueError(
-                f"{func}: {str(source)!r} is a Lightning checkpoint; the Trainer restores the "
-                f"model and optimizers with fit_stream(..., ckpt_path=path), so leave out "
-                f"'model' and 'optimizer'"
-            )
-    else:
-        load_model(model, content["model"], func=func)
-        load_optimizers(optimizer, content["optimizers"], func=func)
-    for stage, entry in zip(restored, saved, strict=True):
-        stage.set_state(entry["state"])
-    set_rng_states(content["rng"], shuffle)
-    step = content["step"]
-    active = content.get("active")  # None before 0.7, and for a single model
-    return Restored(
-        step=int(step) if step is not None else 0,
-        frozen=[k for k, on in enumerate(active or []) if not on],
-    )
