@@ -39,6 +39,7 @@ class EnsembleLoop:
         self.leaves = list(ensemble.stacked)
         self.slabs = ensemble._trainable_slabs()
         self.grads = [g for slab in self.slabs for g in slab.grads]
+        self.flat_grads = [slab.grad for slab in self.slabs if slab.grad is not None]
         self.k = len(ensemble)
         self.shared_losses = member_losses(loss_fn, last_label, each=False)
         self.each_losses = member_losses(loss_fn, last_label, each=True)
@@ -120,7 +121,7 @@ class EnsembleLoop:
         )
         torch._foreach_copy_(self.grads, new)
         if self.clip is not None:  # each member by its own norm, on the stacked gradients
-            clip_members([slab.grad for slab in self.slabs if slab.grad is not None], self.clip)
+            clip_members(self.flat_grads, self.clip)
         kept = self._hold(held) if held else None
         self.stepper.step()
         if frozen:
