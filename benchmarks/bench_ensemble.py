@@ -16,7 +16,8 @@ the 20000 rows), against ``epoch_stream`` training one model on one fold's rows.
 most 1/20 per member.
 
 Run: ``uv run python benchmarks/bench_ensemble.py [--workload tiny|small|all] [--ks 1,8,64]``;
-a quick look: ``--epochs 2 --rounds 1``.
+a quick look: ``--epochs 2 --rounds 1``. ``--clip-grad-norm C`` and ``--train-metric`` turn
+those step options on for both contenders, to time what they cost an ensemble.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ import argparse
 import statistics
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import torch
-from bench_epoch_stream import WORKLOADS, Workload, make_data
+from bench_epoch_stream import WORKLOADS, Workload, make_data, train_metric
 from torch import nn
 
 from fitstream import ensemble_stream, epoch_stream, kfold
@@ -55,7 +57,8 @@ def single(w: Workload, data: tuple[torch.Tensor, ...], device: str) -> Iterator
     """``epoch_stream`` on one model; yields the epoch's loss."""
     (model,) = make_models(w, 1, device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for event in epoch_stream(data, model, opt, loss_fn(w), batch_size=w.batch_size):
+    events = epoch_stream(data, model, opt, loss_fn(w), batch_size=w.batch_size, **STEP_OPTIONS)
+    for event in events:
         yield event["train_loss"]
 
 
@@ -64,11 +67,15 @@ def together(w: Workload, data: tuple[torch.Tensor, ...], k: int, device: str) -
     models = make_models(w, k, device)
     lrs = [1e-3 * 10 ** (i / max(k - 1, 1)) for i in range(k)]
     opts = [torch.optim.Adam(m.parameters(), lr=lr) for m, lr in zip(models, lrs, strict=True)]
-    for event in ensemble_stream(data, models, opts, loss_fn(w), batch_size=w.batch_size):
+    events = ensemble_stream(
+        data, models, opts, loss_fn(w), batch_size=w.batch_size, **STEP_OPTIONS
+    )
+    for event in events:
         yield event["train_loss"][0]
 
 
 FOLDS, GRID_LRS = 5, 8
+STEP_OPTIONS: dict[str, Any] = {}  # --clip-grad-norm, --train-metric: on both contenders
 
 
 def grid_rows(n: int, device: str) -> list[torch.Tensor]:
@@ -91,8 +98,9 @@ def grid(w: Workload, data: tuple[torch.Tensor, ...], k: int, device: str) -> It
     rows = grid_rows(data[0].shape[0], device)
     hparams = [{"fold": i % FOLDS} for i in range(k)]
     events = ensemble_stream(
-        data, models, opts, loss_fn(w), batch_size=w.batch_size, rows=rows, hparams=hparams
-    )
+        data, models, opts, loss_fn(w), batch_size=w.batch_size, rows=rows, hparams=hparams,
+        **STEP_OPTIONS,
+    )  # fmt: skip
     for event in events:
         yield event["train_loss"][0]
 
@@ -145,12 +153,24 @@ def main() -> None:
     parser.add_argument(
         "--no-grid", action="store_true", help="leave out the 5-fold x 8-lr row (tiny workload)"
     )
+    parser.add_argument(
+        "--clip-grad-norm", type=float, default=None, help="both clip each model's gradients"
+    )
+    parser.add_argument(
+        "--train-metric", action="store_true", help="both compute a metric of every batch"
+    )
     args = parser.parse_args()
+    if args.clip_grad_norm is not None:
+        STEP_OPTIONS["clip_grad_norm"] = args.clip_grad_norm
+    if args.train_metric:
+        STEP_OPTIONS["train_metrics"] = {"m": train_metric}
     torch.set_num_threads(args.threads)
     ks = [int(k) for k in args.ks.split(",")]
     chosen = list(WORKLOADS) if args.workload == "all" else [args.workload]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
     print(f"{args.rounds} rounds x {args.epochs} alternating timed epochs; medians, wall time")
+    if STEP_OPTIONS:
+        print(f"both contenders with {sorted(STEP_OPTIONS)}")
     for name in chosen:
         print(f"  {name}: {WORKLOADS[name].describe()}")
     print(

@@ -28,7 +28,15 @@ from torch import nn
 
 from fitstream import epoch_stream
 
-OPTIONS: dict[str, float | None] = {"clip": None}  # --clip-grad-norm: both contenders clip
+# --clip-grad-norm: both contenders clip; --train-metric: both compute a metric of the batches
+OPTIONS: dict[str, float | None] = {"clip": None, "metric": None}
+
+
+def train_metric(pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The metric ``--train-metric`` computes on each training batch: accuracy, or MAE."""
+    if pred.dim() == 2 and pred.shape[1] > 1:
+        return (pred.argmax(dim=1) == labels).float().mean()
+    return (pred - labels).abs().mean()
 
 
 @dataclass(frozen=True)
@@ -91,17 +99,25 @@ def hand_written(
         model.train()
         perm = torch.randperm(n, device=X.device)
         total = torch.zeros((), device=X.device)
+        measured = torch.zeros((), dtype=torch.float64, device=X.device)
         for start in range(0, n, batch_size):
             idx = perm[start : start + batch_size]
             xb, yb = X[idx], y[idx]
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yb)
+            pred = model(xb)
+            loss = loss_fn(pred, yb)
             loss.backward()  # type: ignore[no-untyped-call]
             if OPTIONS["clip"] is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), OPTIONS["clip"])
             optimizer.step()
             total += loss.detach() * xb.shape[0]
-        yield total.item() / n
+            if OPTIONS["metric"]:
+                with torch.no_grad():
+                    measured += train_metric(pred.detach(), yb).double() * xb.shape[0]
+        if OPTIONS["metric"]:  # one read-back for both, as the stream does
+            yield torch.stack([total.double(), measured]).tolist()[0] / n
+        else:
+            yield total.item() / n
 
 
 def stream(
@@ -112,9 +128,11 @@ def stream(
     batch_size: int,
 ) -> Iterator[float]:
     """``epoch_stream`` under test, one epoch per ``next()``; yields the epoch's mean loss."""
+    metrics = {"m": train_metric} if OPTIONS["metric"] else None
     events = epoch_stream(
-        data, model, optimizer, loss_fn, batch_size=batch_size, clip_grad_norm=OPTIONS["clip"]
-    )
+        data, model, optimizer, loss_fn, batch_size=batch_size, clip_grad_norm=OPTIONS["clip"],
+        train_metrics=metrics,
+    )  # fmt: skip
     for event in events:
         yield event["train_loss"]
 
@@ -192,14 +210,23 @@ def main() -> None:
         help="both clip the gradients' norm (the stream by clip_grad_norm=, the hand loop by "
         "torch.nn.utils.clip_grad_norm_), to time the option's own cost",
     )
+    parser.add_argument(
+        "--train-metric",
+        action="store_true",
+        help="both compute a metric of every training batch (the stream by train_metrics=), "
+        "to time the option's own cost",
+    )
     args = parser.parse_args()
     OPTIONS["clip"] = args.clip_grad_norm
+    OPTIONS["metric"] = 1.0 if args.train_metric else None
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     chosen = list(WORKLOADS) if args.workload == "all" else [args.workload]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
     if OPTIONS["clip"] is not None:
         print(f"both clip the gradients' norm to {OPTIONS['clip']}")
+    if OPTIONS["metric"]:
+        print("both compute a train metric of every batch")
     print(
         f"{args.rounds} rounds on fresh models x {args.epochs} timed epochs per contender, "
         "alternating epochs A B, B A, ...; median seconds per epoch"

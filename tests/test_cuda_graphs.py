@@ -26,7 +26,7 @@ from fitstream import best_model, epoch_stream
 from fitstream.sources import _shared
 from fitstream.sources.graphed import steps as graphed
 from fitstream.sources.graphed.step_state import world_key
-from fitstream.sources.single import epochs
+from fitstream.sources.single import training as epochs
 
 # --- refusals at the call -----------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from fitstream import ensemble_stream
 from fitstream.sources import _shared
-from fitstream.sources.ensemble import stream as ensemble_module
+from fitstream.sources.ensemble import training as ensemble_module
 from fitstream.sources.ensemble.adam import VectorAdam
 from fitstream.sources.ensemble.sgd import VectorSGD
 from fitstream.sources.graphed import steps as graphed

@@ -352,7 +352,12 @@ def test_validation_loss_refuses_a_loss_that_is_not_callable() -> None:
             TypeError,
             "each name in 'metrics' must be a non-empty string .*, got int: 1",
         ),
-        ({"acc": 0.5}, TypeError, r"'metrics\['acc'\]' must be callable, got float: 0.5"),
+        ({"acc": 0.5}, TypeError, r"'metrics\['acc'\]' must be a metric .*got float: 0.5"),
+        (
+            {"ce": torch.nn.CrossEntropyLoss},
+            TypeError,
+            r"'metrics\['ce'\]' is the class CrossEntropyLoss, not a metric: pass an instance",
+        ),
     ],
 )
 def test_evaluate_refuses_bad_metrics(metrics: Any, error: type, match: str) -> None:

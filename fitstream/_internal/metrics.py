@@ -28,6 +28,7 @@ __all__ = [
     "MetricSpec",
     "Value",
     "add_weighted",
+    "check_metric",
     "is_stateful_metric",
     "prepare_metric",
     "scalar",
@@ -51,6 +52,31 @@ def is_stateful_metric(obj: object) -> bool:
         True
     """
     return all(callable(getattr(obj, name, None)) for name in ("update", "compute", "reset"))
+
+
+def check_metric(metric: object, *, func: str, arg: str) -> None:
+    """Refuse what is not a metric: not callable, or a metric class not yet instantiated.
+
+    Example:
+        >>> check_metric(len, func="evaluate", arg="metrics['n']")
+        >>> class Accuracy:
+        ...     def __call__(self, pred, labels): ...
+        >>> check_metric(Accuracy, func="evaluate", arg="metrics['acc']")
+        Traceback (most recent call last):
+        ...
+        TypeError: evaluate: 'metrics['acc']' is the class Accuracy, not a metric: ...
+    """
+    if isinstance(metric, type):
+        raise TypeError(
+            f"{func}: '{arg}' is the class {metric.__name__}, not a metric: pass an instance, "
+            f"such as {metric.__name__}(...)"
+        )
+    if not callable(metric) and not is_stateful_metric(metric):
+        raise TypeError(
+            f"{func}: '{arg}' must be a metric (a callable fn(pred, labels), or an object with "
+            f"update/compute/reset such as a torchmetrics Metric), got {type(metric).__name__}: "
+            f"{metric!r:.60}"
+        )
 
 
 @dataclass(frozen=True)

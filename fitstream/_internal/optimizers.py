@@ -112,6 +112,9 @@ def event_optimizers(event: Mapping[str, Any], given: object, *, func: str) -> l
 def hparams_of(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """An optimizer's hyperparameters as plain scalars, from its first param group.
 
+    A group's ``lr`` under a torch LR scheduler is reported as the rate the schedule started
+    from (its ``initial_lr``), so that a member's setting stays one value while it trains.
+
     Example:
         >>> import torch
         >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
@@ -129,7 +132,8 @@ def hparams_of(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     else:
         keys = tuple(k for k in group if k != "params")
     for key in keys:
-        value = _plain(group.get(key))
+        # A scheduled rate changes every epoch (or step); the setting is where it started.
+        value = _plain(group.get("initial_lr", group.get(key)) if key == "lr" else group.get(key))
         if key == "betas" and isinstance(value, tuple | list) and len(value) == 2:
             out["beta1"], out["beta2"] = float(_plain(value[0])), float(_plain(value[1]))
         elif (isinstance(value, bool) and key in ("nesterov", "amsgrad")) or (

@@ -40,15 +40,13 @@ def _positive(value: object, *, arg: str, func: str) -> float | None:
     return float(value)
 
 
-def check_clip(
-    clip_grad_norm: object, clip_grad_value: object, *, cuda_graphs: bool, func: str
-) -> Clip | None:
+def check_clip(clip_grad_norm: object, clip_grad_value: object, *, func: str) -> Clip | None:
     """Check the two clipping keywords; ``None`` when neither is given.
 
     Example:
-        >>> check_clip(1.0, None, cuda_graphs=False, func="f")
+        >>> check_clip(1.0, None, func="f")
         Clip(norm=1.0, value=None)
-        >>> check_clip(0, None, cuda_graphs=False, func="f")
+        >>> check_clip(0, None, func="f")
         Traceback (most recent call last):
         ...
         ValueError: f: 'clip_grad_norm' must be a positive, finite number, got 0
@@ -62,12 +60,6 @@ def check_clip(
         )
     if norm is None and value is None:
         return None
-    if cuda_graphs:
-        given = "clip_grad_norm" if norm is not None else "clip_grad_value"
-        raise ValueError(
-            f"{func}: {given} is not captured in the CUDA graph of cuda_graphs=True yet; pass "
-            f"cuda_graphs=False to clip on the eager step"
-        )
     return Clip(norm=norm, value=value)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from .._internal.source_state import restore
 from ._checkpoint_file import load, load_model, load_optimizers, rng_states, set_rng_states
 from ._stateful import Stateful
 
@@ -96,6 +97,10 @@ def restore_file(
         for stage, entry in zip(restored, saved, strict=True):
             stage.set_state(entry["state"])
         set_rng_states(content["rng"], shuffle)
+        if not content["lightning"] and optimizer is not None:
+            optimizers = list(optimizer) if isinstance(optimizer, list | tuple) else [optimizer]
+            for opt, states in zip(optimizers, content.get("source_state") or [], strict=False):
+                restore(opt, states)  # last: it cannot fail, and is not backed up
         step = content["step"]
         active = content.get("active")  # None before 0.7, and for a single model
         return Restored(

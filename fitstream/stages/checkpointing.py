@@ -27,6 +27,7 @@ import torch
 from .._internal.checks import check_bool, check_positive_int, describe
 from .._internal.members import ensemble_of
 from .._internal.optimizers import event_optimizers
+from .._internal.source_state import saved_states
 from ..events import Stage
 from ..pipeline import stage_factory, upstream
 from ._checkpoint_file import (
@@ -108,6 +109,8 @@ def _write(path: Path, event: Mapping[str, Any], options: _Options) -> None:
         "step": event.get("step"),
         "model": model_state,
         "optimizers": [compact(o.state_dict()) for o in optimizers],
+        # each optimizer's per-step scheduler and GradScaler, when its source has them
+        "source_state": [saved_states(o) for o in optimizers],
         "rng": rng_states(generator),
         "stages": saved_stages,
         "active": active,
@@ -138,8 +141,10 @@ def checkpoint(
     The file holds ``event["model"].state_dict()`` (each member's, for an ensemble), the
     optimizers' ``state_dict`` (``optimizer`` if given, else the event's: ``event["optimizer"]``
     or ``event["trainer"].optimizers``), the random generators (torch's CPU and, if in use,
-    CUDA generators, Python's ``random`` and ``generator``), the event's ``step`` and each
-    stage's ``get_state()``. :func:`resume` loads it.
+    CUDA generators, Python's ``random`` and ``generator``), the event's ``step``, each
+    stage's ``get_state()``, and the state of what the source steps each optimizer with: the
+    per-step scheduler given as ``schedulers=`` and the ``GradScaler`` of
+    ``autocast=torch.float16``. :func:`resume` loads it.
 
     For a Lightning event (it has a ``trainer``, and no ``optimizer`` is given) the file is
     ``trainer.save_checkpoint``'s, with the stages' states and the random generators under the
@@ -239,7 +244,10 @@ def resume(
     pass the returned step to :func:`fitstream.epoch_stream` as ``step_offset``. The model and
     optimizer get their saved ``state_dict``, the random generators their saved state, and
     each stage in ``stages`` (same order as given to :func:`checkpoint`) its saved progress,
-    which it continues from when its stream starts.
+    which it continues from when its stream starts. A per-step scheduler (``schedulers=``)
+    and a float16 ``GradScaler`` saved with an optimizer get their state when the source is
+    built over that optimizer (at once, if it is built already), and the scheduler's
+    optimizer is set to the rate the saved run was at.
 
     For a file written on a Lightning stream, ``model`` and ``optimizer`` are left out: the
     Trainer restores them with ``fit_stream(..., ckpt_path=path)``; ``resume`` restores the

@@ -91,6 +91,11 @@ class VectorAdam(Vectorised):
         self.cursor = 0
         if self.cursor_t is not None:
             self.cursor_t.zero_()
+        self._tabulate()
+
+    def _tabulate(self) -> None:
+        """The bias corrections of the epoch's steps, at the hyperparameters read last."""
+        steps = self.steps
         most = steps if isinstance(steps, int) else max(steps)
         ahead = torch.arange(1, most + self.spare + 1, dtype=torch.float64).view(-1, 1, 1)
         for i, values in enumerate(self.values64):
@@ -106,6 +111,12 @@ class VectorAdam(Vectorised):
             else:
                 self.tables[i:] = [table.to(hp.device, hp.dtype)]
                 self.constants[i:] = [constants.to(hp.device, hp.dtype)]
+
+    @torch.no_grad()
+    def reread(self) -> None:
+        """Read the hyperparameters again, within an epoch; tabulate the rest of its steps."""
+        super().reread()
+        self._tabulate()
 
     @torch.no_grad()
     def step(self) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 
 from ..._internal.rows import row_counts
+from ..._internal.values import as_float_lists
 from .._shared import stack_losses
 from ..batching import batch_slices, shuffled
 from ..graphed.steps import GraphedSteps
@@ -24,6 +25,8 @@ from .loop import EnsembleLoop
 from .member_data import member_orders, rows_epoch, steps_of
 
 __all__ = ["EnsembleEpoch"]
+
+_TOTAL = "\0train_loss"  # the loss sums among the values read back with them
 
 
 class EnsembleEpoch:
@@ -47,19 +50,33 @@ class EnsembleEpoch:
         counts = [tensors[0].shape[0]] * loop.k if rows is None else row_counts(rows)
         self.counts = counts
         self.even = len(set(counts)) == 1
-        steps = steps_of(counts, batch_size)
+        group = loop.accumulate  # > 1 only with equal row counts (refused otherwise)
+        steps = [-(-n // group) for n in steps_of(counts, batch_size)]
         self.steps: int | list[int] = steps[0] if self.even else steps
         self.slices = batch_slices(counts[0], batch_size)
         self.full = [rows for rows, size in self.slices if size == batch_size]
         self.short = self.slices[-1] if self.slices[-1][1] != batch_size else None
+        self.metrics: dict[str, list[float]] = {}
 
     def __call__(self) -> list[float]:
-        """Train one epoch; return each member's mean training loss (one host sync)."""
-        stepper = self.loop.stepper
+        """Train one epoch; return each member's mean training loss (one host sync).
+
+        The members' train metrics of the epoch, read back with the losses, are left in
+        :attr:`metrics` (``train_<name>`` to one float per member).
+        """
+        loop = self.loop
+        stepper = loop.stepper
         stepper.refresh(self.steps)
+        loop.begin_epoch(len(self.slices), self.tensors[0].device)
         total = self._train()
         stepper.publish()
-        return [value / n for value, n in zip(total.tolist(), self.counts, strict=True)]
+        if loop.metrics is None:
+            sums = total.tolist()
+        else:
+            read = as_float_lists({**loop.metrics.values(self.counts), _TOTAL: total.unbind()})
+            sums = read.pop(_TOTAL)
+            self.metrics = read
+        return [value / n for value, n in zip(sums, self.counts, strict=True)]
 
     def _train(self) -> torch.Tensor:
         data, orders = self.tensors, None

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
+from ..._internal.optimizers import mark_stepped
 from .._shared import explain_bad_loss
-from ..clipping import Clip, clip_members
+from ..clipping import clip_members
+from ..schedules import group_rates
+from ..step_options import StepOptions
+from ..train_metrics import MemberTrainMetrics
 from .adam import VectorAdam
 from .member_losses import member_losses
 from .optim import MemberSteps
@@ -21,7 +26,13 @@ _FUNC = "ensemble_stream"
 
 
 class EnsembleLoop:
-    """The per-batch work of one epoch for all members at once."""
+    """The per-batch work of one epoch for all members at once.
+
+    With step options (:class:`~.step_options.StepOptions`) each member's step is the one its
+    lone :func:`~fitstream.epoch_stream` run takes with those options: its gradients summed
+    over ``accumulate`` batches, clipped by its own norm, its forward under ``autocast``, its
+    own scheduler stepped after its step, and its train metrics on its own outputs.
+    """
 
     def __init__(
         self,
@@ -30,10 +41,22 @@ class EnsembleLoop:
         stepper: VectorSGD | VectorAdam | MemberSteps,
         last_label: bool,
         *,
-        clip: Clip | None = None,
+        options: StepOptions | None = None,
     ) -> None:
+        options = options or StepOptions()
         self.ensemble = ensemble
-        self.clip = clip
+        self.clip = options.clip
+        self.accumulate = options.accumulate
+        self.dtype = options.autocast
+        self.schedulers = list(options.schedulers)
+        self.metrics = (
+            MemberTrainMetrics(options.metrics, len(ensemble), func=_FUNC)
+            if options.metrics
+            else None
+        )
+        self.rates: list[list[float] | None] = [None] * len(ensemble)  # each one's last step
+        self.marked: set[int] = set()  # members whose optimizer is marked as stepped
+        self.position, self.last = 0, 0  # the epoch's batch number, and its last
         self.stepper = stepper
         self.last_label = last_label
         self.leaves = list(ensemble.stacked)
@@ -44,6 +67,12 @@ class EnsembleLoop:
         self.shared_losses = member_losses(loss_fn, last_label, each=False)
         self.each_losses = member_losses(loss_fn, last_label, each=True)
 
+    def begin_epoch(self, batches: int, device: torch.device) -> None:
+        """Start an epoch of ``batches`` batches: its step groups and its train metrics."""
+        self.position, self.last = 0, batches - 1
+        if self.metrics is not None:
+            self.metrics.begin(device)
+
     def losses(self, inputs: list[torch.Tensor], labels: torch.Tensor | None) -> torch.Tensor:
         """The K members' losses on one batch shared by all, shape ``(K,)``."""
         return self.shared_losses(self.ensemble(*inputs), labels)
@@ -51,6 +80,21 @@ class EnsembleLoop:
     def losses_each(self, inputs: list[torch.Tensor], labels: torch.Tensor | None) -> torch.Tensor:
         """The K members' losses, each on its own batch (inputs ``(K, B, ...)``)."""
         return self.each_losses(self.ensemble._forward_each(inputs), labels)
+
+    def _outputs_and_losses(
+        self, inputs: list[torch.Tensor], labels: torch.Tensor | None, each: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        context = (
+            contextlib.nullcontext()
+            if self.dtype is None
+            else torch.autocast(inputs[0].device.type, dtype=self.dtype)
+        )
+        with context:
+            if each:
+                output = self.ensemble._forward_each(inputs)
+                return output, self.each_losses(output, labels)
+            output = self.ensemble(*inputs)
+            return output, self.shared_losses(output, labels)
 
     def run(
         self,
@@ -105,9 +149,12 @@ class EnsembleLoop:
         ``each``: the inputs are stacked per member (``(K, B, ...)``). ``frozen``: some member
         is frozen, so its weights are put back after the optimizer step.
         """
-        compute = self.losses_each if each else self.losses
+        tuned = self.metrics is not None or self.dtype is not None
         try:
-            losses = compute(inputs, labels)
+            if tuned:
+                output, losses = self._outputs_and_losses(inputs, labels, each)
+            else:
+                losses = (self.losses_each if each else self.losses)(inputs, labels)
         except ValueError as exc:
             if "must only return Tensors" in str(exc):
                 raise TypeError(
@@ -116,10 +163,22 @@ class EnsembleLoop:
             raise
         if losses.shape != (self.k,) or not losses.requires_grad:
             _explain(losses, self.k)
-        new = torch.autograd.grad(
-            losses.sum(), self.leaves, allow_unused=True, materialize_grads=True
-        )
-        torch._foreach_copy_(self.grads, new)
+        if self.metrics is not None:
+            self.metrics.add(output, labels, each=each, size=output.shape[1], held=held)
+        group = self.accumulate
+        total = losses.sum() if group == 1 else losses.sum() / group
+        new = torch.autograd.grad(total, self.leaves, allow_unused=True, materialize_grads=True)
+        if group == 1:
+            torch._foreach_copy_(self.grads, new)
+        else:  # the gradients of a group of batches, summed before its one step
+            position = self.position
+            self.position = position + 1
+            if position % group == 0:
+                torch._foreach_copy_(self.grads, new)
+            else:
+                torch._foreach_add_(self.grads, new)
+            if (position + 1) % group != 0 and position != self.last:
+                return losses.detach()
         if self.clip is not None:  # each member by its own norm, on the stacked gradients
             clip_members(self.flat_grads, self.clip)
         kept = self._hold(held) if held else None
@@ -128,7 +187,26 @@ class EnsembleLoop:
             self.ensemble._restore_frozen()
         if kept is not None:
             self._release(*kept)
+        if self.schedulers:
+            self._schedule(held)
         return losses.detach()
+
+    def _schedule(self, held: Sequence[int]) -> None:
+        """Step the scheduler of every member that stepped; give the stepper their new rates."""
+        optimizers = self.stepper.optimizers
+        vectorised = not isinstance(self.stepper, MemberSteps)
+        active = self.ensemble._active
+        for k, (scheduler, on) in enumerate(zip(self.schedulers, active, strict=True)):
+            if not on or k in held:
+                continue
+            optimizer = optimizers[k]
+            if vectorised and k not in self.marked:  # its step() is never called
+                mark_stepped(optimizer)
+                self.marked.add(k)
+            self.rates[k] = group_rates(optimizer)
+            scheduler.step()
+        if vectorised:
+            self.stepper.reread()  # type: ignore[union-attr]
 
     @torch.no_grad()
     def _hold(self, held: Sequence[int]) -> tuple[torch.Tensor, list[torch.Tensor], Any]:

@@ -88,6 +88,9 @@ class Vectorised:
         """
         self.link.adopt(self.ensemble._active)
         self.steps = steps
+        self._read_all()
+
+    def _read_all(self) -> None:
         self.values64 = []
         for i, slab in enumerate(self.slabs):
             assert slab.group is not None
@@ -100,6 +103,15 @@ class Vectorised:
                 column = values[j]
                 flags[f"any_{name}"] = bool((column != 0).any())
                 flags[f"all_{name}"] = bool((column != 0).all())
+
+    @torch.no_grad()
+    def reread(self) -> None:
+        """Read every member's hyperparameters again, within an epoch.
+
+        A per-step scheduler changes them after each step: the rate, and for ``OneCycleLR``
+        the momentum or ``betas`` too.
+        """
+        self._read_all()
 
     def publish(self) -> None:
         """Show each member's state in its optimizer's ``state`` (after an epoch's steps)."""

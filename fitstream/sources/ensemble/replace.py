@@ -42,9 +42,11 @@ class Replacer:
         settings: list[dict[str, Any]],
         *,
         graphed: bool,
+        scheduled: bool = False,
     ) -> None:
         self.ensemble, self.stepper = ensemble, stepper
         self.optimizers, self.settings, self.graphed = optimizers, settings, graphed
+        self.scheduled = scheduled
 
     def __call__(
         self,
@@ -59,6 +61,11 @@ class Replacer:
             raise ValueError(
                 f"{_FUNC}: a stream with cuda_graphs=True cannot take a new member yet; "
                 "run the search with cuda_graphs=False"
+            )
+        if self.scheduled:
+            raise ValueError(
+                f"{_FUNC}: the stream steps a scheduler per member (schedulers=), which a new "
+                "member would not have; run the search without per-step schedulers"
             )
         if any(model is member for member in ensemble.members):
             raise ValueError(

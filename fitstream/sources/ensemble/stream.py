@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -10,24 +9,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..._internal.optimizers import hparams_of, learning_rate, mark_stepped
 from ..._internal.rows import check_rows, row_counts
 from ..._internal.starts import offer_frozen_at_start
 from ...events import Event
 from .._shared import check_fit, check_run
-from ..clipping import Clip, check_clip
-from ..graphed.cuda import CudaGraphs
-from ..graphed.ensemble_step import EnsembleStep
-from ..graphed.steps import GraphedSteps
-from .adam import VectorAdam
-from .epoch import EnsembleEpoch
-from .loop import EnsembleLoop
+from ..step_options import check_step_options
 from .member_checks import check_generators, check_hooks, check_models, check_optimizers
 from .member_data import check_member_hparams
-from .optim import MemberSteps, vectorised_kind
-from .replace import Replacer
-from .sgd import VectorSGD
-from .stacking import Ensemble
+from .optim import vectorised_kind
+from .training import train_epochs
 
 __all__ = ["ensemble_stream"]
 
@@ -51,6 +41,10 @@ def ensemble_stream(
     hparams: Sequence[Mapping[str, str | int | float | bool]] | None = None,
     clip_grad_norm: float | None = None,
     clip_grad_value: float | None = None,
+    accumulate: int = 1,
+    autocast: torch.dtype | None = None,
+    schedulers: Sequence[Any] | None = None,
+    train_metrics: Mapping[str, Any] | None = None,
 ) -> Iterator[Event]:
     """Train K models of one architecture together on the same data, one event per epoch.
 
@@ -154,6 +148,27 @@ def ensemble_stream(
             run. Not with ``cuda_graphs=True`` yet.
         clip_grad_value: Before each optimizer step, clamp every member's gradient values to
             ``[-clip_grad_value, clip_grad_value]``. One of the two clipping keywords at most.
+        accumulate: One optimizer step per ``accumulate`` batches for every member, as
+            :func:`~fitstream.epoch_stream` takes it (each loss divided by ``accumulate``, the
+            epoch's last group stepped short); the members' ``rows`` must then be of equal
+            counts.
+        autocast: ``torch.bfloat16``: the members' forward and ``loss_fn`` under
+            ``torch.autocast`` (CPU and CUDA). Each member then matches its lone run within
+            bfloat16's rounding (about 1e-2 relative), not float32's: the vectorised matmuls
+            round apart from one model's. ``torch.float16`` is refused: its loss scaling
+            would skip steps member by member.
+        schedulers: One torch LR scheduler per member, over ``optimizers[k]``, stepped after
+            each of member ``k``'s optimizer steps (not while it is held or frozen), so member
+            ``k`` follows its own schedule as alone. The event's ``lr[k]`` is the rate of
+            member ``k``'s last step; its ``hparams`` keep the rate its schedule started from
+            (``initial_lr``). A stream with schedulers takes no new member by
+            ``Ensemble.replace``.
+        train_metrics: Metrics of the training batches, as for
+            :func:`~fitstream.epoch_stream`, per member: ``train_<name>`` is a list with
+            member ``k``'s value at position ``k`` (a plain callable runs once per batch for
+            all members under ``torch.func.vmap`` where it can, else member by member; a
+            stateful metric is copied per member). Read back with the losses, in one host
+            synchronisation.
 
     Returns:
         An endless iterator of :class:`~fitstream.Event` dicts.
@@ -172,7 +187,10 @@ def ensemble_stream(
             out of the data's range or on another device (unequal counts with
             ``cuda_graphs=True``). For ``hparams``: not one dict per member, a value that is
             not plain, or a name the optimizer already reports (``lr``...) or the events use
-            (``step``, ``member``...).
+            (``step``, ``member``...). For the step options, what
+            :func:`~fitstream.epoch_stream` refuses, ``len(schedulers) != len(optimizers)``,
+            a scheduler over another member's optimizer (named), ``accumulate > 1`` with
+            unequal row counts, and ``autocast=torch.float16``.
 
     Example:
         >>> from itertools import islice
@@ -218,7 +236,28 @@ def ensemble_stream(
             "rows; pass cuda_graphs=False, or give the members equal row counts"
         )
     settings = check_member_hparams(hparams, opts, func=_FUNC)
-    clip = check_clip(clip_grad_norm, clip_grad_value, cuda_graphs=graphed, func=_FUNC)
+    options = check_step_options(
+        clip_grad_norm=clip_grad_norm,
+        clip_grad_value=clip_grad_value,
+        accumulate=accumulate,
+        autocast=autocast,
+        schedulers=schedulers,
+        train_metrics=train_metrics,
+        optimizers=opts,
+        device=tensors[0].device,
+        extra=constants,
+        cuda_graphs=graphed,
+        ensemble=True,
+        func=_FUNC,
+    )
+    if options.accumulate > 1 and member_rows is not None:
+        counts = sorted(set(row_counts(member_rows)))
+        if len(counts) > 1:
+            raise ValueError(
+                f"{_FUNC}: accumulate={options.accumulate} needs every member to have as many "
+                f"'rows' as the others (their step groups would end at different batches), "
+                f"got {counts} rows; give the members equal row counts, or accumulate=1"
+            )
     kind, reason = vectorised_kind(opts)
     check_hooks(members, opts, vectorised=kind is not None, func=_FUNC)
     if kind is None and graphed:
@@ -235,7 +274,7 @@ def ensemble_stream(
             stacklevel=2,
         )
     frozen: list[int] = []
-    stream = _epochs(
+    stream = train_epochs(
         tensors,
         members,
         opts,
@@ -251,83 +290,7 @@ def ensemble_stream(
         rows=member_rows,
         settings=settings,
         frozen=frozen,
-        clip=clip,
+        options=options,
     )
     offer_frozen_at_start(stream, frozen)  # fitstream.resumable may fill it before the start
     return stream
-
-
-def _epochs(
-    tensors: tuple[torch.Tensor, ...],
-    members: list[nn.Module],
-    optimizers: list[torch.optim.Optimizer],
-    kind: str | None,
-    loss_fn: Callable[..., torch.Tensor],
-    *,
-    batch_size: int,
-    shuffle: bool,
-    last_label: bool,
-    generator: torch.Generator | list[torch.Generator] | None,
-    constants: dict[str, Any],
-    step_offset: int,
-    cuda_graphs: bool,
-    rows: list[torch.Tensor] | None,
-    settings: list[dict[str, Any]] | None,
-    frozen: list[int],
-    clip: Clip | None,
-) -> Iterator[Event]:
-    groups = [[_name_of(members[0], p) for p in g["params"]] for g in optimizers[0].param_groups]
-    ensemble = Ensemble(members, _groups=groups)
-    given = list(settings or [{} for _ in members])
-    ensemble._hparams = lambda: [
-        {**hparams_of(opt), **mine} for opt, mine in zip(optimizers, given, strict=True)
-    ]
-    stepper: VectorSGD | VectorAdam | MemberSteps
-    if kind == "sgd":
-        stepper = VectorSGD(ensemble, optimizers)
-    elif kind == "adam":
-        stepper = VectorAdam(ensemble, optimizers, device_cursor=cuda_graphs)
-    else:
-        stepper = MemberSteps(ensemble, optimizers)
-    ensemble._replacer = Replacer(ensemble, stepper, optimizers, given, graphed=cuda_graphs)
-    loop = EnsembleLoop(ensemble, loss_fn, stepper, last_label, clip=clip)
-    graphed: GraphedSteps | None = None
-    if cuda_graphs:
-        assert not isinstance(stepper, MemberSteps)  # refused at the call
-        device = tensors[0].device
-        own = rows is not None or (isinstance(generator, list) and shuffle)
-        program = EnsembleStep(loop, stepper, device, tensors if own else None)
-        graphed = GraphedSteps(program, func=_FUNC, cuda=CudaGraphs(device))
-    run_epoch = EnsembleEpoch(
-        tensors, loop, graphed, batch_size=batch_size, shuffle=shuffle, generator=generator,
-        rows=rows,
-    )  # fmt: skip
-    for member in frozen:  # frozen in the run this one continues
-        ensemble.freeze(member)
-    clock = time.perf_counter
-    step = step_offset
-    while True:
-        started = clock()
-        ensemble.train()
-        trained = list(ensemble.active)  # frozen while the consumer held the last event
-        train_loss = run_epoch()
-        if kind is not None:  # the vectorised step: no optimizers[k].step() was called
-            for opt, on in zip(optimizers, trained, strict=True):
-                if on:
-                    mark_stepped(opt)
-        elapsed = clock() - started
-        step += 1
-        yield Event(
-            step=step,
-            model=ensemble,
-            optimizer=list(optimizers),
-            train_loss=train_loss,
-            train_time_sec=elapsed,
-            lr=[learning_rate([opt]) for opt in optimizers],
-            active=trained,
-            **constants,
-        )
-
-
-def _name_of(model: nn.Module, param: torch.Tensor) -> str:
-    return next(name for name, p in model.named_parameters() if p is param)

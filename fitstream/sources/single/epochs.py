@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
-import time
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -14,15 +12,11 @@ from ..._internal.checks import (
     check_generator,
     describe,
 )
-from ..._internal.optimizers import learning_rate
 from ..._internal.train_checks import check_optimizer_for
 from ...events import Event
-from .._shared import Released, check_fit, check_optimizer, check_run, stack_losses
-from ..batching import batch_slices, shuffled
-from ..clipping import Clip, check_clip, clipped_step
-from ..graphed.cuda import CudaGraphs
-from ..graphed.steps import GraphedSteps, ModelStep
-from .loop import Loop
+from .._shared import Released, check_fit, check_optimizer, check_run
+from ..step_options import check_step_options
+from .training import train_epochs
 
 __all__ = ["epoch_stream"]
 
@@ -44,6 +38,10 @@ def epoch_stream(
     cuda_graphs: bool = False,
     clip_grad_norm: float | None = None,
     clip_grad_value: float | None = None,
+    accumulate: int = 1,
+    autocast: torch.dtype | None = None,
+    schedulers: Any = None,
+    train_metrics: Mapping[str, Any] | None = None,
 ) -> Iterator[Event]:
     """Train ``model`` epoch after epoch on in-memory tensors, yielding one event per epoch.
 
@@ -99,6 +97,32 @@ def epoch_stream(
         clip_grad_value: Before each optimizer step, clamp every gradient value to
             ``[-clip_grad_value, clip_grad_value]`` (``torch.nn.utils.clip_grad_value_``).
             One of the two clipping keywords at most.
+        accumulate: Take one optimizer step per ``accumulate`` batches (Lightning's
+            ``accumulate_grad_batches``): each batch's loss is divided by ``accumulate`` and
+            the gradients are summed, so for a mean-reduced loss a group of full batches
+            steps as one batch of their concatenated rows would. The epoch's last group may
+            be shorter; it is stepped at the epoch's end with its losses still divided by
+            ``accumulate`` (a smaller step), as Lightning does. ``train_loss`` stays the mean
+            of the undivided losses.
+        autocast: Run the forward pass and ``loss_fn`` under ``torch.autocast(device_type,
+            dtype=autocast)`` (Keras's ``mixed_precision``, Lightning's
+            ``precision="bf16-mixed"``); the backward pass and the step use the parameters'
+            own dtype. ``torch.bfloat16`` works on the CPU and on CUDA; ``torch.float16``
+            only on CUDA, where a ``torch.amp.GradScaler`` scales the loss, unscales the
+            gradients before clipping and skips a step whose gradients overflowed (its state
+            is saved by :func:`fitstream.checkpoint`).
+        schedulers: A torch LR scheduler over ``optimizer``, stepped after every optimizer
+            step (``OneCycleLR``, a warm-up). The event's ``lr`` is then the rate of the
+            epoch's last step. :func:`fitstream.checkpoint` saves its state and
+            :func:`fitstream.resume` loads it back (into this scheduler, when the stream is
+            built after the resume). A scheduler stepped once per epoch is a stage instead:
+            ``tap(lambda ev: scheduler.step())``.
+        train_metrics: Metrics of the training batches, by name, computed on the outputs the
+            step already has (no extra forward, in train mode) and reported as
+            ``train_<name>``: the same kinds :func:`fitstream.evaluate` takes (a callable
+            ``fn(pred, labels)``, weighted by batch size over the epoch, or a torchmetrics
+            metric, reset each epoch). They are read back with the loss, in the epoch's one
+            host synchronisation.
 
     Returns:
         An endless iterator of :class:`~fitstream.Event` dicts. While it is iterated, an
@@ -111,8 +135,13 @@ def epoch_stream(
         TypeError: For arguments of the wrong type.
         ValueError: For empty data, differing first dimensions, data on another device than
             the model, ``last_label=True`` with one tensor, ``batch_size < 1``, a negative
-            ``step_offset``, ``extra`` keys that clash with the event's own keys, or
-            ``cuda_graphs=True`` with data, model or optimizer not all on one CUDA device.
+            ``step_offset``, ``extra`` keys that clash with the event's own keys,
+            ``cuda_graphs=True`` with data, model or optimizer not all on one CUDA device or
+            with a step option (not captured in the graph yet), a non-positive clip or
+            ``accumulate``, an ``autocast`` dtype that is not a half-precision float type (or
+            float16 off CUDA), a scheduler over another optimizer (or a ReduceLROnPlateau), or
+            a train metric named so that ``train_<name>`` is taken (or a metric class not
+            called).
 
     Example:
         >>> from itertools import islice
@@ -147,9 +176,22 @@ def epoch_stream(
     check_optimizer(optimizer, func=_FUNC, arg="optimizer")
     graphed = check_fit(tensors, model, optimizer, cuda_graphs, func=_FUNC)
     check_generator(generator, tensors[0].device, func=_FUNC)
-    clip = check_clip(clip_grad_norm, clip_grad_value, cuda_graphs=graphed, func=_FUNC)
+    options = check_step_options(
+        clip_grad_norm=clip_grad_norm,
+        clip_grad_value=clip_grad_value,
+        accumulate=accumulate,
+        autocast=autocast,
+        schedulers=schedulers,
+        train_metrics=train_metrics,
+        optimizers=[optimizer],
+        device=tensors[0].device,
+        extra=constants,
+        cuda_graphs=graphed,
+        ensemble=False,
+        func=_FUNC,
+    )
     return Released(
-        _epochs(
+        train_epochs(
             tensors,
             model,
             optimizer,
@@ -161,88 +203,6 @@ def epoch_stream(
             constants=constants,
             step_offset=step_offset,
             cuda_graphs=graphed,
-            clip=clip,
+            options=options,
         )
     )
-
-
-def _epochs(
-    tensors: tuple[torch.Tensor, ...],
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    loss_fn: Callable[..., torch.Tensor],
-    *,
-    batch_size: int,
-    shuffle: bool,
-    last_label: bool,
-    generator: torch.Generator | None,
-    constants: dict[str, Any],
-    step_offset: int,
-    cuda_graphs: bool,
-    clip: Clip | None,
-) -> Generator[Event, None, None]:
-    n_samples = tensors[0].shape[0]
-    slices = batch_slices(n_samples, batch_size)
-    run_epoch: Callable[[tuple[torch.Tensor, ...]], torch.Tensor]
-    if cuda_graphs:
-        program = ModelStep(
-            model, optimizer, loss_fn, last_label=last_label, device=tensors[0].device, func=_FUNC
-        )
-        graphed = GraphedSteps(program, func=_FUNC, cuda=CudaGraphs(tensors[0].device))
-        run_epoch = functools.partial(graphed.run_epoch, slices=slices)
-    else:
-        zero_grad: Callable[[], Any] = optimizer.zero_grad
-        if isinstance(optimizer, torch.optim.Optimizer):
-            zero_grad = functools.partial(optimizer.zero_grad, set_to_none=True)
-        groups = getattr(optimizer, "param_groups", None)
-        params = [p for g in groups for p in g["params"]] if groups else model.parameters()
-        step_fn = clipped_step(optimizer.step, params, clip)
-        loop = Loop(model, loss_fn, zero_grad, step_fn, last_label)
-        run_epoch = _eager_epochs(loop, slices, batch_size)
-    clock = time.perf_counter
-    train = model.train
-    optimizers = (optimizer,)
-    step = step_offset
-    while True:
-        started = clock()
-        train()
-        data = shuffled(tensors, generator) if shuffle else tensors
-        train_loss = run_epoch(data).item() / n_samples
-        elapsed = clock() - started
-        step += 1
-        event = Event(
-            step=step,
-            model=model,
-            optimizer=optimizer,
-            train_loss=train_loss,
-            train_time_sec=elapsed,
-        )
-        rate = learning_rate(optimizers)
-        if rate is not None:
-            event["lr"] = rate
-        event.update(constants)
-        yield event
-
-
-def _eager_epochs(
-    loop: Loop,
-    slices: list[tuple[slice, int]],
-    batch_size: int,
-) -> Callable[[tuple[torch.Tensor, ...]], torch.Tensor]:
-    """The careful hand loop: one epoch per call, returning the size-weighted loss sum."""
-    # Full batches share one weight, so their losses are summed as they are and scaled once at
-    # the end of the epoch; only a short last batch needs a weight of its own.
-    full = [rows for rows, size in slices if size == batch_size]
-    short = slices[-1] if slices[-1][1] != batch_size else None
-
-    def run_epoch(data: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        losses = loop.run(data, full)
-        total = stack_losses(losses).sum() * batch_size if losses else None
-        if short is not None:
-            rows, size = short
-            last = loop.run(data, [rows])[0] * size
-            total = last if total is None else total + last
-        assert total is not None  # at least one batch: the data is never empty
-        return total
-
-    return run_epoch
