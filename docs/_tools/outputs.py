@@ -26,7 +26,8 @@ from typing import Any
 
 RUNS = ("python", "py", "{code-block} python")
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
-_BAR = re.compile(r"\|#*[0-9]?\s*\|")  # a progress bar (its partial cell a digit) follows the text
+# A progress bar's width follows the text's; its partial cell is a digit.
+_BAR = re.compile(r"\|#*[0-9]?\s*\|")
 # The end of a bar's line is cut at 80 columns, where depends on the values' digits.
 _BAR_TAIL = re.compile(r"^(.*\|BAR\|.*? \[).*$", re.MULTILINE)
 
