@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TypeVar
 
+from ._internal.callables import check_arity
 from ._internal.checks import describe
 from ._internal.rendezvous import Channel, Emitter, StreamAborted, shut_down, work
 
@@ -75,7 +76,7 @@ class PushStream(Iterator[T]):
         name: Names the thread and prefixes error messages, e.g. ``"fit_stream"``.
 
     Raises:
-        TypeError: ``run`` is not callable.
+        TypeError: ``run`` is not callable, or cannot take one argument (the Emitter).
 
     Example:
         >>> def produce(emit):
@@ -101,6 +102,7 @@ class PushStream(Iterator[T]):
             raise TypeError(
                 f"PushStream: 'run' must be a callable taking an Emitter, got {describe(run)}"
             )
+        check_arity(run, 1, func="PushStream", arg="run", of="the Emitter")
         self._run: Callable[[Emitter[T]], object] | None = run
         self._ch = Channel(name)
         self._ambient = 0  # id of an exception the consumer was already handling at next()

@@ -203,7 +203,7 @@ def evaluate(
     for name, metric in metrics.items():
         check_name(name, func=func, what="each name in 'metrics'")
         check_not_own_key(name, func=func, arg="metrics")
-        check_metric(metric, func=func, arg=f"metrics[{name!r}]")
+        check_metric(metric, func=func, arg=f"metrics[{name!r}]", last_label=last_label)
         specs.append(MetricSpec(name, metric, is_stateful_metric(metric), f"metric {name!r}"))
     check_positive_int(batch_size, func=func, arg="batch_size", allow_none=True)
     return augmenter(func, tensors, specs, last_label=last_label, batch_size=batch_size, rows=rows)

@@ -6,6 +6,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from torch import nn
+
 __all__ = ["check_arity", "mark_factory"]
 
 _FACTORY_MARK = "__fitstream_factory__"
@@ -38,12 +40,14 @@ def _factory_hint(fn: object) -> str | None:
     return hint if isinstance(hint, str) else None
 
 
-def check_arity(fn: Callable[..., Any], n_args: int, *, func: str, arg: str) -> None:
+def check_arity(
+    fn: Callable[..., Any], n_args: int, *, func: str, arg: str, of: str = "the event"
+) -> None:
     """Refuse a callable that cannot be called with ``n_args`` positional arguments.
 
     A FitStream factory (``best_model``, ``validation_loss``, ``print_keys``...) passed
     uncalled gets a hint to call it first. Callables whose signature Python cannot read
-    (some built-ins) are accepted as they are.
+    (some built-ins) are accepted as they are. ``of`` says what the arguments are.
 
     Example:
         >>> check_arity(lambda a, b: None, 1, func="tap", arg="fn")
@@ -54,14 +58,16 @@ def check_arity(fn: Callable[..., Any], n_args: int, *, func: str, arg: str) -> 
     hint = _factory_hint(fn)
     if hint is not None:
         raise TypeError(f"{func}: '{arg}' got the factory itself; call it first: {hint}")
+    # A module's __call__ takes anything; what it accepts is its forward's signature.
+    target = fn.forward if isinstance(fn, nn.Module) else fn
     try:
-        signature = inspect.signature(fn)
+        signature = inspect.signature(target)
     except (TypeError, ValueError):
         return
     try:
         signature.bind(*range(n_args))
     except TypeError as exc:
-        what = "no arguments" if n_args == 0 else f"{n_args} positional argument(s) (the event)"
+        what = "no arguments" if n_args == 0 else f"{n_args} positional argument(s) ({of})"
         name = getattr(fn, "__qualname__", None) or type(fn).__name__
         raise TypeError(
             f"{func}: '{arg}' must accept {what}, but {name}{signature} cannot ({exc})"

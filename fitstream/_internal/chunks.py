@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from .checks import describe
+from .forward_errors import explain_forward
 from .metrics import MetricSpec, Value, add_weighted, scalar
 from .rows import padded
 
@@ -82,7 +83,11 @@ class Chunks:
         sums: dict[str, list[Value | None]] = {spec.name: [None] * count for spec in self.specs}
         for chunk, size in self.chunks:
             inputs, labels = (chunk[:-1], chunk[-1:]) if self.last_label else (chunk, ())
-            output = model(*inputs)
+            try:
+                output = model(*inputs)
+            except RuntimeError as exc:
+                explain_forward(exc, model, inputs, func=self.func, arg="val_data")
+                raise
             outputs = [output] if members is None else member_outputs(output, count, func=self.func)
             for k, pred in enumerate(outputs):
                 where = "" if members is None else f" on member {k}"
@@ -143,11 +148,15 @@ class MemberChunks:
         inputs_t, labels_t = (tensors[:-1], tensors[-1]) if self.last_label else (tensors, None)
         for index, sizes in self.chunks:
             inputs = [t[index] for t in inputs_t]
-            outputs = (
-                member_outputs(each(inputs), count, func=self.func)
-                if callable(each)
-                else [m(*(x[k] for x in inputs)) for k, m in enumerate(members)]
-            )
+            try:
+                outputs = (
+                    member_outputs(each(inputs), count, func=self.func)
+                    if callable(each)
+                    else [m(*(x[k] for x in inputs)) for k, m in enumerate(members)]
+                )
+            except RuntimeError as exc:
+                explain_forward(exc, members[0], inputs, func=self.func, arg="val_data")
+                raise
             for k, (pred, size) in enumerate(zip(outputs, sizes, strict=True)):
                 if not size:
                     continue

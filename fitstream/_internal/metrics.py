@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .callables import check_arity
 from .values import exact_dtype, scalar_value
 
 __all__ = [
@@ -54,11 +55,14 @@ def is_stateful_metric(obj: object) -> bool:
     return all(callable(getattr(obj, name, None)) for name in ("update", "compute", "reset"))
 
 
-def check_metric(metric: object, *, func: str, arg: str) -> None:
-    """Refuse what is not a metric: not callable, or a metric class not yet instantiated.
+def check_metric(metric: object, *, func: str, arg: str, last_label: bool = True) -> None:
+    """Refuse what is not a metric: not callable, a class not yet instantiated, a wrong arity.
+
+    A plain callable must take ``(pred, labels)`` (``(pred)`` without labels); a stateful
+    metric's ``update`` likewise.
 
     Example:
-        >>> check_metric(len, func="evaluate", arg="metrics['n']")
+        >>> check_metric(max, func="evaluate", arg="metrics['top']")
         >>> class Accuracy:
         ...     def __call__(self, pred, labels): ...
         >>> check_metric(Accuracy, func="evaluate", arg="metrics['acc']")
@@ -77,6 +81,13 @@ def check_metric(metric: object, *, func: str, arg: str) -> None:
             f"update/compute/reset such as a torchmetrics Metric), got {type(metric).__name__}: "
             f"{metric!r:.60}"
         )
+    stateful = is_stateful_metric(metric)
+    target: Any = metric.update if stateful else metric  # type: ignore[attr-defined]
+    where = f"{arg}.update" if stateful else arg
+    if last_label:
+        check_arity(target, 2, func=func, arg=where, of="the predictions and the labels")
+    else:
+        check_arity(target, 1, func=func, arg=where, of="the predictions")
 
 
 @dataclass(frozen=True)

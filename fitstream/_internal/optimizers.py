@@ -13,11 +13,13 @@ from typing import Any
 
 import torch
 
+from .checks import describe
 from .lookup import missing_key_error
 from .values import scalar_value
 
 __all__ = [
     "ADAM_FAMILY",
+    "check_optimizer_arg",
     "event_optimizers",
     "hparams_of",
     "learning_rate",
@@ -71,6 +73,42 @@ def learning_rate(optimizers: Sequence[object]) -> float | list[float] | None:
     if not rates:
         return None
     return rates[0] if len(rates) == 1 else rates
+
+
+def check_optimizer_arg(
+    value: object, *, func: str, needs: tuple[str, ...], arg: str = "optimizer"
+) -> None:
+    """Refuse, at the call, an ``optimizer=`` that is not one (or a list of them).
+
+    ``needs`` names what the stage uses: ``"param_groups"`` to change rates, ``"state_dict"``
+    to save. ``None`` (the event's own optimizers) passes.
+
+    Example:
+        >>> check_optimizer_arg("sgd", func="f", needs=("param_groups",))
+        Traceback (most recent call last):
+        ...
+        TypeError: f: 'optimizer' must be a torch optimizer (or a list of them, one per ...
+    """
+    if value is None:
+        return
+    given = list(value) if isinstance(value, list | tuple) else [value]
+    for position, opt in enumerate(given or [value]):
+        where = f"'{arg}[{position}]'" if isinstance(value, list | tuple) else f"'{arg}'"
+        if isinstance(opt, type) or not callable(getattr(opt, "step", None)):
+            got = f"the class {opt.__name__}" if isinstance(opt, type) else describe(opt)
+            raise TypeError(
+                f"{func}: {where} must be a torch optimizer (or a list of them, one per "
+                f"ensemble member), got {got}"
+            )
+        for need in needs:
+            found = getattr(opt, need, None)
+            ok = isinstance(found, Sequence) if need == "param_groups" else callable(found)
+            if not ok:
+                what = "learning rates to change" if need == "param_groups" else "state to save"
+                raise TypeError(
+                    f"{func}: {where} has no {need}, so it has no {what}; give a torch "
+                    f"optimizer, got {describe(opt)}"
+                )
 
 
 def event_optimizers(event: Mapping[str, Any], given: object, *, func: str) -> list[Any]:

@@ -2,12 +2,71 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["check_optimizer_for", "check_training_data"]
+__all__ = ["check_no_closure", "check_optimizer_for", "check_rates", "check_training_data"]
+
+
+def check_rates(optimizer: object, *, func: str, arg: str) -> None:
+    """Refuse a param group whose ``lr`` is not a number (a string trains as torch parses it).
+
+    Example:
+        >>> w = torch.zeros(1, requires_grad=True)
+        >>> check_rates(torch.optim.SGD([w], lr=0.1), func="f", arg="optimizer")
+        >>> opt = torch.optim.SGD([w], lr=0.1)
+        >>> opt.param_groups[0]["lr"] = "0.1"
+        >>> check_rates(opt, func="f", arg="optimizer")
+        Traceback (most recent call last):
+        ...
+        TypeError: f: 'optimizer' has param_groups[0]['lr'] = '0.1' (str); a rate must be ...
+    """
+    groups = getattr(optimizer, "param_groups", None)
+    if not isinstance(groups, Sequence):
+        return
+    for g, group in enumerate(groups):
+        rate = group.get("lr") if isinstance(group, dict) else None
+        if rate is None or isinstance(rate, torch.Tensor):
+            continue
+        if isinstance(rate, bool) or not isinstance(rate, int | float):
+            raise TypeError(
+                f"{func}: '{arg}' has param_groups[{g}]['lr'] = {rate!r:.40} "
+                f"({type(rate).__name__}); a rate must be a number, such as 0.1"
+            )
+
+
+def check_no_closure(optimizer: object, *, func: str, arg: str) -> None:
+    """Refuse an optimizer whose ``step`` needs a closure (LBFGS): the sources call ``step()``.
+
+    Example:
+        >>> w = torch.zeros(1, requires_grad=True)
+        >>> check_no_closure(torch.optim.SGD([w], lr=0.1), func="f", arg="optimizer")
+        >>> check_no_closure(torch.optim.LBFGS([w]), func="f", arg="optimizer")
+        Traceback (most recent call last):
+        ...
+        TypeError: f: 'optimizer' (LBFGS) steps only with a closure that recomputes the loss, ...
+    """
+    # The class's own step: a scheduler wraps the instance's in a (*args, **kwargs) function.
+    step = getattr(type(optimizer), "step", None)
+    try:
+        signature = inspect.signature(step)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(optimizer)
+    except TypeError:
+        needs = True
+    else:
+        needs = isinstance(optimizer, torch.optim.LBFGS)  # its closure is optional in name only
+    if needs:
+        raise TypeError(
+            f"{func}: '{arg}' ({type(optimizer).__name__}) steps only with a closure that "
+            f"recomputes the loss, which a per-batch training loop does not give; use an "
+            f"optimizer whose step() needs no closure (SGD, Adam, AdamW...)"
+        )
 
 
 def check_optimizer_for(optimizer: object, model: nn.Module, *, func: str) -> None:

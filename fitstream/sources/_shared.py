@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._internal.callables import check_arity
 from .._internal.checks import (
     check_bool,
     check_callable,
@@ -81,8 +82,9 @@ def check_run(
     """Check the arguments every in-memory source takes alike; return the tensors and extras.
 
     Example:
-        >>> tensors, extra = check_run((torch.zeros(4, 2), torch.zeros(4)), len, batch_size=2,
-        ...     shuffle=True, last_label=True, extra=None, step_offset=0, func="f")
+        >>> data = (torch.zeros(4, 2), torch.zeros(4))
+        >>> tensors, extra = check_run(data, nn.MSELoss(), batch_size=2, shuffle=True,
+        ...     last_label=True, extra=None, step_offset=0, func="f")
         >>> len(tensors), extra
         (2, {})
     """
@@ -90,6 +92,11 @@ def check_run(
     check_bool(last_label, func=func, arg="last_label")
     tensors = check_tensor_data(train_data, func=func, arg="train_data", last_label=last_label)
     check_callable(loss_fn, func=func, arg="loss_fn")
+    assert callable(loss_fn)
+    if last_label:
+        check_arity(loss_fn, 2, func=func, arg="loss_fn", of="the prediction and the labels")
+    else:
+        check_arity(loss_fn, 1, func=func, arg="loss_fn", of="the prediction")
     check_positive_int(batch_size, func=func, arg="batch_size")
     check_one_device(tensors, func=func, arg="train_data")
     constants = check_extra(extra, func=func)

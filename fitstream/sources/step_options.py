@@ -75,6 +75,7 @@ def check_step_options(
     cuda_graphs: bool,
     ensemble: bool,
     func: str,
+    last_label: bool = True,
 ) -> StepOptions:
     """Check every step option of a source's call; refuse those ``cuda_graphs`` cannot take.
 
@@ -96,7 +97,7 @@ def check_step_options(
         accumulate=accumulate,
         autocast=check_autocast(autocast, device, ensemble=ensemble, func=func),
         schedulers=check_schedulers(schedulers, optimizers, ensemble=ensemble, func=func),
-        metrics=check_train_metrics(train_metrics, extra, func=func),
+        metrics=check_train_metrics(train_metrics, extra, func=func, last_label=last_label),
     )
     if cuda_graphs and not options.plain:
         given = options.given()

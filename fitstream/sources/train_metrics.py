@@ -26,14 +26,14 @@ __all__ = ["MemberTrainMetrics", "TrainMetrics", "check_train_metrics"]
 
 
 def check_train_metrics(
-    train_metrics: object, extra: Mapping[str, Any], *, func: str
+    train_metrics: object, extra: Mapping[str, Any], *, func: str, last_label: bool = True
 ) -> tuple[MetricSpec, ...]:
     """Check ``train_metrics``: names to metrics, their ``train_<name>`` keys all new.
 
     Example:
-        >>> [spec.name for spec in check_train_metrics({"acc": len}, {}, func="f")]
+        >>> [spec.name for spec in check_train_metrics({"acc": max}, {}, func="f")]
         ['train_acc']
-        >>> check_train_metrics({"loss": len}, {}, func="f")
+        >>> check_train_metrics({"loss": max}, {}, func="f")
         Traceback (most recent call last):
         ...
         ValueError: f: train_metrics['loss'] would be reported as 'train_loss', ...
@@ -55,7 +55,7 @@ def check_train_metrics(
                 f"{func}: train_metrics[{name!r}] would be reported as {key!r}, {where}; "
                 f"name it otherwise"
             )
-        check_metric(metric, func=func, arg=f"train_metrics[{name!r}]")
+        check_metric(metric, func=func, arg=f"train_metrics[{name!r}]", last_label=last_label)
         specs.append(MetricSpec(key, metric, is_stateful_metric(metric), f"train metric {name!r}"))
     return tuple(specs)
 

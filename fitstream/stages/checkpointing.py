@@ -26,7 +26,8 @@ import torch
 
 from .._internal.checks import check_bool, check_positive_int, describe
 from .._internal.members import ensemble_of
-from .._internal.optimizers import event_optimizers
+from .._internal.optimizers import check_optimizer_arg, event_optimizers
+from .._internal.paths import check_file_target
 from .._internal.source_state import saved_states
 from ..events import Stage
 from ..pipeline import stage_factory, upstream
@@ -51,12 +52,19 @@ class _Options:
     stages: tuple[Stateful, ...]
 
 
-def _check_path(path: object, *, func: str) -> Path:
+def _check_path(path: object, *, func: str, written: bool = False) -> Path:
     if not isinstance(path, str | os.PathLike):
         raise TypeError(
             f"{func}: 'path' must be a file path (str or os.PathLike), got {describe(path)}"
         )
-    return Path(os.fspath(path))
+    target = Path(os.fspath(path))
+    if written:  # a folder, or a path under a file, is refused now, not at the first save
+        check_file_target(target, func=func, arg="path")
+    elif target.is_dir():
+        raise IsADirectoryError(
+            f"{func}: path {str(target)!r} is a folder; give the checkpoint file in it"
+        )
+    return target
 
 
 def _check_stages(stages: object, *, func: str) -> tuple[Stateful, ...]:
@@ -190,10 +198,11 @@ def checkpoint(
         3
     """
     func = "checkpoint"
-    target = _check_path(path, func=func)
+    target = _check_path(path, func=func, written=True)
     check_positive_int(every, func=func, arg="every")
     if model is not None and not callable(getattr(model, "state_dict", None)):
         raise TypeError(f"{func}: 'model' must be an nn.Module or None, got {describe(model)}")
+    check_optimizer_arg(optimizer, func=func, needs=("state_dict",))
     options = _Options(
         model=model,
         optimizer=optimizer,

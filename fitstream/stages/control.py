@@ -17,7 +17,7 @@ from .._internal.checks import check_bool, check_name, check_non_negative_int, d
 from .._internal.direction import resolve_mode
 from .._internal.lookup import metric_values
 from .._internal.members import ensemble_of
-from .._internal.optimizers import event_optimizers, param_groups
+from .._internal.optimizers import check_optimizer_arg, event_optimizers, param_groups
 from .._internal.values import scalar_value
 from ..events import Stage
 from ..pipeline import stage_factory, upstream
@@ -195,6 +195,7 @@ def reduce_lr_on_plateau(
         raise ValueError(f"{func}: 'delta_mode' must be 'abs' or 'rel', got {delta_mode!r}")
     delta = _check_number(min_delta, func=func, arg="min_delta", low=0.0, high=math.inf)
     floors = _check_min_lr(min_lr)
+    check_optimizer_arg(optimizer, func=func, needs=("param_groups",))
     plateau = _Plateau(resolved, delta_mode, delta, patience, cooldown)
 
     def run(events: Iterable[dict[str, Any]], state: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -202,6 +203,13 @@ def reduce_lr_on_plateau(
             for event in it:
                 values, per_member = _monitored(event, key, func=func)
                 optimizers = event_optimizers(event, optimizer, func=func)
+                if optimizer is None:  # the event's: checked on first sight, as the call does
+                    check_optimizer_arg(
+                        optimizers[0] if len(optimizers) == 1 else optimizers,
+                        func=func,
+                        needs=("param_groups",),
+                        arg="event['optimizer']",
+                    )
                 if per_member and len(optimizers) != len(values):
                     raise ValueError(
                         f"{func}: {key!r} has one value per member ({len(values)}) but there "

@@ -254,7 +254,7 @@ def progress(
     Raises:
         TypeError: A key is not a string, ``total`` is not an int, ``disable`` is not a bool or
             ``None``, ``desc`` is not a string, or ``file`` has no ``write`` method.
-        ValueError: ``total`` is below 1.
+        ValueError: ``total`` is below 1, or ``file`` is closed or not open for writing.
         ImportError: tqdm is not installed (``pip install 'fitstream[progress]'``).
 
     Example:
@@ -281,6 +281,14 @@ def progress(
         raise TypeError(
             f"progress: file must be a writable text stream such as sys.stderr, "
             f"got {type(file).__name__}: {file!r:.60}"
+        )
+    if file is not None and getattr(file, "closed", False):
+        raise ValueError(f"progress: file is closed, so the bar cannot be written: {file!r:.60}")
+    writable = getattr(file, "writable", None)
+    if file is not None and callable(writable) and not writable():
+        raise ValueError(
+            f"progress: file is not open for writing (mode {getattr(file, 'mode', '?')!r}), "
+            f"so the bar cannot be written: {file!r:.60}"
         )
     if file is None:
         bar_class: Any = _bar_class(require("tqdm.auto", "progress", feature="progress").tqdm)

@@ -135,7 +135,7 @@ def resumable(
         ([1, 2], [3, 4, 5])
     """
     func = "resumable"
-    target = _check_path(path, func=func)
+    target = _check_path(path, func=func, written=True)
     members = _check_model(model, func=func)
     optimizer = _check_optimizer(optimizer, func=func)
     check_positive_int(epochs, func=func, arg="epochs", allow_none=True)

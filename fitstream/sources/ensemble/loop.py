@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from ..._internal.forward_errors import explain_forward
 from ..._internal.optimizers import mark_stepped
 from .._shared import explain_bad_loss
 from ..clipping import clip_members
@@ -155,6 +156,9 @@ class EnsembleLoop:
                 output, losses = self._outputs_and_losses(inputs, labels, each)
             else:
                 losses = (self.losses_each if each else self.losses)(inputs, labels)
+        except RuntimeError as exc:
+            explain_forward(exc, self.ensemble.members[0], inputs, func=_FUNC, arg="train_data")
+            raise
         except ValueError as exc:
             if "must only return Tensors" in str(exc):
                 raise TypeError(

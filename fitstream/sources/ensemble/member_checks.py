@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
 from ..._internal.checks import check_generator, describe
+from ..._internal.train_checks import check_no_closure, check_rates
 
 __all__ = ["check_generators", "check_hooks", "check_models", "check_optimizers"]
 
@@ -69,6 +70,16 @@ def _check_same_architecture(first: nn.Module, model: nn.Module, k: int, *, func
                 f"{where} in its modules: {ref_name!r} ({ref_type.__name__}) in models[0], "
                 f"{name!r} ({kind.__name__}) in models[{k}]; members must share one architecture"
             )
+    if len(ref_modules) != len(modules):
+        longer, owner = (modules, f"models[{k}]") if len(modules) > len(ref_modules) else (
+            ref_modules, "models[0]"
+        )  # fmt: skip
+        extra_name, extra_type = longer[min(len(modules), len(ref_modules))]
+        raise ValueError(
+            f"{where}: it has {len(modules)} modules, models[0] has {len(ref_modules)}; the "
+            f"first one only {owner} has is {extra_name!r} ({extra_type.__name__}); members "
+            f"must share one architecture"
+        )
     for what, ref, got in (
         ("parameter", list(first.named_parameters()), list(model.named_parameters())),
         ("buffer", list(first.named_buffers()), list(model.named_buffers())),
@@ -83,9 +94,11 @@ def _check_same_architecture(first: nn.Module, model: nn.Module, k: int, *, func
                 raise ValueError(
                     f"{where} in {what} {rn!r}: {detail}; members must share one architecture"
                 )
-        if len(ref) != len(got) or len(ref_modules) != len(modules):
+        if len(ref) != len(got):
+            more, owner = (got, f"models[{k}]") if len(got) > len(ref) else (ref, "models[0]")
             raise ValueError(
-                f"{where}: it has {len(got)} {what}s, models[0] has {len(ref)}; members must "
+                f"{where}: it has {len(got)} {what}s, models[0] has {len(ref)}; the first one "
+                f"only {owner} has is {more[min(len(got), len(ref))][0]!r}; members must "
                 f"share one architecture"
             )
 
@@ -141,10 +154,30 @@ def check_optimizers(
         for name, param in model.named_parameters():
             owners[id(param)] = (k, name)
     reference: list[list[str]] | None = None
+    seen: dict[int, int] = {}
     for k, opt in enumerate(opts):
         if not isinstance(opt, torch.optim.Optimizer):
             raise TypeError(
                 f"{func}: 'optimizers[{k}]' must be a torch.optim.Optimizer, got {describe(opt)}"
+            )
+        if id(opt) in seen:
+            raise ValueError(
+                f"{func}: 'optimizers[{k}]' is the same object as 'optimizers[{seen[id(opt)]}]'; "
+                f"give each member its own optimizer over its own parameters, e.g. "
+                f"[{type(opt).__name__}(m.parameters(), ...) for m in models]"
+            )
+        seen[id(opt)] = k
+        check_no_closure(opt, func=func, arg=f"optimizers[{k}]")
+        check_rates(opt, func=func, arg=f"optimizers[{k}]")
+        over = sorted(
+            {owners[id(p)][0] for g in opt.param_groups for p in g["params"] if id(p) in owners}
+        )
+        if len(over) > 1:
+            raise ValueError(
+                f"{func}: 'optimizers[{k}]' is over the parameters of several models "
+                f"({', '.join(f'models[{j}]' for j in over[:4])}{'...' if len(over) > 4 else ''})"
+                f"; give each member its own optimizer over its own parameters, e.g. "
+                f"[{type(opt).__name__}(m.parameters(), ...) for m in models]"
             )
         groups: list[list[str]] = []
         for g, group in enumerate(opt.param_groups):

@@ -249,6 +249,7 @@ def ensemble_stream(
         cuda_graphs=graphed,
         ensemble=True,
         func=_FUNC,
+        last_label=bool(last_label),
     )
     if options.accumulate > 1 and member_rows is not None:
         counts = sorted(set(row_counts(member_rows)))

@@ -12,7 +12,7 @@ from ..._internal.checks import (
     check_generator,
     describe,
 )
-from ..._internal.train_checks import check_optimizer_for
+from ..._internal.train_checks import check_no_closure, check_optimizer_for, check_rates
 from ...events import Event
 from .._shared import Released, check_fit, check_optimizer, check_run
 from ..step_options import check_step_options
@@ -174,6 +174,8 @@ def epoch_stream(
         raise TypeError(f"{_FUNC}: 'model' must be a torch.nn.Module, got {describe(model)}")
     check_optimizer_for(optimizer, model, func=_FUNC)
     check_optimizer(optimizer, func=_FUNC, arg="optimizer")
+    check_no_closure(optimizer, func=_FUNC, arg="optimizer")
+    check_rates(optimizer, func=_FUNC, arg="optimizer")
     graphed = check_fit(tensors, model, optimizer, cuda_graphs, func=_FUNC)
     check_generator(generator, tensors[0].device, func=_FUNC)
     options = check_step_options(
@@ -189,6 +191,7 @@ def epoch_stream(
         cuda_graphs=graphed,
         ensemble=False,
         func=_FUNC,
+        last_label=bool(last_label),
     )
     return Released(
         train_epochs(

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..._internal.forward_errors import explain_forward
 from .._shared import explain_bad_loss as explain_loss
 
 __all__ = ["Loop", "explain_bad_loss"]
@@ -46,7 +47,12 @@ class Loop:
         try:
             for rows in batches:
                 zero_grad()
-                prediction = model(*[tensor[rows] for tensor in inputs])
+                batch = [tensor[rows] for tensor in inputs]
+                try:
+                    prediction = model(*batch)
+                except RuntimeError as exc:
+                    explain_forward(exc, model, batch, func=_FUNC, arg="train_data")
+                    raise
                 loss = loss_fn(prediction, labels[rows]) if last_label else loss_fn(prediction)
                 backward(loss)
                 step()

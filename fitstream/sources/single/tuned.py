@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..._internal.forward_errors import explain_forward
 from ..._internal.metrics import Value
 from ..._internal.source_state import attach
 from .._shared import stack_losses
@@ -113,7 +114,12 @@ class TunedLoop:
                 if j % group == 0:
                     self.zero_grad()
                 with self._forward():
-                    prediction = model(*[tensor[rows] for tensor in inputs])
+                    batch = [tensor[rows] for tensor in inputs]
+                    try:
+                        prediction = model(*batch)
+                    except RuntimeError as exc:
+                        explain_forward(exc, model, batch, func=_FUNC, arg="train_data")
+                        raise
                     target = labels[rows] if last_label else None
                     loss = loss_fn(prediction, target) if last_label else loss_fn(prediction)
                 scaled = loss / group if group != 1 else loss
