@@ -9,6 +9,7 @@ import glob
 import os
 import random
 import tempfile
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -70,16 +71,30 @@ def rng_states(generator: torch.Generator | None) -> dict[str, Any]:
     }
 
 
-def set_rng_states(states: Mapping[str, Any], generator: torch.Generator | None) -> None:
+def set_rng_states(
+    states: Mapping[str, Any],
+    generator: torch.Generator | None,
+    *,
+    func: str = "resume",
+    warn_missing: bool = False,
+) -> None:
     torch.set_rng_state(states["torch"])
     if states["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
     version, internal, gauss = states["python"]
     random.setstate((version, tuple(internal), gauss))
+    if generator is None and states["generator"] is not None and warn_missing:
+        warnings.warn(
+            f"{func}: the checkpoint holds the state of the shuffle generator the run had, but "
+            f"no 'generator' was given: the run will shuffle differently from the one that "
+            f"stopped; pass the generator given to epoch_stream as generator=",
+            UserWarning,
+            stacklevel=4,
+        )
     if generator is not None:
         if states["generator"] is None:
             raise ValueError(
-                "resume: 'generator' was given but the checkpoint holds no generator state "
+                f"{func}: 'generator' was given but the checkpoint holds no generator state "
                 "(checkpoint(...) was made without generator=)"
             )
         generator.set_state(states["generator"])

@@ -96,7 +96,7 @@ def restore_file(
             load_optimizers(optimizer, content["optimizers"], func=func)
         for stage, entry in zip(restored, saved, strict=True):
             stage.set_state(entry["state"])
-        set_rng_states(content["rng"], shuffle)
+        set_rng_states(content["rng"], shuffle, func=func, warn_missing=True)
         if not content["lightning"] and optimizer is not None:
             optimizers = list(optimizer) if isinstance(optimizer, list | tuple) else [optimizer]
             for opt, states in zip(optimizers, content.get("source_state") or [], strict=False):

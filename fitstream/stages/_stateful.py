@@ -54,9 +54,17 @@ class StatefulStage:
         [11]
     """
 
-    def __init__(self, name: str, initial: Callable[[], dict[str, Any]], run: Run) -> None:
+    def __init__(
+        self,
+        name: str,
+        initial: Callable[[], dict[str, Any]],
+        run: Run,
+        *,
+        added: tuple[str, ...] = (),
+    ) -> None:
         self.name = name
         self._initial = initial
+        self._added = added  # state keys newer than some saved states: their initial value
         self._run = run
         self._restored: dict[str, Any] | None = None
         self._live: dict[str, Any] | None = None
@@ -93,7 +101,9 @@ class StatefulStage:
                 f"{self.name}: set_state needs the dict get_state returned, got "
                 f"{type(state).__name__}: {state!r:.60}"
             )
-        expected = set(self._initial())
+        initial = self._initial()
+        expected = set(initial)
+        state = {**{k: initial[k] for k in self._added if k not in state}, **state}
         if set(state) != expected:
             raise ValueError(
                 f"{self.name}: set_state needs the keys {sorted(expected)}, got {sorted(state)} "

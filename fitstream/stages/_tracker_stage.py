@@ -73,8 +73,16 @@ class TrackerStage:
         try:
             with upstream(events) as it:
                 for event in it:
+                    found = event.get("model", model) if isinstance(event, Mapping) else model
+                    if model is not None and found is not model:
+                        raise ValueError(
+                            f"best_model: event['model'] at step {event.get('step')!r} is "
+                            f"another object than in the events before ({describe(found)}); "
+                            f"a tracker follows one model, so its best snapshot would go into "
+                            f"the wrong one: make one best_model(...) per model"
+                        )
                     self._look_at(event)
-                    model = event.get("model", model)
+                    model = found
                     yield event
         finally:
             # After the upstream is closed (a Lightning run has finished), whatever ended

@@ -213,6 +213,12 @@ def ema(
         averages: list[float] | None = state["averages"]
         per_member: bool = state["per_member"]
         weight: float = state["weight"]
+        if state["key"] is not None and state["key"] != key:
+            raise ValueError(
+                f"ema: the saved state averages {state['key']!r}, but this ema smooths {key!r}; "
+                f"resume it with the stages in the order they were saved"
+            )
+        state["key"] = key
         with upstream(events) as it:
             for event in it:
                 value = metric_values(event, key, func="ema")
@@ -232,8 +238,9 @@ def ema(
                 smoothed = [a / (1.0 - weight) for a in averages] if correct else averages
                 yield _extended(event, {target: smoothed if per_member else smoothed[0]})
 
-    return StatefulStage("ema", _ema_start, run)
+    return StatefulStage("ema", _ema_start, run, added=("key",))
 
 
 def _ema_start() -> dict[str, Any]:
-    return {"averages": None, "per_member": False, "weight": 1.0}
+    # "key" (the smoothed key, set at the first pass) is newer than 0.7: None in older states
+    return {"averages": None, "per_member": False, "weight": 1.0, "key": None}

@@ -22,6 +22,7 @@ from ..graphed.steps import GraphedSteps
 from ..step_options import StepOptions
 from .adam import VectorAdam
 from .epoch import EnsembleEpoch
+from .links import check_links, keep_frozen_as_they_are
 from .loop import EnsembleLoop
 from .optim import MemberSteps
 from .replace import Replacer
@@ -90,6 +91,8 @@ def train_epochs(
     step = step_offset
     while True:
         started = clock()
+        check_links(ensemble, func=_FUNC)
+        keep_frozen_as_they_are(ensemble)  # a load_state_dict into a frozen member stays
         ensemble.train()
         trained = list(ensemble.active)  # frozen while the consumer held the last event
         train_loss = run_epoch()
