@@ -153,6 +153,30 @@ def test_reads_a_dataframe_indexed_by_step_with_pandas_missing_values() -> None:
     assert_same(lines["loss"][1], [0.5, NAN, 0.25])
 
 
+def test_an_ensembles_tidy_frame_plots_one_curve_per_member_and_no_hparams() -> None:
+    from fitstream import collect_pd, ensemble_stream
+
+    X, y = torch.randn(32, 3), torch.randn(32, 1)
+    models = [torch.nn.Linear(3, 1) for _ in range(3)]
+    opts = [
+        torch.optim.SGD(m.parameters(), lr=lr, momentum=0.9)
+        for m, lr in zip(models, [0.01, 0.02, 0.05], strict=True)
+    ]
+    events = ensemble_stream((X, y), models, opts, torch.nn.MSELoss(), batch_size=8)
+    history = [next(events) for _ in range(4)]
+    frame = collect_pd(history)
+    assert {"member", "momentum", "dampening"} <= set(frame.columns)
+    fig = plot_history(frame)
+    assert [ax.get_ylabel() or ax.get_title() for ax in fig.axes] == ["train_loss"]
+    lines = plotted(fig)
+    assert sorted(lines) == ["train_loss lr=0.01", "train_loss lr=0.02", "train_loss lr=0.05"]
+    for k, label in enumerate(sorted(lines)):
+        assert_same(lines[label][0], [1, 2, 3, 4])
+        assert_same(lines[label][1], [event["train_loss"][k] for event in history])
+    one_step = plot_history(collect_pd(history[:1]), "train_loss")  # one step: still drawn
+    assert len(plotted(one_step)) == 3
+
+
 def test_does_not_need_pandas_for_events(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pandas", None)
     assert list(plotted(plot_history(HISTORY, "train_loss"))) == ["train_loss"]

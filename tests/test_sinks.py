@@ -326,9 +326,36 @@ def test_collect_jsonl_refuses_a_live_object_named_in_include() -> None:
         collect_jsonl(live_events(), io.StringIO(), include=["step", "model"])
 
 
-def test_collect_jsonl_refuses_a_nested_dict_with_non_string_keys() -> None:
-    with pytest.raises(TypeError, match=r"cannot write key 'counts': its dict has a key of type"):
-        collect_jsonl([{"step": 1, "counts": {1: 2}}], io.StringIO())
+def test_collect_jsonl_writes_int_keys_as_digits_at_every_level() -> None:
+    out = io.StringIO()
+    collect_jsonl([{"step": 1, 7: 0.5, "counts": {1: 2, "a": {3: 4}}}], out)
+    assert json.loads(out.getvalue()) == {"step": 1, "7": 0.5, "counts": {"1": 2, "a": {"3": 4}}}
+
+
+@pytest.mark.parametrize(
+    ("event", "error", "match"),
+    [
+        ({"counts": {(1, 2): 2}}, TypeError, r"key 'counts': its dict has a key of type tuple"),
+        ({"c": {"d": {1.5: 2}}}, TypeError, r"key 'c.d': its dict has a key of type float"),
+        ({(1, 2): 3}, TypeError, r"key '\(1, 2\)': the event has a key of type tuple"),
+        ({"m": torch.zeros(2, device="meta")}, TypeError, r"key 'm': a tensor on the meta device"),
+        ({"r": "loop"}, ValueError, r"key 'r': its list holds itself"),
+        ({"r": "loop-dict"}, ValueError, r"key 'r.self.self': its dict holds itself"),
+    ],
+)
+def test_collect_jsonl_names_the_key_it_cannot_write(
+    event: dict[Any, Any], error: type[Exception], match: str
+) -> None:
+    if event.get("r") == "loop":
+        looped: list[Any] = [1]
+        looped.append(looped)
+        event = {"r": looped}
+    elif event.get("r") == "loop-dict":
+        inner: dict[str, Any] = {}
+        inner["self"] = inner
+        event = {"r": inner}
+    with pytest.raises(error, match=f"^collect_jsonl: cannot write {match}"):
+        collect_jsonl([{"step": 1, **event}], io.StringIO())
 
 
 def test_collect_jsonl_include_key_no_event_had(tmp_path: pathlib.Path) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._internal.checks import check_name, check_strings, describe
+from .._internal.frames import frame_records
 from .._internal.members import ensemble_of
 
 __all__ = ["Curve", "check_names", "group_curves", "member_curves"]
@@ -40,51 +41,9 @@ def _number(value: object) -> float:
         return math.nan
 
 
-def _frame_records(history: Any) -> list[Mapping[str, Any]]:
-    """The tidy frame's rows back as one record per step, per-member lists and hparams."""
-    frame = history.reset_index() if "step" not in history.columns else history
-    if "member" not in frame.columns or "step" not in frame.columns:
-        raise ValueError(
-            f"summarize: a DataFrame history must be collect_pd's frame of an ensemble, with "
-            f"'step' and 'member' columns; it has {list(frame.columns)}"
-        )
-    members = sorted(frame["member"].unique().tolist())
-    first = frame.drop_duplicates("member").set_index("member")
-    by_member = frame.groupby("member")
-    # the hyperparameters: the plain columns that hold one value per member over the run
-    settings = [
-        c
-        for c in first.columns
-        if c != "step" and bool((by_member[c].nunique(dropna=False) == 1).all())
-    ]
-    hparams = [
-        {c: _plain(first.loc[m, c]) for c in settings if _is_plain(first.loc[m, c])}
-        for m in members
-    ]
-    out: list[Mapping[str, Any]] = []
-    for step, part in frame.groupby("step", sort=True):
-        rows = part.set_index("member")
-        record: dict[str, Any] = {"step": _plain(step), "hparams": hparams}
-        for column in rows.columns:
-            if column != "step":
-                record[column] = [_plain(rows[column].get(m, math.nan)) for m in members]
-        out.append(record)
-    return out
-
-
-def _plain(value: Any) -> Any:
-    """A NumPy scalar as the Python value it holds."""
-    item = getattr(value, "item", None)
-    return item() if type(value).__module__ == "numpy" and callable(item) else value
-
-
-def _is_plain(value: object) -> bool:
-    return isinstance(value, str | int | float | bool) or type(value).__module__ == "numpy"
-
-
 def _records(history: object, *, func: str) -> list[Mapping[str, Any]]:
     if type(history).__name__ == "DataFrame" and hasattr(history, "columns"):
-        return _frame_records(history)
+        return frame_records(history, func=func)
     if isinstance(history, str | bytes | Mapping) or not isinstance(history, Iterable):
         raise TypeError(
             f"{func}: 'history' must be an ensemble's history: a list of events or records "

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._internal.checks import check_strings, describe
+from .._internal.frames import frame_records, is_member_frame
 from .._internal.members import is_per_member
 from .._internal.paths import check_file_target
 from .._internal.values import scalar_value
@@ -188,6 +189,8 @@ def read_history(history: object, *, func: str) -> list[Mapping[str, Any]]:
 
     A DataFrame is recognised by its ``to_dict`` and ``columns`` (pandas is never imported);
     when ``step`` is its index rather than a column, the index becomes the ``step`` column.
+    An ensemble's tidy frame (:func:`fitstream.collect_pd`'s, with a ``member`` column) is read
+    back as the records :func:`fitstream.collect` keeps: per-member lists and ``hparams``.
 
     Example:
         >>> read_history([{"step": 1, "loss": 0.5}], func="f")
@@ -200,6 +203,9 @@ def read_history(history: object, *, func: str) -> list[Mapping[str, Any]]:
     if isinstance(history, str | os.PathLike):
         events = _read_jsonl(Path(history), func=func)
         source = f"the file {os.fspath(history)!r}"
+    elif is_member_frame(history):  # an ensemble's tidy frame: one curve per member
+        events = frame_records(history, func=func)
+        source = "the DataFrame"
     elif hasattr(history, "to_dict") and hasattr(history, "columns"):
         frame: Any = history
         if "step" not in frame.columns and getattr(frame.index, "name", None) == "step":

@@ -13,7 +13,14 @@ import torch
 
 from .._internal.values import scalar_value
 
-__all__ = ["NON_FINITE", "decode_non_finite", "file_watch", "json_line", "json_ready"]
+__all__ = [
+    "NON_FINITE",
+    "decode_non_finite",
+    "file_watch",
+    "json_key",
+    "json_line",
+    "json_ready",
+]
 
 NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 """How the JSON Lines sink writes the floats JSON has no numbers for, and their values."""
@@ -42,12 +49,37 @@ def decode_non_finite(value: Any) -> Any:
 _WRITABLE = "numbers, strings, bools, None, tensors, NumPy values, and lists or dicts of them"
 
 
-def json_ready(value: Any, *, key: str, caller: str) -> Any:
+def json_key(inner: object, *, key: str, caller: str, where: str = "its dict has") -> str:
+    """The JSON object key of a dict key: a string as it is, an int as its digits.
+
+    The rule is the same for an event's own keys and for the keys of a dict inside a value.
+
+    Example:
+        >>> json_key(3, key="per_class", caller="demo")
+        '3'
+        >>> json_key((1, 2), key="per_class", caller="demo")
+        Traceback (most recent call last):
+        ...
+        TypeError: demo: cannot write key 'per_class': its dict has a key of type tuple ...
+    """
+    if isinstance(inner, str):
+        return inner
+    if isinstance(inner, int) and not isinstance(inner, bool):
+        return str(inner)
+    raise TypeError(
+        f"{caller}: cannot write key {key!r}: {where} a key of type {type(inner).__name__} "
+        f"({inner!r:.40}); JSON object keys are strings (ints are written as their digits)"
+    )
+
+
+def json_ready(value: Any, *, key: str, caller: str, _within: frozenset[int] = frozenset()) -> Any:
     """Return ``value`` as JSON data: numbers, strings, bools, ``None``, lists and dicts.
 
     0-d tensors and NumPy scalars become Python numbers; larger tensors and NumPy arrays become
     nested lists; other real numbers (e.g. ``fractions.Fraction``) become floats; tuples become
-    lists. Anything else raises a TypeError naming ``key`` and the value's type.
+    lists; a dict's int keys become strings (:func:`json_key`). Anything else, a tensor without
+    values (on the meta device) and a list or dict that holds itself raise an error naming
+    ``key``.
 
     Example:
         >>> json_ready({"acc": torch.tensor([0.5, 1.0])}, key="per_class", caller="demo")
@@ -62,6 +94,11 @@ def json_ready(value: Any, *, key: str, caller: str) -> Any:
     if value is None or isinstance(value, str | bool | int):
         return value
     if isinstance(value, torch.Tensor):
+        if value.device.type == "meta":
+            raise TypeError(
+                f"{caller}: cannot write key {key!r}: a tensor on the meta device has a shape "
+                f"({tuple(value.shape)}) but no values"
+            )
         plain = value.item() if value.ndim == 0 else value.detach().cpu().tolist()
         return json_ready(plain, key=key, caller=caller)
     if type(value).__module__ == "numpy" and callable(getattr(value, "tolist", None)):
@@ -70,17 +107,19 @@ def json_ready(value: Any, *, key: str, caller: str) -> Any:
         return json_ready(plain, key=key, caller=caller)
     if isinstance(value, numbers.Real):
         return _float(float(value))
-    if isinstance(value, list | tuple):
-        return [json_ready(item, key=key, caller=caller) for item in value]
-    if isinstance(value, Mapping):
+    if isinstance(value, list | tuple | Mapping):
+        if id(value) in _within:
+            raise ValueError(
+                f"{caller}: cannot write key {key!r}: its {type(value).__name__} holds itself, "
+                f"so it has no end as JSON"
+            )
+        within = _within | {id(value)}
+        if not isinstance(value, Mapping):
+            return [json_ready(item, key=key, caller=caller, _within=within) for item in value]
         result: dict[str, Any] = {}
         for inner, item in value.items():
-            if not isinstance(inner, str):
-                raise TypeError(
-                    f"{caller}: cannot write key {key!r}: its dict has a key of type "
-                    f"{type(inner).__name__} ({inner!r:.40}); JSON object keys are strings"
-                )
-            result[inner] = json_ready(item, key=f"{key}.{inner}", caller=caller)
+            name = json_key(inner, key=key, caller=caller)
+            result[name] = json_ready(item, key=f"{key}.{name}", caller=caller, _within=within)
         return result
     raise TypeError(
         f"{caller}: cannot write key {key!r}: a value of type {type(value).__name__} is not "
@@ -99,7 +138,12 @@ def json_line(record: Mapping[str, Any], *, caller: str) -> str:
         >>> json_line({"step": 1, "loss": float("nan")}, caller="demo")
         '{"step": 1, "loss": "NaN"}\n'
     """
-    data = {key: json_ready(value, key=key, caller=caller) for key, value in record.items()}
+    data = {
+        json_key(key, key=str(key), caller=caller, where="the event has"): json_ready(
+            value, key=str(key), caller=caller
+        )
+        for key, value in record.items()
+    }
     return json.dumps(data, allow_nan=False) + "\n"
 
 

@@ -87,12 +87,13 @@ def check_selection(include: object, exclude: object, *, caller: str) -> KeySele
     return kept, frozenset(dropped or ())
 
 
-def plain_value(value: Any) -> Any:
+def plain_value(value: Any, _within: frozenset[int] = frozenset()) -> Any:
     """Return 0-d tensors and NumPy scalars as Python numbers, with no autograd graph kept.
 
     Larger tensors that require grad are detached and copied (a history must not keep the
     graph alive, nor follow a parameter as training changes it); lists, tuples and dicts are
-    converted item by item. Anything else comes back unchanged.
+    converted item by item (a list or dict that holds itself is kept as it is, for the sink
+    to refuse or keep). Anything else comes back unchanged.
 
     Example:
         >>> plain_value(torch.tensor(2.5)), plain_value([1, 2])
@@ -110,10 +111,13 @@ def plain_value(value: Any) -> Any:
         number = scalar_value(value)
         if number is not None:
             return number
-    if isinstance(value, list | tuple) and type(value) in (list, tuple):
-        return type(value)(plain_value(item) for item in value)
-    if type(value) is dict:
-        return {key: plain_value(item) for key, item in value.items()}
+    if type(value) in (list, tuple, dict):
+        if id(value) in _within:
+            return value
+        within = _within | {id(value)}
+        if type(value) is dict:
+            return {key: plain_value(item, within) for key, item in value.items()}
+        return type(value)(plain_value(item, within) for item in value)
     return value
 
 
