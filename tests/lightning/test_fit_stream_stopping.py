@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 from fitstream_lightning import fit_stream
-from fitstream_lightning._distributed import agree_to_stop
+from fitstream_lightning._distributed import OtherRankFailed, agree_to_stop
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.callbacks import timer as timer_module
@@ -181,19 +181,29 @@ def test_early_stopping_callback_ends_the_stream(make_trainer: MakeTrainer) -> N
 
 
 class _TwoRanks:
-    """Stands in for a 2-process DDP strategy: the other rank's decision is given."""
+    """Stands in for a 2-process DDP strategy: the other rank's code (0 go on, 1 stop, 2 failed)."""
 
-    def __init__(self, other_rank_stops: bool) -> None:
-        self.other = other_rank_stops
+    root_device = torch.device("cpu")
 
-    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
-        return (decision and self.other) if all else (decision or self.other)
+    def __init__(self, other: int) -> None:
+        self.other = other
+
+    def reduce(self, value: torch.Tensor, reduce_op: str) -> torch.Tensor:
+        assert reduce_op == "max"
+        return torch.maximum(value, torch.tensor(self.other))
 
 
 @pytest.mark.parametrize(
     ("here", "other", "stop"),
-    [(False, False, False), (True, False, True), (False, True, True), (True, True, True)],
+    [(False, 0, False), (True, 0, True), (False, 1, True), (True, 1, True)],
 )
-def test_a_stop_decided_on_any_rank_stops_this_one(here: bool, other: bool, stop: bool) -> None:
+def test_a_stop_decided_on_any_rank_stops_this_one(here: bool, other: int, stop: bool) -> None:
     trainer = SimpleNamespace(world_size=2, strategy=_TwoRanks(other))
     assert agree_to_stop(trainer, here) is stop  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("here", [False, True])
+def test_another_ranks_failure_ends_this_one_with_a_clear_error(here: bool) -> None:
+    trainer = SimpleNamespace(world_size=2, strategy=_TwoRanks(2), current_epoch=3, global_rank=1)
+    with pytest.raises(OtherRankFailed, match=r"^fit_stream: another rank's consumer or stages"):
+        agree_to_stop(trainer, here)  # type: ignore[arg-type]

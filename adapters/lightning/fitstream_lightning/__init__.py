@@ -6,7 +6,8 @@
   event through FitStream stages inside an unchanged ``trainer.fit(...)``.
 """
 
+from ._distributed import OtherRankFailed
 from .callback import StreamCallback
 from .stream import fit_stream
 
-__all__ = ["StreamCallback", "fit_stream"]
+__all__ = ["OtherRankFailed", "StreamCallback", "fit_stream"]

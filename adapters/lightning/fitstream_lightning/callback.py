@@ -10,7 +10,7 @@ from fitstream import Event, Stage, pipe
 from fitstream.bridge import Emitter, PushStream
 from fitstream.pipeline import check_stages
 
-from ._distributed import agree_to_stop
+from ._distributed import agree_on_failure, agree_to_stop
 from ._epoch_events import EpochEvents
 from ._exclusive import EntryGuard
 from ._stopping import Limits, stop_at_this_epoch
@@ -118,7 +118,10 @@ class StreamCallback(EpochEvents):
                     next(self._pipeline)
             except StopIteration:
                 self._ended = True
-        if agree_to_stop(trainer, self._ended):
+            except BaseException:
+                agree_on_failure(trainer, func="StreamCallback")  # the others wait here
+                raise
+        if agree_to_stop(trainer, self._ended, func="StreamCallback"):
             stop_at_this_epoch(trainer)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -13,7 +13,7 @@ from fitstream import Event
 from fitstream._internal.checks import describe
 from fitstream.bridge import Emitter, PushStream
 
-from ._distributed import agree_to_stop
+from ._distributed import agree_on_failure, agree_to_stop
 from ._epoch_events import EpochEvents, append_callback, remove_callback
 from ._exclusive import EntryGuard
 from ._stopping import Limits, stop_at_this_epoch
@@ -42,8 +42,12 @@ class _StreamEvents(EpochEvents):
         self._emit.check()
 
     def on_event(self, trainer: Trainer, event: Event) -> None:
-        wants_more = self._emit(event)  # paused here while the consumer holds the event
-        if agree_to_stop(trainer, not wants_more):
+        try:
+            wants_more = self._emit(event)  # paused here while the consumer holds the event
+        except BaseException:
+            agree_on_failure(trainer, func="fit_stream")  # the other ranks wait at this boundary
+            raise
+        if agree_to_stop(trainer, not wants_more, func="fit_stream"):
             stop_at_this_epoch(trainer)
 
 
@@ -118,7 +122,10 @@ def fit_stream(  # noqa: PLR0917 (the positional parameters of Trainer.fit, mirr
     at once and leave the stream as it was.
 
     Under ``strategy="ddp"`` launched by ``torchrun`` every process runs the same stream; a stop
-    decided in any process stops all of them at the same epoch.
+    decided in any process stops all of them at the same epoch. When one process's consumer
+    fails (an exception in its ``with`` block or its stages), that process ends with its own
+    error and every other one with ``fitstream_lightning.OtherRankFailed`` at the same epoch
+    boundary, never with a transport error or a hang.
 
     Args:
         trainer: A configured :class:`lightning.pytorch.Trainer`.

@@ -1,0 +1,69 @@
+"""One rank's consumer fails under DDP: run with torchrun by tests/test_ddp_failure.py.
+
+Both ranks run ``fit_stream`` in a ``with`` block (fitstream's way to mark a run failed). Rank
+0's consumer raises a ``ValueError`` at the second event, or (``--stage``) a stage of a
+``StreamCallback`` raises there. Each rank prints how its run ended.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+
+def main() -> None:
+    """Train a tiny module on 2 CPU ranks until rank 0's consumer fails."""
+    import torch
+    from fitstream_lightning import OtherRankFailed, StreamCallback, fit_stream
+    from lightning.pytorch import LightningModule, Trainer
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from fitstream import tap
+
+    class Tiny(LightningModule):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = nn.Linear(4, 1)
+
+        def training_step(self, batch: Any, _: int) -> Any:
+            x, y = batch
+            return nn.functional.mse_loss(self.layer(x), y)
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 4), torch.randn(64, 1)
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    rank = int(os.environ.get("RANK", "0"))
+
+    def fail_on_rank_0(event: Any) -> None:
+        if rank == 0 and event["step"] == 2:
+            raise ValueError("rank 0's consumer gave up")
+
+    stage = "--stage" in sys.argv
+    callbacks = [StreamCallback(tap(fail_on_rank_0))] if stage else []
+    trainer = Trainer(max_epochs=6, accelerator="cpu", devices=2, strategy="ddp",
+                      logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, callbacks=callbacks)  # fmt: skip
+    steps: list[int] = []
+    try:
+        if stage:
+            trainer.fit(Tiny(), loader)
+        else:
+            with fit_stream(trainer, Tiny(), loader) as events:
+                for event in events:
+                    steps.append(event["step"])
+                    fail_on_rank_0(event)
+        outcome = "ended"
+    except OtherRankFailed as exc:
+        outcome = f"OtherRankFailed: {exc}"
+    except ValueError as exc:
+        outcome = f"ValueError: {exc}"
+    print(f"rank {rank}: saw steps {steps}, {outcome}\n", end="", flush=True)
+
+
+if __name__ == "__main__":
+    main()
