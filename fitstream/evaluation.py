@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ._internal.callables import mark_factory
+from ._internal.callables import check_arity, check_not_a_class, mark_factory
 from ._internal.checks import (
     check_bool,
     check_callable,
@@ -114,7 +114,13 @@ def validation_loss(
     func = "validation_loss"
     check_bool(last_label, func=func, arg="last_label")
     tensors = check_tensor_data(val_data, func=func, arg="val_data", last_label=last_label)
+    check_not_a_class(loss_fn, func=func, arg="loss_fn", what="a loss function")
     check_callable(loss_fn, func=func, arg="loss_fn")
+    assert callable(loss_fn)
+    if last_label:
+        check_arity(loss_fn, 2, func=func, arg="loss_fn", of="the predictions and the labels")
+    else:
+        check_arity(loss_fn, 1, func=func, arg="loss_fn", of="the predictions")
     check_name(key, func=func, what="'key'")
     check_not_own_key(key, func=func, arg="key")
     check_positive_int(batch_size, func=func, arg="batch_size", allow_none=True)

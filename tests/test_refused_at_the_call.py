@@ -231,3 +231,19 @@ def test_an_error_of_the_model_itself_passes_unchanged() -> None:
     model = Broken()
     with pytest.raises(RuntimeError, match=r"^my own bug$"):
         validation_loss((X, Y), nn.MSELoss())({"step": 1, "model": model})
+
+
+def test_a_loss_class_not_called_is_refused_by_every_taker_of_a_loss_fn() -> None:
+    model = nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    named = r"'loss_fn' is the class MSELoss, not a loss function: pass an instance"
+    with pytest.raises(TypeError, match=f"^epoch_stream: {named}"):
+        epoch_stream((X, Y), model, opt, nn.MSELoss)
+    models = _models()
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in models]
+    with pytest.raises(TypeError, match=f"^ensemble_stream: {named}"):
+        ensemble_stream((X, Y), models, opts, nn.MSELoss)
+    with pytest.raises(TypeError, match=f"^validation_loss: {named}"):
+        validation_loss((X, Y), nn.MSELoss)
+    with pytest.raises(TypeError, match=r"^validation_loss: 'loss_fn' must accept 2 positional"):
+        validation_loss((X, Y), lambda pred: pred.mean())

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-__all__ = ["check_arity", "mark_factory"]
+__all__ = ["check_arity", "check_not_a_class", "mark_factory"]
 
 _FACTORY_MARK = "__fitstream_factory__"
 
@@ -38,6 +38,22 @@ def _factory_hint(fn: object) -> str | None:
         return None
     hint = own.get(_FACTORY_MARK)
     return hint if isinstance(hint, str) else None
+
+
+def check_not_a_class(value: object, *, func: str, arg: str, what: str) -> None:
+    """Refuse a class where an instance of it belongs (``nn.MSELoss`` for ``nn.MSELoss()``).
+
+    Example:
+        >>> check_not_a_class(dict, func="f", arg="loss_fn", what="a loss function")
+        Traceback (most recent call last):
+        ...
+        TypeError: f: 'loss_fn' is the class dict, not a loss function: pass an instance, ...
+    """
+    if isinstance(value, type):
+        raise TypeError(
+            f"{func}: '{arg}' is the class {value.__name__}, not {what}: pass an instance, "
+            f"such as {value.__name__}(...)"
+        )
 
 
 def check_arity(

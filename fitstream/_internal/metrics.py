@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .callables import check_arity
+from .callables import check_arity, check_not_a_class
 from .values import exact_dtype, scalar_value
 
 __all__ = [
@@ -70,11 +70,7 @@ def check_metric(metric: object, *, func: str, arg: str, last_label: bool = True
         ...
         TypeError: evaluate: 'metrics['acc']' is the class Accuracy, not a metric: ...
     """
-    if isinstance(metric, type):
-        raise TypeError(
-            f"{func}: '{arg}' is the class {metric.__name__}, not a metric: pass an instance, "
-            f"such as {metric.__name__}(...)"
-        )
+    check_not_a_class(metric, func=func, arg=arg, what="a metric")
     if not callable(metric) and not is_stateful_metric(metric):
         raise TypeError(
             f"{func}: '{arg}' must be a metric (a callable fn(pred, labels), or an object with "

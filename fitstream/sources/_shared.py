@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._internal.callables import check_arity
+from .._internal.callables import check_arity, check_not_a_class
 from .._internal.checks import (
     check_bool,
     check_callable,
@@ -91,6 +91,7 @@ def check_run(
     check_bool(shuffle, func=func, arg="shuffle")
     check_bool(last_label, func=func, arg="last_label")
     tensors = check_tensor_data(train_data, func=func, arg="train_data", last_label=last_label)
+    check_not_a_class(loss_fn, func=func, arg="loss_fn", what="a loss function")
     check_callable(loss_fn, func=func, arg="loss_fn")
     assert callable(loss_fn)
     if last_label:
