@@ -225,3 +225,43 @@ def test_plain_metrics_work_without_torchmetrics(monkeypatch: pytest.MonkeyPatch
         {"model": model}
     )
     assert set(added) == {"mse", "mean"}
+
+
+def test_train_metrics_take_torchmetrics_objects_on_both_sources() -> None:
+    from itertools import islice
+
+    from fitstream import ensemble_stream, epoch_stream
+
+    torch.manual_seed(2)
+    X, y = torch.randn(90, 6), torch.randint(0, N_CLASSES, (90,))
+
+    def member(seed: int) -> tuple[nn.Module, torch.optim.Optimizer]:
+        torch.manual_seed(seed)
+        model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, N_CLASSES))
+        return model, torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def metrics() -> dict[str, Any]:
+        return {
+            "acc": MulticlassAccuracy(num_classes=N_CLASSES, average="micro"),
+            "f1": multiclass_f1_score_callable,
+        }
+
+    def multiclass_f1_score_callable(pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return multiclass_f1_score(pred, labels, num_classes=N_CLASSES, average="micro")
+
+    pairs = [member(k) for k in range(2)]
+    events = ensemble_stream(
+        (X, y), [m for m, _ in pairs], [o for _, o in pairs], nn.CrossEntropyLoss(),
+        batch_size=30, shuffle=False, train_metrics=metrics(),
+    )  # fmt: skip
+    together = list(islice(events, 2))
+    for k in range(2):
+        model, opt = member(k)
+        alone = epoch_stream(
+            (X, y), model, opt, nn.CrossEntropyLoss(), batch_size=30, shuffle=False,
+            train_metrics=metrics(),
+        )  # fmt: skip
+        for mine, lone in zip(together, islice(alone, 2), strict=True):
+            assert mine["train_acc"][k] == pytest.approx(lone["train_acc"], abs=1e-6)
+            assert mine["train_f1"][k] == pytest.approx(lone["train_f1"], abs=1e-6)
+            assert 0.0 <= lone["train_acc"] <= 1.0
