@@ -114,9 +114,22 @@ class VectorAdam(Vectorised):
 
     @torch.no_grad()
     def reread(self) -> None:
-        """Read the hyperparameters again, within an epoch; tabulate the rest of its steps."""
+        """Read the hyperparameters again, within an epoch, for the next step's row.
+
+        The steps go forward (a seek never skips ahead of the cursor), so only the row the
+        next step reads is tabulated again: one row per step, not the epoch's table.
+        """
         super().reread()
-        self._tabulate()
+        row = self.cursor
+        for i, values in enumerate(self.values64):
+            if row >= self.tables[i].shape[0]:
+                continue
+            t = torch.tensor(self.link.counts[i], dtype=torch.float64).view(-1, 1) + (row + 1)
+            lr, _, decoupled, beta1, beta2, _, _, maximize = values
+            self.tables[i][row].copy_(torch.stack([lr / (1 - beta1**t), (1 - beta2**t).sqrt()]))
+            self.constants[i].copy_(
+                torch.stack([1 - beta1, 1 - beta2, 1 - lr * decoupled, 1 - 2 * maximize])
+            )
 
     @torch.no_grad()
     def step(self) -> None:
