@@ -188,7 +188,7 @@ def test_progress_refuses_a_closed_or_read_only_file(tmp_path: Path) -> None:
     pytest.importorskip("tqdm")
     closed = io.StringIO()
     closed.close()
-    with pytest.raises(ValueError, match=r"^progress: file is closed"):
+    with pytest.raises(ValueError, match=r"^progress: file is a closed file"):
         progress(file=closed)
     path = tmp_path / "log.txt"
     path.write_text("")

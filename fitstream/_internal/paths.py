@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["check_file_target", "check_folder_target"]
+__all__ = ["check_file_target", "check_folder_target", "check_open_for_writing"]
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -72,3 +72,25 @@ def check_file_target(path: Path, *, func: str, arg: str) -> None:
             raise PermissionError(f"{func}: {arg} {str(path)!r} is a file you cannot write")
         return
     _check_can_create_in(path, func=func, arg=arg)
+
+
+def check_open_for_writing(file: object, *, func: str, arg: str) -> None:
+    """Refuse an open file (text stream) given to write into that is closed or read-only.
+
+    Example:
+        >>> import io
+        >>> closed = io.StringIO()
+        >>> closed.close()
+        >>> check_open_for_writing(closed, func="progress", arg="file")
+        Traceback (most recent call last):
+        ...
+        ValueError: progress: file is a closed file: ...
+    """
+    if getattr(file, "closed", False) is True:
+        raise ValueError(f"{func}: {arg} is a closed file: {file!r:.80}")
+    writable = getattr(file, "writable", None)
+    if callable(writable) and not writable():
+        raise ValueError(
+            f"{func}: {arg} is not open for writing (mode {getattr(file, 'mode', '?')!r}): "
+            f"{file!r:.80}; open it with 'w' or 'a'"
+        )

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .._internal.optional import require
-from .._internal.paths import check_file_target
+from .._internal.paths import check_file_target, check_open_for_writing
 from ..pipeline import check_stream, upstream
 from ._json import file_watch, json_line
 from ._members import rows_by_member
@@ -103,14 +103,7 @@ def _open_target(dest: object) -> tuple[IO[str], bool]:
             f"collect_jsonl: dest must be opened in text mode ('w' or 'a'), got the binary "
             f"file {dest!r:.80}"
         )
-    if getattr(dest, "closed", False) is True:
-        raise ValueError(f"collect_jsonl: dest is a closed file: {dest!r:.80}")
-    writable = getattr(dest, "writable", None)
-    if callable(writable) and not writable():
-        raise ValueError(
-            f"collect_jsonl: dest is not open for writing (mode {getattr(dest, 'mode', '?')!r}): "
-            f"{dest!r:.80}; open it with 'w' or 'a'"
-        )
+    check_open_for_writing(dest, func="collect_jsonl", arg="dest")
     return dest, False  # type: ignore[return-value]
 
 

@@ -19,6 +19,7 @@ from .._internal.hints import expected_length
 from .._internal.lookup import unseen_keys_error
 from .._internal.members import ensemble_of, is_per_member, member_labels
 from .._internal.optional import require
+from .._internal.paths import check_open_for_writing
 from .._internal.values import scalar_value
 from ..events import Stage
 from ..pipeline import stage_factory, upstream
@@ -282,14 +283,8 @@ def progress(
             f"progress: file must be a writable text stream such as sys.stderr, "
             f"got {type(file).__name__}: {file!r:.60}"
         )
-    if file is not None and getattr(file, "closed", False):
-        raise ValueError(f"progress: file is closed, so the bar cannot be written: {file!r:.60}")
-    writable = getattr(file, "writable", None)
-    if file is not None and callable(writable) and not writable():
-        raise ValueError(
-            f"progress: file is not open for writing (mode {getattr(file, 'mode', '?')!r}), "
-            f"so the bar cannot be written: {file!r:.60}"
-        )
+    if file is not None:
+        check_open_for_writing(file, func="progress", arg="file")
     if file is None:
         bar_class: Any = _bar_class(require("tqdm.auto", "progress", feature="progress").tqdm)
     else:
