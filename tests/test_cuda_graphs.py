@@ -214,6 +214,33 @@ def test_graphed_path_equals_the_eager_loop(
     assert cuda.replays == 5 * -(-n // 8) - 1  # the first step of all is trained eagerly
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"clip_grad_norm": 0.05},
+        {"clip_grad_value": 0.01},
+        {"autocast": torch.bfloat16},
+        {"clip_grad_norm": 0.05, "autocast": torch.bfloat16},
+    ],
+    ids=["clip-norm", "clip-value", "bf16", "clip-norm+bf16"],
+)
+@pytest.mark.parametrize("kind", ["sgd-momentum", "adam"])
+def test_the_captured_step_clips_and_autocasts_as_the_eager_one(
+    fake: Callable[..., Any], kind: str, options: dict[str, Any]
+) -> None:
+    (m_eager, o_eager), (m_graph, o_graph) = _pair(kind)
+    kwargs: dict[str, Any] = {"batch_size": 8, "shuffle": False, **options}
+    eager = epoch_stream(_data(), m_eager, o_eager, nn.MSELoss(), **kwargs)
+    stream, cuda = fake(m_graph, o_graph, **kwargs)
+    assert _run(stream, 3) == pytest.approx(_run(eager, 3), rel=1e-6)
+    assert _same_model(m_eager, m_graph)
+    assert cuda.captures == 2  # the options went through the graph
+    assert cuda.replays > 0
+    (m_plain, o_plain), _ = _pair(kind)
+    _run(epoch_stream(_data(), m_plain, o_plain, nn.MSELoss(), batch_size=8, shuffle=False), 3)
+    assert not _same_model(m_plain, m_graph)  # the options did change the training
+
+
 def test_graphed_path_without_labels_equals_the_eager_loop(fake: Callable[..., Any]) -> None:
     (m_eager, o_eager), (m_graph, o_graph) = _pair("adam")
     X, _ = _data()

@@ -189,6 +189,26 @@ def test_graphed_ensemble_equals_the_eager_one_per_member(
     assert cuda.replays == 5 * -(-n // 8) - first_eager
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{"clip_grad_norm": 0.05}, {"clip_grad_value": 0.01}, {"autocast": torch.bfloat16}],
+    ids=["clip-norm", "clip-value", "bf16"],
+)
+def test_the_captured_ensemble_step_clips_and_autocasts_as_the_eager_one(
+    fake: Callable[..., Any], options: dict[str, Any]
+) -> None:
+    (m_eager, o_eager), (m_graph, o_graph) = _pair("adamw")
+    eager = ensemble_stream(_data(), m_eager, o_eager, nn.MSELoss(), **_kw(**options))
+    stream, cuda = fake(m_graph, o_graph, **_kw(**options))
+    _approx(_run(stream, 3), _run(eager, 3))
+    _same_members(m_eager, m_graph)
+    assert cuda.replays > 0
+    (m_plain, o_plain), _ = _pair("adamw")
+    _run(ensemble_stream(_data(), m_plain, o_plain, nn.MSELoss(), **_kw()), 3)
+    with pytest.raises(AssertionError):
+        _same_members(m_plain, m_graph)  # the options did change the training
+
+
 @pytest.mark.parametrize("kind", ["sgd-momentum", "adamw"])
 def test_after_the_capturing_epoch_the_optimizer_state_is_the_eager_one(
     fake: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, kind: str

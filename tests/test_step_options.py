@@ -320,9 +320,9 @@ def test_bad_step_options_are_refused_at_the_call_naming_the_keyword(
     ("option", "named"),
     [
         ({"accumulate": 2}, "accumulate is"),
-        ({"autocast": torch.bfloat16}, "autocast is"),
         ({"train_metrics": {"acc": accuracy}}, "train_metrics is"),
-        ({"clip_grad_norm": 1.0, "accumulate": 2}, "clip_grad_norm, accumulate are"),
+        ({"clip_grad_norm": 1.0, "accumulate": 2}, "accumulate is"),  # clipping is captured
+        ({"accumulate": 2, "train_metrics": {"acc": accuracy}}, "accumulate, train_metrics are"),
     ],
 )
 def test_the_graphed_step_refuses_the_options_it_does_not_capture(
@@ -337,10 +337,21 @@ def test_the_graphed_step_refuses_the_options_it_does_not_capture(
             **given, optimizers=[OTHER], device=torch.device("cpu"), extra={},
             cuda_graphs=True, ensemble=False, func="f",
         )  # fmt: skip
-    assert check_step_options(
-        **{**given, **dict.fromkeys(option, None), "accumulate": 1}, optimizers=[OTHER],
-        device=torch.device("cpu"), extra={}, cuda_graphs=True, ensemble=False, func="f",
-    ).plain  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "option", [{"clip_grad_norm": 1.0}, {"clip_grad_value": 0.1}, {"autocast": torch.bfloat16}]
+)
+def test_the_graphed_step_takes_what_it_captures(option: dict[str, Any]) -> None:
+    given = {
+        "clip_grad_norm": None, "clip_grad_value": None, "accumulate": 1, "autocast": None,
+        "schedulers": None, "train_metrics": None, **option,
+    }  # fmt: skip
+    options = check_step_options(
+        **given, optimizers=[OTHER], device=torch.device("cpu"), extra={}, cuda_graphs=True,
+        ensemble=False, func="f",
+    )  # fmt: skip
+    assert not options.plain
 
 
 def test_a_failing_train_metric_propagates_naming_itself_and_ends_the_stream() -> None:

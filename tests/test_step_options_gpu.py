@@ -123,9 +123,8 @@ def test_float16_is_refused_for_an_ensemble() -> None:
 @pytest.mark.parametrize(
     ("option", "named"),
     [
-        ({"clip_grad_norm": 1.0}, "clip_grad_norm"),
         ({"accumulate": 2}, "accumulate"),
-        ({"autocast": torch.bfloat16}, "autocast"),
+        ({"autocast": torch.float16}, r"autocast=torch\.float16"),
         (
             {"train_metrics": {"acc": lambda p, t: (p.argmax(-1) == t).float().mean()}},
             "train_metrics",
@@ -140,10 +139,47 @@ def test_cuda_graphs_refuse_the_options_naming_them(option: dict[str, Any], name
         ValueError, match=f"epoch_stream: {named} is not captured in the CUDA graph"
     ):
         epoch_stream((X, y), model, opt, nn.CrossEntropyLoss(), cuda_graphs=True, **option)
+    if "float16" in named:
+        return  # refused for an ensemble anyway (test above)
     models = [_model(k) for k in range(2)]
     opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in models]
     with pytest.raises(ValueError, match=f"ensemble_stream: {named} is not captured"):
         ensemble_stream((X, y), models, opts, nn.CrossEntropyLoss(), cuda_graphs=True, **option)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [{"clip_grad_norm": 0.5}, {"clip_grad_value": 0.05}, {"autocast": torch.bfloat16}],
+    ids=["clip-norm", "clip-value", "bf16"],
+)
+def test_cuda_graphs_capture_clipping_and_bfloat16_as_the_eager_step(
+    option: dict[str, Any],
+) -> None:
+    X, y = _data()
+    runs = []
+    for graphs in (False, True):
+        model = _model()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        events = epoch_stream(
+            (X, y), model, opt, nn.CrossEntropyLoss(), batch_size=32, shuffle=False,
+            cuda_graphs=graphs, **option,
+        )  # fmt: skip
+        runs.append(([ev["train_loss"] for ev in islice(events, 3)], model))
+    (eager, m_eager), (graphed, m_graphed) = runs
+    assert graphed == pytest.approx(eager, rel=1e-4)
+    for p, q in zip(m_eager.parameters(), m_graphed.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+    members = []
+    for graphs in (False, True):
+        models = [_model(k) for k in range(2)]
+        opts = [torch.optim.Adam(m.parameters(), lr=1e-2) for m in models]
+        events = ensemble_stream(
+            (X, y), models, opts, nn.CrossEntropyLoss(), batch_size=32, shuffle=False,
+            cuda_graphs=graphs, **option,
+        )  # fmt: skip
+        members.append([ev["train_loss"] for ev in islice(events, 3)])
+    for got, expected in zip(members[1], members[0], strict=True):
+        assert got == pytest.approx(expected, rel=1e-4)
 
 
 def test_cuda_graphs_refuse_a_per_step_scheduler() -> None:

@@ -17,7 +17,7 @@ import torch
 
 from .._internal.checks import describe
 
-__all__ = ["Clip", "check_clip", "clip_members", "clipped_step"]
+__all__ = ["Clip", "check_clip", "clip_gradients", "clip_members", "clipped_step"]
 
 _EPS = 1e-6  # what torch.nn.utils.clip_grad_norm_ adds to the norm before dividing
 
@@ -79,17 +79,29 @@ def clipped_step(
     if clip is None:
         return step
     params = list(parameters)
-    norm, value = clip.norm, clip.value
 
     def clip_then_step() -> Any:
-        if norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, norm)
-        else:
-            assert value is not None
-            torch.nn.utils.clip_grad_value_(params, value)
+        clip_gradients(params, clip)
         return step()
 
     return clip_then_step
+
+
+def clip_gradients(parameters: list[torch.Tensor], clip: Clip) -> None:
+    """Clip the gradients of ``parameters`` in place (device work only: no host sync).
+
+    Example:
+        >>> w = torch.zeros(2, requires_grad=True)
+        >>> (10 * w.sum()).backward()
+        >>> clip_gradients([w], Clip(norm=None, value=0.5))
+        >>> w.grad.tolist()
+        [0.5, 0.5]
+    """
+    if clip.norm is not None:
+        torch.nn.utils.clip_grad_norm_(parameters, clip.norm)
+    else:
+        assert clip.value is not None
+        torch.nn.utils.clip_grad_value_(parameters, clip.value)
 
 
 @torch.no_grad()

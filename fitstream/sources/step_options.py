@@ -3,7 +3,9 @@
 ``clip_grad_norm``/``clip_grad_value`` (:mod:`.clipping`), ``accumulate``, ``autocast``
 (:mod:`.precision`), ``schedulers`` (:mod:`.schedules`) and ``train_metrics``
 (:mod:`.train_metrics`) change what happens inside an epoch, which only the source sees. Every
-one is off by default, and a source with all of them off runs its plain loop, untouched.
+one is off by default, and a source with all of them off runs its plain loop, untouched. With
+``cuda_graphs=True`` clipping and bfloat16 autocast are captured in the graph; the others are
+refused at the call.
 """
 
 from __future__ import annotations
@@ -99,11 +101,25 @@ def check_step_options(
         schedulers=check_schedulers(schedulers, optimizers, ensemble=ensemble, func=func),
         metrics=check_train_metrics(train_metrics, extra, func=func, last_label=last_label),
     )
-    if cuda_graphs and not options.plain:
-        given = options.given()
+    if cuda_graphs:
+        _check_capturable(options, func=func)
+    return options
+
+
+def _check_capturable(options: StepOptions, *, func: str) -> None:
+    """Refuse the options a CUDA graph does not capture: those with host work per step.
+
+    Clipping and bfloat16 autocast are device work and are captured with the step.
+    """
+    given = [
+        "autocast=torch.float16" if name == "autocast" else name
+        for name in options.given()
+        if name not in ("clip_grad_norm", "clip_grad_value", "autocast")
+        or (name == "autocast" and options.autocast == torch.float16)  # its scaler syncs
+    ]
+    if given:
         raise ValueError(
             f"{func}: {', '.join(given)} {'is' if len(given) == 1 else 'are'} not captured in "
             f"the CUDA graph of cuda_graphs=True yet; pass cuda_graphs=False to train with "
             f"{'it' if len(given) == 1 else 'them'} on the eager step"
         )
-    return options

@@ -88,7 +88,8 @@ class EnsembleLoop:
         context = (
             contextlib.nullcontext()
             if self.dtype is None
-            else torch.autocast(inputs[0].device.type, dtype=self.dtype)
+            # no cast cache: the step may be captured in a CUDA graph (PyTorch's graph notes)
+            else torch.autocast(inputs[0].device.type, dtype=self.dtype, cache_enabled=False)
         )
         with context:
             if each:

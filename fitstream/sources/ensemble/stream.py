@@ -145,7 +145,7 @@ def ensemble_stream(
         clip_grad_norm: Before each optimizer step, scale member ``k``'s gradients so that
             their total norm over its own parameters is at most this, as
             ``torch.nn.utils.clip_grad_norm_`` would in its lone :func:`~fitstream.epoch_stream`
-            run. Not with ``cuda_graphs=True`` yet.
+            run. Captured in the CUDA graph with ``cuda_graphs=True``.
         clip_grad_value: Before each optimizer step, clamp every member's gradient values to
             ``[-clip_grad_value, clip_grad_value]``. One of the two clipping keywords at most.
         accumulate: One optimizer step per ``accumulate`` batches for every member, as

@@ -28,12 +28,14 @@ The step itself is a :class:`StepProgram`, so a source that trains something oth
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
+from ..clipping import Clip, clip_gradients
 from ..single.loop import explain_bad_loss
 from .cuda import CudaGraphs
 from .snapshot import Snapshot
@@ -106,6 +108,8 @@ class ModelStep:
         last_label: bool,
         device: torch.device,
         func: str,
+        clip: Clip | None = None,
+        autocast: torch.dtype | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -113,15 +117,27 @@ class ModelStep:
         self.last_label = last_label
         self.device = device
         self.func = func
+        self.autocast = autocast
+        self.clip = clip  # device work only (no host sync): captured with the step
+
+    def _forward(self) -> contextlib.AbstractContextManager[Any]:
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        # autocast's cast cache must be off while a graph is captured (PyTorch's CUDA graphs
+        # notes); the casts are then part of the graph
+        return torch.autocast(self.device.type, dtype=self.autocast, cache_enabled=False)
 
     def step(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:  # noqa: D102
         loss: Any = None
         try:
-            if self.last_label:
-                loss = self.loss_fn(self.model(*batch[:-1]), batch[-1])
-            else:
-                loss = self.loss_fn(self.model(*batch))
+            with self._forward():
+                if self.last_label:
+                    loss = self.loss_fn(self.model(*batch[:-1]), batch[-1])
+                else:
+                    loss = self.loss_fn(self.model(*batch))
             loss.backward()
+            if self.clip is not None:
+                clip_gradients(optimizer_params(self.optimizer), self.clip)
             self.optimizer.step()
         except (TypeError, RuntimeError, AttributeError) as exc:
             explain_bad_loss(loss, exc)

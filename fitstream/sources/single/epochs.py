@@ -93,7 +93,7 @@ def epoch_stream(
         clip_grad_norm: Before each optimizer step, scale the gradients so that their total
             norm is at most this, as ``torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)``
             over the optimizer's parameters (Keras's ``clipnorm``, Lightning's
-            ``gradient_clip_val``). Not with ``cuda_graphs=True`` yet.
+            ``gradient_clip_val``). Captured in the CUDA graph with ``cuda_graphs=True``.
         clip_grad_value: Before each optimizer step, clamp every gradient value to
             ``[-clip_grad_value, clip_grad_value]`` (``torch.nn.utils.clip_grad_value_``).
             One of the two clipping keywords at most.
@@ -110,7 +110,8 @@ def epoch_stream(
             own dtype. ``torch.bfloat16`` works on the CPU and on CUDA; ``torch.float16``
             only on CUDA, where a ``torch.amp.GradScaler`` scales the loss, unscales the
             gradients before clipping and skips a step whose gradients overflowed (its state
-            is saved by :func:`fitstream.checkpoint`).
+            is saved by :func:`fitstream.checkpoint`). bfloat16 is captured in the CUDA graph
+            with ``cuda_graphs=True``; float16 is not.
         schedulers: A torch LR scheduler over ``optimizer``, stepped after every optimizer
             step (``OneCycleLR``, a warm-up). The event's ``lr`` is then the rate of the
             epoch's last step. :func:`fitstream.checkpoint` saves its state and
@@ -137,11 +138,11 @@ def epoch_stream(
             the model, ``last_label=True`` with one tensor, ``batch_size < 1``, a negative
             ``step_offset``, ``extra`` keys that clash with the event's own keys,
             ``cuda_graphs=True`` with data, model or optimizer not all on one CUDA device or
-            with a step option (not captured in the graph yet), a non-positive clip or
-            ``accumulate``, an ``autocast`` dtype that is not a half-precision float type (or
-            float16 off CUDA), a scheduler over another optimizer (or a ReduceLROnPlateau), or
-            a train metric named so that ``train_<name>`` is taken (or a metric class not
-            called).
+            with ``accumulate``, ``schedulers``, ``train_metrics`` or float16 (not captured in
+            the graph yet), a non-positive clip or ``accumulate``, an ``autocast`` dtype that
+            is not a half-precision float type (or float16 off CUDA), a scheduler over another
+            optimizer (or a ReduceLROnPlateau), or a train metric named so that
+            ``train_<name>`` is taken (or a metric class not called).
 
     Example:
         >>> from itertools import islice

@@ -55,8 +55,9 @@ def train_epochs(
     extras: dict[str, Value] = {}
     if cuda_graphs:
         program = ModelStep(
-            model, optimizer, loss_fn, last_label=last_label, device=tensors[0].device, func=_FUNC
-        )
+            model, optimizer, loss_fn, last_label=last_label, device=tensors[0].device,
+            func=_FUNC, clip=options.clip, autocast=options.autocast,
+        )  # fmt: skip
         graphed = GraphedSteps(program, func=_FUNC, cuda=CudaGraphs(tensors[0].device))
         run_epoch = functools.partial(graphed.run_epoch, slices=slices)
     elif options.plain:
