@@ -10,7 +10,16 @@ import pytest
 import torch
 from torch import nn
 
-from fitstream import checkpoint, ensemble_stream, epoch_stream, pipe, resumable, resume, take
+from fitstream import (
+    checkpoint,
+    ensemble_stream,
+    epoch_stream,
+    pipe,
+    resumable,
+    resume,
+    take,
+    tap,
+)
 from fitstream._internal.source_state import attach, attached, saved_states
 
 torch.manual_seed(7)
@@ -106,6 +115,14 @@ def test_a_run_without_schedulers_saves_none(tmp_path: Path) -> None:
     assert resume(path, *_run(scheduled=False)[:2]) == 2
 
 
+def test_a_stream_without_a_scheduler_replaces_an_earlier_streams(tmp_path: Path) -> None:
+    model, opt, sched, gen = _run()
+    next(_stream(model, opt, sched, gen))
+    assert attached(opt)["scheduler"] is sched
+    next(_stream(model, opt, None, gen))  # the same optimizer, now without a scheduler
+    assert attached(opt)["scheduler"] is None
+
+
 def test_a_file_from_before_0_7_without_source_state_still_resumes(tmp_path: Path) -> None:
     path = tmp_path / "old.ckpt"
     model, opt, sched, gen = _run()
@@ -127,10 +144,11 @@ def test_a_grad_scalers_state_goes_with_its_optimizer(tmp_path: Path) -> None:
     path = tmp_path / "scaled.ckpt"
     model, opt, _, gen = _run(scheduled=False)
     scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
-    attach(opt, scaler=scaler)
     scaler.scale(torch.ones(()))  # the scale is made lazily, at the first use
     scaler.update(new_scale=256.0)
-    list(pipe(_stream(model, opt, None, gen), checkpoint(path), take(1)))
+    # attached as a float16 source attaches its own (after the stream started over opt)
+    stand_in = tap(lambda event: attach(opt, scaler=scaler))
+    list(pipe(_stream(model, opt, None, gen), stand_in, checkpoint(path), take(1)))
     assert saved_states(opt)["scaler"]["scale"] == 256.0
     model, opt, _, _ = _run(scheduled=False)
     resume(path, model, opt)

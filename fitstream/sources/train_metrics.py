@@ -111,6 +111,7 @@ class MemberTrainMetrics:
             for spec in self.specs
         }
         self.looped: set[str] = set()  # plain metrics that do not run under vmap
+        self.vmapped: dict[tuple[str, tuple[Any, ...]], Any] = {}  # made once, not per batch
         self.sums: dict[str, Any] = {}
 
     def begin(self, device: torch.device) -> None:
@@ -157,8 +158,11 @@ class MemberTrainMetrics:
     ) -> torch.Tensor:
         if spec.name not in self.looped:
             dims = (0,) if labels is None else (0, 0 if each else None)
+            vmapped = self.vmapped.get((spec.name, dims))
+            if vmapped is None:
+                vmapped = self.vmapped[(spec.name, dims)] = torch.func.vmap(spec.fn, in_dims=dims)
             try:
-                values = torch.func.vmap(spec.fn, in_dims=dims)(pred, *_labels(labels))
+                values = vmapped(pred, *_labels(labels))
                 if isinstance(values, torch.Tensor) and values.shape in ((self.k,), (self.k, 1)):
                     return values.reshape(self.k)
             except Exception:

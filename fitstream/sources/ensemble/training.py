@@ -72,7 +72,8 @@ def train_epochs(
         scheduled=bool(options.schedulers),
     )  # fmt: skip
     loop = EnsembleLoop(ensemble, loss_fn, stepper, last_label, options=options)
-    for opt, scheduler in zip(optimizers, options.schedulers, strict=False):
+    schedulers = options.schedulers or (None,) * len(optimizers)
+    for opt, scheduler in zip(optimizers, schedulers, strict=True):
         attach(opt, scheduler=scheduler)  # fitstream.checkpoint saves it with the optimizer
     graphed: GraphedSteps | None = None
     if cuda_graphs:

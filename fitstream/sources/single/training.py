@@ -16,6 +16,7 @@ from torch import nn
 
 from ..._internal.metrics import Value
 from ..._internal.optimizers import learning_rate
+from ..._internal.source_state import attach
 from ..._internal.values import as_floats
 from ...events import Event
 from .._shared import stack_losses
@@ -80,6 +81,13 @@ def train_epochs(
             extras.update(found)
             return total
 
+    # what checkpoint saves with the optimizer: this stream's scheduler and scaler (or none,
+    # replacing what an earlier stream over the same optimizer had)
+    attach(
+        optimizer,
+        scheduler=None if tuned is None else tuned.scheduler,
+        scaler=None if tuned is None else tuned.scaler,
+    )
     clock = time.perf_counter
     train = model.train
     optimizers = (optimizer,)
@@ -104,9 +112,9 @@ def train_epochs(
             train_loss=train_loss,
             train_time_sec=elapsed,
         )
-        rate = learning_rate(optimizers) if tuned is None else tuned.event_rate()
-        if rate is None and tuned is not None:
-            rate = learning_rate(optimizers)
+        # under a per-step scheduler, the rate of the epoch's last step; else the rate now
+        rate = None if tuned is None else tuned.event_rate()
+        rate = learning_rate(optimizers) if rate is None else rate
         if rate is not None:
             event["lr"] = rate
         event.update(read)

@@ -26,7 +26,6 @@ from torch import nn
 
 from ..._internal.forward_errors import explain_forward
 from ..._internal.metrics import Value
-from ..._internal.source_state import attach
 from .._shared import stack_losses
 from ..clipping import clipped_step
 from ..precision import new_scaler
@@ -68,8 +67,6 @@ class TunedLoop:
         self.rates: list[float] = []  # the group rates of the epoch's last step
         self.optimizer = optimizer
         self.step = self._stepper(optimizer, list(params), options)
-        if self.scheduler is not None or self.scaler is not None:
-            attach(optimizer, scheduler=self.scheduler, scaler=self.scaler)
 
     def _stepper(
         self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor], options: StepOptions
