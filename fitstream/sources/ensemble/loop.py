@@ -74,17 +74,14 @@ class EnsembleLoop:
         if self.metrics is not None:
             self.metrics.begin(device)
 
-    def losses(self, inputs: list[torch.Tensor], labels: torch.Tensor | None) -> torch.Tensor:
-        """The K members' losses on one batch shared by all, shape ``(K,)``."""
-        return self.shared_losses(self.ensemble(*inputs), labels)
-
-    def losses_each(self, inputs: list[torch.Tensor], labels: torch.Tensor | None) -> torch.Tensor:
-        """The K members' losses, each on its own batch (inputs ``(K, B, ...)``)."""
-        return self.each_losses(self.ensemble._forward_each(inputs), labels)
-
-    def _outputs_and_losses(
+    def outputs_and_losses(
         self, inputs: list[torch.Tensor], labels: torch.Tensor | None, each: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The K members' outputs and ``(K,)`` losses on one batch, under ``autocast`` if set.
+
+        ``each``: every member has its own batch (inputs ``(K, B, ...)``); else one batch is
+        shared by all.
+        """
         context = (
             contextlib.nullcontext()
             if self.dtype is None
@@ -151,12 +148,8 @@ class EnsembleLoop:
         ``each``: the inputs are stacked per member (``(K, B, ...)``). ``frozen``: some member
         is frozen, so its weights are put back after the optimizer step.
         """
-        tuned = self.metrics is not None or self.dtype is not None
         try:
-            if tuned:
-                output, losses = self._outputs_and_losses(inputs, labels, each)
-            else:
-                losses = (self.losses_each if each else self.losses)(inputs, labels)
+            output, losses = self.outputs_and_losses(inputs, labels, each)
         except RuntimeError as exc:
             explain_forward(exc, self.ensemble.members[0], inputs, func=_FUNC, arg="train_data")
             raise
