@@ -19,8 +19,10 @@ from .values import scalar_value
 
 __all__ = [
     "ADAM_FAMILY",
+    "as_rate",
     "check_optimizer_arg",
     "event_optimizers",
+    "group_rates",
     "hparams_of",
     "learning_rate",
     "mark_stepped",
@@ -49,12 +51,40 @@ def param_groups(optimizer: object) -> list[dict[str, Any]]:
     return [group for group in groups if isinstance(group, dict) and "lr" in group]
 
 
+def group_rates(optimizer: object) -> list[float]:
+    """The rate of each of ``optimizer``'s param groups now, as floats (NaN if not a number).
+
+    A tensor rate (as ``capturable`` optimizers keep) is read back as a ``float``.
+
+    Example:
+        >>> import torch
+        >>> group_rates(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.5))
+        [0.5]
+    """
+    rates = []
+    for group in param_groups(optimizer):
+        number = scalar_value(group["lr"])
+        rates.append(float("nan") if number is None else float(number))
+    return rates
+
+
+def as_rate(rates: Sequence[float]) -> float | list[float] | None:
+    """Rates as an event's ``lr``: one ``float`` for one group, a list for several, else None.
+
+    Example:
+        >>> as_rate([0.1]), as_rate([0.1, 0.01]), as_rate([])
+        (0.1, [0.1, 0.01], None)
+    """
+    if not rates:
+        return None
+    return rates[0] if len(rates) == 1 else list(rates)
+
+
 def learning_rate(optimizers: Sequence[object]) -> float | list[float] | None:
     """The learning rate of the optimizers' param groups, in order, as the event's ``lr``.
 
     One group in all gives a ``float``; several give a list, one ``float`` per group; none
-    (a duck-typed optimizer without ``param_groups``) gives ``None``. A tensor rate (as
-    ``capturable`` optimizers keep) is read back as a ``float``.
+    (a duck-typed optimizer without ``param_groups``) gives ``None`` (see :func:`as_rate`).
 
     Example:
         >>> import torch
@@ -65,14 +95,7 @@ def learning_rate(optimizers: Sequence[object]) -> float | list[float] | None:
         >>> learning_rate([two])
         [0.5, 0.01]
     """
-    rates: list[float] = []
-    for optimizer in optimizers:
-        for group in param_groups(optimizer):
-            number = scalar_value(group["lr"])
-            rates.append(float("nan") if number is None else float(number))
-    if not rates:
-        return None
-    return rates[0] if len(rates) == 1 else rates
+    return as_rate([rate for optimizer in optimizers for rate in group_rates(optimizer)])
 
 
 def check_optimizer_arg(

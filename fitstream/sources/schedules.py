@@ -16,7 +16,7 @@ import torch
 
 from .._internal.checks import describe
 
-__all__ = ["check_schedulers", "group_rates"]
+__all__ = ["check_schedulers"]
 
 
 def _is_plateau(scheduler: object) -> bool:
@@ -92,13 +92,3 @@ def check_schedulers(
                 f"the optimizer it schedules"
             )
     return tuple(given)
-
-
-def group_rates(optimizer: Any) -> list[float]:
-    """The rate of each of ``optimizer``'s param groups now, as floats.
-
-    Example:
-        >>> group_rates(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.5))
-        [0.5]
-    """
-    return [float(group["lr"]) for group in optimizer.param_groups]

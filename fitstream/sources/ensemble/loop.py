@@ -9,10 +9,9 @@ from typing import Any
 import torch
 
 from ..._internal.forward_errors import explain_forward
-from ..._internal.optimizers import mark_stepped
+from ..._internal.optimizers import group_rates, mark_stepped
 from .._shared import explain_bad_loss
 from ..clipping import clip_members
-from ..schedules import group_rates
 from ..step_options import StepOptions
 from ..train_metrics import MemberTrainMetrics
 from .adam import VectorAdam

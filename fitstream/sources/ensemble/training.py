@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..._internal.optimizers import hparams_of, learning_rate, mark_stepped
+from ..._internal.optimizers import as_rate, hparams_of, learning_rate, mark_stepped
 from ..._internal.source_state import attach
 from ...events import Event
 from ..graphed.cuda import CudaGraphs
@@ -118,9 +118,7 @@ def train_epochs(
 
 def _rate(optimizer: torch.optim.Optimizer, stepped: list[float] | None) -> Any:
     """A member's ``lr``: the rates its last scheduled step used, else its rate now."""
-    if stepped is None:
-        return learning_rate([optimizer])
-    return stepped[0] if len(stepped) == 1 else list(stepped)
+    return learning_rate([optimizer]) if stepped is None else as_rate(stepped)
 
 
 def _name_of(model: nn.Module, param: torch.Tensor) -> str:

@@ -26,10 +26,10 @@ from torch import nn
 
 from ..._internal.forward_errors import explain_forward
 from ..._internal.metrics import Value
+from ..._internal.optimizers import as_rate, group_rates
 from .._shared import stack_losses
 from ..clipping import clipped_step
 from ..precision import new_scaler
-from ..schedules import group_rates
 from ..step_options import StepOptions
 from ..train_metrics import TrainMetrics
 from .loop import explain_bad_loss
@@ -138,9 +138,7 @@ class TunedLoop:
 
     def event_rate(self) -> float | list[float] | None:
         """The event's ``lr`` under a scheduler: the rates its last step used; else ``None``."""
-        if self.scheduler is None or not self.rates:
-            return None
-        return self.rates[0] if len(self.rates) == 1 else list(self.rates)
+        return None if self.scheduler is None else as_rate(self.rates)
 
 
 def _weighted_sum(losses: list[torch.Tensor], slices: list[tuple[slice, int]]) -> torch.Tensor:
