@@ -31,6 +31,7 @@ __all__ = [
     "check_run",
     "explain_bad_loss",
     "stack_losses",
+    "weighted_loss_sum",
 ]
 
 RESERVED_KEYS = frozenset(
@@ -191,6 +192,28 @@ def stack_losses(losses: list[torch.Tensor]) -> torch.Tensor:
     if stacked.is_floating_point() and stacked.element_size() < 4:
         stacked = stacked.float()  # half-precision sums over many batches would lose digits
     return stacked
+
+
+def weighted_loss_sum(losses: list[torch.Tensor], slices: list[tuple[slice, int]]) -> torch.Tensor:
+    """The epoch's batch losses summed weighted by batch size (one model's, or ``(K,)``).
+
+    The full batches share one weight, so their losses are summed as they are and scaled once;
+    only a short last batch needs a weight of its own.
+
+    Example:
+        >>> slices = [(slice(0, 4), 4), (slice(4, 8), 4), (slice(8, 10), 2)]
+        >>> weighted_loss_sum([torch.tensor(1.0), torch.tensor(2.0), torch.tensor(3.0)], slices)
+        tensor(18.)
+    """
+    full = slices[0][1]
+    short = slices[-1][1] != full
+    body = losses[:-1] if short else losses
+    total = stack_losses(body).sum(0) * full if body else None
+    if short:
+        last = losses[-1] * slices[-1][1]
+        total = last if total is None else total + last
+    assert total is not None  # at least one batch: the data is never empty
+    return total
 
 
 def explain_bad_loss(loss: object, exc: BaseException, *, func: str, per: str = "batch") -> None:

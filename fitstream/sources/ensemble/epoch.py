@@ -18,7 +18,7 @@ import torch
 
 from ..._internal.rows import row_counts
 from ..._internal.values import as_float_lists
-from .._shared import stack_losses
+from .._shared import weighted_loss_sum
 from ..batching import batch_slices, shuffled
 from ..graphed.steps import GraphedSteps
 from .loop import EnsembleLoop
@@ -54,8 +54,7 @@ class EnsembleEpoch:
         steps = [-(-n // group) for n in steps_of(counts, batch_size)]
         self.steps: int | list[int] = steps[0] if self.even else steps
         self.slices = batch_slices(counts[0], batch_size)
-        self.full = [rows for rows, size in self.slices if size == batch_size]
-        self.short = self.slices[-1] if self.slices[-1][1] != batch_size else None
+        self.rows_of_batches = [batch for batch, _ in self.slices]
         self.metrics: dict[str, list[float]] = {}
 
     def __call__(self) -> list[float]:
@@ -101,12 +100,4 @@ class EnsembleEpoch:
 
     def _eager(self, data: tuple[torch.Tensor, ...], orders: torch.Tensor | None) -> torch.Tensor:
         """One epoch of eager steps; return the members' size-weighted loss sums, ``(K,)``."""
-        loop, batch_size = self.loop, self.batch_size
-        losses = loop.run(data, self.full, orders)
-        total = stack_losses(losses).sum(0) * batch_size if losses else None
-        if self.short is not None:
-            rows, size = self.short
-            last = loop.run(data, [rows], orders)[0] * size
-            total = last if total is None else total + last
-        assert total is not None  # at least one batch: the data is never empty
-        return total
+        return weighted_loss_sum(self.loop.run(data, self.rows_of_batches, orders), self.slices)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -11,11 +12,24 @@ from torch import nn
 from ..._internal.forward_errors import explain_forward
 from .._shared import explain_bad_loss as explain_loss
 
-__all__ = ["Loop", "explain_bad_loss"]
+__all__ = ["Loop", "explain_bad_loss", "zero_grad_of"]
 
 _FUNC = "epoch_stream"
 
 _backward: Callable[[torch.Tensor], None] = torch.Tensor.backward
+
+
+def zero_grad_of(optimizer: Any) -> Callable[[], Any]:
+    """The optimizer's ``zero_grad``, with ``set_to_none=True`` for a torch optimizer.
+
+    Example:
+        >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        >>> zero_grad_of(opt).keywords
+        {'set_to_none': True}
+    """
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return functools.partial(optimizer.zero_grad, set_to_none=True)
+    return optimizer.zero_grad  # type: ignore[no-any-return]
 
 
 class Loop:

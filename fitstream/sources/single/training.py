@@ -19,12 +19,12 @@ from ..._internal.optimizers import learning_rate
 from ..._internal.source_state import attach
 from ..._internal.values import as_floats
 from ...events import Event
-from .._shared import stack_losses
+from .._shared import weighted_loss_sum
 from ..batching import batch_slices, shuffled
 from ..graphed.cuda import CudaGraphs
 from ..graphed.steps import GraphedSteps, ModelStep
 from ..step_options import StepOptions
-from .loop import Loop
+from .loop import Loop, zero_grad_of
 from .tuned import TunedLoop
 
 __all__ = ["train_epochs"]
@@ -51,36 +51,17 @@ def train_epochs(
     """Train the checked model, one epoch per ``next()`` (see ``epoch_stream``)."""
     n_samples = tensors[0].shape[0]
     slices = batch_slices(n_samples, batch_size)
-    run_epoch: Callable[[tuple[torch.Tensor, ...]], torch.Tensor]
-    tuned: TunedLoop | None = None
-    extras: dict[str, Value] = {}
-    if cuda_graphs:
-        program = ModelStep(
-            model, optimizer, loss_fn, last_label=last_label, device=tensors[0].device,
-            func=_FUNC, clip=options.clip, autocast=options.autocast,
-        )  # fmt: skip
-        graphed = GraphedSteps(program, func=_FUNC, cuda=CudaGraphs(tensors[0].device))
-        run_epoch = functools.partial(graphed.run_epoch, slices=slices)
-    elif options.plain:
-        zero_grad: Callable[[], Any] = optimizer.zero_grad
-        if isinstance(optimizer, torch.optim.Optimizer):
-            zero_grad = functools.partial(optimizer.zero_grad, set_to_none=True)
-        loop = Loop(model, loss_fn, zero_grad, optimizer.step, last_label)
-        run_epoch = _eager_epochs(loop, slices, batch_size)
-    else:
-        groups = getattr(optimizer, "param_groups", None)
-        params = [p for g in groups for p in g["params"]] if groups else model.parameters()
-        tuned = TunedLoop(
-            model, optimizer, loss_fn, options, params=params, last_label=last_label,
-            device=tensors[0].device,
-        )  # fmt: skip
-
-        def run_epoch(data: tuple[torch.Tensor, ...]) -> torch.Tensor:
-            total, found = tuned.run_epoch(data, slices)
-            extras.clear()
-            extras.update(found)
-            return total
-
+    tuned = (
+        None
+        if cuda_graphs or options.plain
+        else TunedLoop(
+            model, optimizer, loss_fn, options, last_label=last_label, device=tensors[0].device
+        )
+    )
+    run_epoch = _epoch_runner(
+        model, optimizer, loss_fn, slices, tuned=tuned, options=options,
+        last_label=last_label, cuda_graphs=cuda_graphs, device=tensors[0].device,
+    )  # fmt: skip
     # what checkpoint saves with the optimizer: this stream's scheduler and scaler (or none,
     # replacing what an earlier stream over the same optimizer had)
     attach(
@@ -96,7 +77,7 @@ def train_epochs(
         started = clock()
         train()
         data = shuffled(tensors, generator) if shuffle else tensors
-        total = run_epoch(data)
+        total, extras = run_epoch(data)
         read: dict[str, float] = {}
         if extras:  # the train metrics, read back with the loss in one transfer
             read = as_floats({**extras, _TOTAL: total})
@@ -122,25 +103,39 @@ def train_epochs(
         yield event
 
 
-def _eager_epochs(
-    loop: Loop,
+EpochRunner = Callable[[tuple[torch.Tensor, ...]], tuple[torch.Tensor, dict[str, Value]]]
+
+
+def _epoch_runner(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[..., torch.Tensor],
     slices: list[tuple[slice, int]],
-    batch_size: int,
-) -> Callable[[tuple[torch.Tensor, ...]], torch.Tensor]:
-    """The careful hand loop: one epoch per call, returning the size-weighted loss sum."""
-    # Full batches share one weight, so their losses are summed as they are and scaled once at
-    # the end of the epoch; only a short last batch needs a weight of its own.
-    full = [rows for rows, size in slices if size == batch_size]
-    short = slices[-1] if slices[-1][1] != batch_size else None
+    *,
+    tuned: TunedLoop | None,
+    options: StepOptions,
+    last_label: bool,
+    cuda_graphs: bool,
+    device: torch.device,
+) -> EpochRunner:
+    """One epoch per call: the size-weighted loss sum and the train metrics' values."""
+    if tuned is not None:
+        return functools.partial(tuned.run_epoch, slices=slices)
+    if cuda_graphs:
+        program = ModelStep(
+            model, optimizer, loss_fn, last_label=last_label, device=device, func=_FUNC,
+            clip=options.clip, autocast=options.autocast,
+        )  # fmt: skip
+        graphed = GraphedSteps(program, func=_FUNC, cuda=CudaGraphs(device))
 
-    def run_epoch(data: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        losses = loop.run(data, full)
-        total = stack_losses(losses).sum() * batch_size if losses else None
-        if short is not None:
-            rows, size = short
-            last = loop.run(data, [rows])[0] * size
-            total = last if total is None else total + last
-        assert total is not None  # at least one batch: the data is never empty
-        return total
+        def graphed_epoch(data: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, Value]]:
+            return graphed.run_epoch(data, slices=slices), {}
 
-    return run_epoch
+        return graphed_epoch
+    loop = Loop(model, loss_fn, zero_grad_of(optimizer), optimizer.step, last_label)
+    rows = [batch for batch, _ in slices]
+
+    def plain_epoch(data: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, Value]]:
+        return weighted_loss_sum(loop.run(data, rows), slices), {}
+
+    return plain_epoch

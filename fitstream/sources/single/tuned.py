@@ -17,8 +17,7 @@ one a careful user writes around those options by hand:
 from __future__ import annotations
 
 import contextlib
-import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -27,12 +26,12 @@ from torch import nn
 from ..._internal.forward_errors import explain_forward
 from ..._internal.metrics import Value
 from ..._internal.optimizers import as_rate, group_rates
-from .._shared import stack_losses
+from .._shared import weighted_loss_sum
 from ..clipping import clipped_step
 from ..precision import new_scaler
 from ..step_options import StepOptions
 from ..train_metrics import TrainMetrics
-from .loop import explain_bad_loss
+from .loop import explain_bad_loss, zero_grad_of
 
 __all__ = ["TunedLoop"]
 
@@ -49,16 +48,12 @@ class TunedLoop:
         loss_fn: Callable[..., torch.Tensor],
         options: StepOptions,
         *,
-        params: Iterable[torch.Tensor],
         last_label: bool,
         device: torch.device,
     ) -> None:
         self.model, self.loss_fn, self.last_label = model, loss_fn, last_label
         self.device = device
-        zero_grad: Callable[[], Any] = optimizer.zero_grad
-        if isinstance(optimizer, torch.optim.Optimizer):
-            zero_grad = functools.partial(optimizer.zero_grad, set_to_none=True)
-        self.zero_grad = zero_grad
+        self.zero_grad = zero_grad_of(optimizer)
         self.accumulate = options.accumulate
         self.dtype = options.autocast
         self.scaler = new_scaler(options.autocast, device)
@@ -66,7 +61,9 @@ class TunedLoop:
         self.metrics = TrainMetrics(options.metrics, func=_FUNC) if options.metrics else None
         self.rates: list[float] = []  # the group rates of the epoch's last step
         self.optimizer = optimizer
-        self.step = self._stepper(optimizer, list(params), options)
+        groups = getattr(optimizer, "param_groups", None)
+        params = [p for g in groups for p in g["params"]] if groups else list(model.parameters())
+        self.step = self._stepper(optimizer, params, options)
 
     def _stepper(
         self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor], options: StepOptions
@@ -132,23 +129,10 @@ class TunedLoop:
         except (TypeError, RuntimeError) as exc:
             explain_bad_loss(loss, exc)
             raise
-        total = _weighted_sum(losses, slices)
+        total = weighted_loss_sum(losses, slices)
         n_rows = sum(size for _, size in slices)
         return total, ({} if metrics is None else metrics.values(n_rows))
 
     def event_rate(self) -> float | list[float] | None:
         """The event's ``lr`` under a scheduler: the rates its last step used; else ``None``."""
         return None if self.scheduler is None else as_rate(self.rates)
-
-
-def _weighted_sum(losses: list[torch.Tensor], slices: list[tuple[slice, int]]) -> torch.Tensor:
-    """The batch losses summed weighted by size, as the plain loop sums them."""
-    full = slices[0][1]
-    short = slices[-1][1] != full
-    body = losses[:-1] if short else losses
-    total = stack_losses(body).sum() * full if body else None
-    if short:
-        last = losses[-1] * slices[-1][1]
-        total = last if total is None else total + last
-    assert total is not None  # at least one batch: the data is never empty
-    return total
