@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from .checks import describe
-from .forward_errors import explain_forward
+from .forward_errors import explain_forward, forward
 from .metrics import MetricSpec, Value, add_weighted, scalar
 from .rows import padded
 
@@ -83,11 +83,7 @@ class Chunks:
         sums: dict[str, list[Value | None]] = {spec.name: [None] * count for spec in self.specs}
         for chunk, size in self.chunks:
             inputs, labels = (chunk[:-1], chunk[-1:]) if self.last_label else (chunk, ())
-            try:
-                output = model(*inputs)
-            except RuntimeError as exc:
-                explain_forward(exc, model, inputs, func=self.func, arg="val_data")
-                raise
+            output = forward(model, inputs, func=self.func, arg="val_data")
             outputs = [output] if members is None else member_outputs(output, count, func=self.func)
             for k, pred in enumerate(outputs):
                 where = "" if members is None else f" on member {k}"

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["explain_forward"]
+__all__ = ["explain_forward", "forward"]
 
 _MISMATCH = (
     "mat1 and mat2",
@@ -65,3 +65,19 @@ def explain_forward(
         f"dtypes {_described(inputs)}; the model's parameters are {_model_dtypes(model)}): "
         f"check the feature count and the dtype of '{arg}'. torch said: {text.splitlines()[0]}"
     ) from exc
+
+
+def forward(model: Any, inputs: Sequence[torch.Tensor], *, func: str, arg: str) -> Any:
+    """``model(*inputs)``, its error naming ``arg`` when the inputs do not fit the model.
+
+    Example:
+        >>> forward(torch.nn.Linear(3, 1), [torch.zeros(2, 4)], func="evaluate", arg="val_data")
+        Traceback (most recent call last):
+        ...
+        RuntimeError: evaluate: the model cannot run on the inputs of 'val_data' ...
+    """
+    try:
+        return model(*inputs)
+    except RuntimeError as exc:
+        explain_forward(exc, model, inputs, func=func, arg=arg)
+        raise

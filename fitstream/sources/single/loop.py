@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..._internal.forward_errors import explain_forward
+from ..._internal.forward_errors import forward
 from .._shared import explain_bad_loss as explain_loss
 
 __all__ = ["Loop", "explain_bad_loss", "zero_grad_of"]
@@ -62,11 +62,7 @@ class Loop:
             for rows in batches:
                 zero_grad()
                 batch = [tensor[rows] for tensor in inputs]
-                try:
-                    prediction = model(*batch)
-                except RuntimeError as exc:
-                    explain_forward(exc, model, batch, func=_FUNC, arg="train_data")
-                    raise
+                prediction = forward(model, batch, func=_FUNC, arg="train_data")
                 loss = loss_fn(prediction, labels[rows]) if last_label else loss_fn(prediction)
                 backward(loss)
                 step()

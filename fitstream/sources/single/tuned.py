@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..._internal.forward_errors import explain_forward
+from ..._internal.forward_errors import forward
 from ..._internal.metrics import Value
 from ..._internal.optimizers import as_rate, group_rates
 from .._shared import weighted_loss_sum
@@ -86,7 +86,7 @@ class TunedLoop:
 
         return unscaled_then_clipped
 
-    def _forward(self) -> contextlib.AbstractContextManager[Any]:
+    def _precision(self) -> contextlib.AbstractContextManager[Any]:
         if self.dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
@@ -107,13 +107,9 @@ class TunedLoop:
             for j, (rows, size) in enumerate(slices):
                 if j % group == 0:
                     self.zero_grad()
-                with self._forward():
+                with self._precision():
                     batch = [tensor[rows] for tensor in inputs]
-                    try:
-                        prediction = model(*batch)
-                    except RuntimeError as exc:
-                        explain_forward(exc, model, batch, func=_FUNC, arg="train_data")
-                        raise
+                    prediction = forward(model, batch, func=_FUNC, arg="train_data")
                     target = labels[rows] if last_label else None
                     loss = loss_fn(prediction, target) if last_label else loss_fn(prediction)
                 scaled = loss / group if group != 1 else loss
