@@ -14,29 +14,13 @@ from typing import Any
 
 def main() -> None:
     """Train a tiny module on 2 CPU ranks until rank 0's consumer fails."""
-    import torch
+    from ddp_tiny import Tiny, loader
     from fitstream_lightning import OtherRankFailed, StreamCallback, fit_stream
-    from lightning.pytorch import LightningModule, Trainer
-    from torch import nn
-    from torch.utils.data import DataLoader, TensorDataset
+    from lightning.pytorch import Trainer
 
     from fitstream import tap
 
-    class Tiny(LightningModule):  # type: ignore[misc]
-        def __init__(self) -> None:
-            super().__init__()
-            self.layer = nn.Linear(4, 1)
-
-        def training_step(self, batch: Any, _: int) -> Any:
-            x, y = batch
-            return nn.functional.mse_loss(self.layer(x), y)
-
-        def configure_optimizers(self) -> Any:
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
-    torch.manual_seed(0)
-    x, y = torch.randn(64, 4), torch.randn(64, 1)
-    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    data = loader()
     rank = int(os.environ.get("RANK", "0"))
 
     def fail_on_rank_0(event: Any) -> None:
@@ -51,9 +35,9 @@ def main() -> None:
     steps: list[int] = []
     try:
         if stage:
-            trainer.fit(Tiny(), loader)
+            trainer.fit(Tiny(), data)
         else:
-            with fit_stream(trainer, Tiny(), loader) as events:
+            with fit_stream(trainer, Tiny(), data) as events:
                 for event in events:
                     steps.append(event["step"])
                     fail_on_rank_0(event)

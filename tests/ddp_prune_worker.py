@@ -8,40 +8,19 @@ has it. Each rank prints how its stream ended.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 
 def main() -> None:
     """Train a tiny module on 2 CPU ranks until the shared prune decision ends it."""
     import optuna
-    import torch
+    from ddp_tiny import Tiny, loader
     from fitstream_lightning import fit_stream
-    from lightning.pytorch import LightningModule, Trainer
-    from torch import nn
-    from torch.utils.data import DataLoader, TensorDataset
+    from lightning.pytorch import Trainer
 
     from fitstream import pipe, prune
 
-    class Tiny(LightningModule):  # type: ignore[misc]
-        def __init__(self) -> None:
-            super().__init__()
-            self.layer = nn.Linear(4, 1)
-
-        def training_step(self, batch: Any, _: int) -> Any:
-            x, y = batch
-            return nn.functional.mse_loss(self.layer(x), y)
-
-        def validation_step(self, batch: Any, _: int) -> None:
-            x, y = batch
-            self.log("val_loss", nn.functional.mse_loss(self.layer(x), y), sync_dist=True)
-
-        def configure_optimizers(self) -> Any:
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    torch.manual_seed(0)
-    x, y = torch.randn(64, 4), torch.randn(64, 1)
-    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    data = loader()
     rank = int(os.environ.get("RANK", "0"))
     study = trial = None
     if rank == 0:
@@ -53,7 +32,7 @@ def main() -> None:
                       enable_model_summary=False)  # fmt: skip
     steps: list[int] = []
     try:
-        for event in pipe(fit_stream(trainer, Tiny(), loader, loader), prune(trial, "val_loss")):
+        for event in pipe(fit_stream(trainer, Tiny(), data, data), prune(trial, "val_loss")):
             steps.append(event["step"])
         outcome = "ended"
     except optuna.TrialPruned as pruned:
