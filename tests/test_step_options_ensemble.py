@@ -66,6 +66,16 @@ def _member(k: int, kind: str, schedule: bool) -> tuple[nn.Module, Any, Any]:
     return model, opt, sched
 
 
+def _alone(
+    data: tuple[torch.Tensor, ...], model: nn.Module, opt: Any, epochs: int, **options: Any
+) -> list[dict[str, Any]]:
+    """The member's lone epoch_stream run with the same options (in order, no shuffling)."""
+    events = epoch_stream(
+        data, model, opt, nn.CrossEntropyLoss(), batch_size=16, shuffle=False, **options
+    )
+    return list(islice(events, epochs))
+
+
 CASES = {
     "clip": {"clip_grad_norm": 0.3},
     "accumulate": {"accumulate": 2},
@@ -92,21 +102,7 @@ def test_member_equals_its_epoch_stream_with_the_same_options(kind: str, case: s
         together = list(islice(events, EPOCHS))
     for k in range(len(LRS)):
         model, opt, sched = _member(k, kind, schedule)
-        alone = list(
-            islice(
-                epoch_stream(
-                    (X, LABELS),
-                    model,
-                    opt,
-                    nn.CrossEntropyLoss(),
-                    batch_size=16,
-                    shuffle=False,
-                    schedulers=sched,
-                    **options,
-                ),
-                EPOCHS,
-            )
-        )
+        alone = _alone((X, LABELS), model, opt, EPOCHS, schedulers=sched, **options)
         for mine, lone in zip(together, alone, strict=True):
             assert mine["train_loss"][k] == pytest.approx(lone["train_loss"], rel=1e-5)
             assert mine["lr"][k] == pytest.approx(lone["lr"])
@@ -163,20 +159,8 @@ def test_members_on_their_own_rows_keep_their_schedules_and_metrics() -> None:
     together = list(islice(events, 2))
     for k, own in enumerate(rows):
         model, opt, sched = _member(k, "adamw", True)
-        alone = list(
-            islice(
-                epoch_stream(
-                    (X[own], LABELS[own]),
-                    model,
-                    opt,
-                    nn.CrossEntropyLoss(),
-                    batch_size=16,
-                    shuffle=False,
-                    schedulers=sched,
-                    train_metrics={"acc": accuracy},
-                ),
-                2,
-            )
+        alone = _alone(
+            (X[own], LABELS[own]), model, opt, 2, schedulers=sched, train_metrics={"acc": accuracy}
         )
         for mine, lone in zip(together, alone, strict=True):
             assert mine["train_loss"][k] == pytest.approx(lone["train_loss"], rel=1e-5)
@@ -194,11 +178,8 @@ def test_autocast_bfloat16_trains_each_member_within_the_bfloat16_tolerance() ->
     together = list(islice(events, 2))
     for k in range(2):
         model, opt, _ = _member(k, "sgd", False)
-        alone = epoch_stream(
-            (X, LABELS), model, opt, nn.CrossEntropyLoss(), batch_size=16, shuffle=False,
-            autocast=torch.bfloat16,
-        )  # fmt: skip
-        for mine, lone in zip(together, islice(alone, 2), strict=True):
+        alone = _alone((X, LABELS), model, opt, 2, autocast=torch.bfloat16)
+        for mine, lone in zip(together, alone, strict=True):
             # vmapped bfloat16 matmuls round apart from one model's: the bfloat16 tolerance
             assert mine["train_loss"][k] == pytest.approx(lone["train_loss"], rel=2e-2)
 
