@@ -184,9 +184,7 @@ class MemberTrainMetrics:
         for spec in self.specs:
             if spec.stateful:
                 shape = [(n, True) for n in counts]
-                found = results(self.func, [spec], {}, self.fns, shape)
-                for name, entries in found.items():
-                    out[name] = entries
+                out.update(results(self.func, [spec], {}, self.fns, shape))
                 continue
             total = self.sums[spec.name]
             rows = torch.tensor(list(counts), dtype=total.dtype, device=total.device)
