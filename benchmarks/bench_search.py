@@ -1,22 +1,32 @@
-"""Wall time of an Optuna search: trials one by one with ``epoch_stream``, or K at a time.
+"""A search you can trust: ``search`` against sequential ``study.optimize``, side by side.
 
-Tiny workload (X 20000x16, MLP 16-w-1 with w in {16, 32}, Adam, batch 32, MSE), 64 trials of
-10 epochs, the same seeded sampler on both sides, validation on 4000 held-out rows:
+Workload: scikit-learn's digits (1437 training rows, 360 validation rows, pixels / 16), an MLP
+64-w-10 with w in {16, 32, 64} and Adam's lr in [1e-4, 1e-1] (log), cross-entropy, batch 32,
+at most 30 epochs per trial, 64 trials, TPE (``constant_liar=True``), one CPU thread. Key:
+``val_loss`` (minimized). For each pruner and each sampler seed, two runs on equal terms:
 
-- (a) ``study.optimize`` with one ``epoch_stream`` per trial, one after another;
-- (b) ``search(..., slots=16)`` and ``slots=32``.
+- (a) sequential: ``study.optimize`` with one ``epoch_stream`` per trial and ``prune(trial)``;
+- (b) ``search(..., slots=16)``, one worker.
 
-Without pruning the work is equal: the table shows each side's wall time and (b)/(a). Target:
-(b) at most 1/10 of (a). Then each side runs with Optuna's MedianPruner for as long as (a)
-took to the time of the fastest (b), and says how many trials it finished in that budget.
+Per run the table gives: the best value, the median value of the COMPLETE trials, the epochs
+trained, CPU and wall seconds. Then, over the seeds: the medians of each side, the seed-to-seed
+spread (standard deviation) of (a), and the verdicts the search must meet:
 
-Run: ``uv run python benchmarks/bench_search.py [--trials 64] [--epochs 10] [--threads 1]``.
+- at equal trial count, (b)'s median best value and median finished value are within (a)'s
+  spread of (a)'s or better;
+- at equal CPU, (b) is better: (a) run again with (b)'s CPU time as its budget;
+- (b) costs at most 1/4 of (a)'s CPU.
+
+Run: ``uv run python benchmarks/bench_search.py [--seeds 5] [--pruners median,sha]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -25,91 +35,151 @@ from torch import nn
 
 from fitstream import augment, epoch_stream, pipe, prune, search, take, validation_loss
 
-N, D, VAL = 20000, 16, 4000
+EPOCHS, TRIALS, SLOTS, BATCH = 30, 64, 16, 32
+PRUNERS: dict[str, Callable[[], Any]] = {
+    "median": optuna.pruners.MedianPruner,
+    "sha": optuna.pruners.SuccessiveHalvingPruner,
+    "hyperband": lambda: optuna.pruners.HyperbandPruner(max_resource=EPOCHS),
+}
 
 
-def data() -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    g = torch.Generator().manual_seed(0)
-    X = torch.randn(N + VAL, D, generator=g)
-    y = X[:, :1] * 0.5 - X[:, 1:2] + 0.1 * torch.randn(N + VAL, 1, generator=g)
-    return (X[:N], y[:N]), (X[N:], y[N:])
+def digits() -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    X = torch.tensor(data.data, dtype=torch.float32) / 16
+    y = torch.tensor(data.target)
+    order = torch.randperm(len(X), generator=torch.Generator().manual_seed(0))
+    train, val = order[:1437], order[1437:]
+    return (X[train], y[train]), (X[val], y[val])
 
 
 def build(trial: Any) -> tuple[nn.Module, torch.optim.Optimizer]:
-    width = trial.suggest_categorical("width", [16, 32])
+    width = trial.suggest_categorical("width", [16, 32, 64])
     lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
     torch.manual_seed(trial.number)
-    model = nn.Sequential(nn.Linear(D, width), nn.ReLU(), nn.Linear(width, 1))
+    model = nn.Sequential(nn.Linear(64, width), nn.ReLU(), nn.Linear(width, 10))
     return model, torch.optim.Adam(model.parameters(), lr=lr)
 
 
-def study(pruner: Any) -> Any:
-    return optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0), pruner=pruner)
+def new_study(pruner: str, seed: int) -> Any:
+    sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+    return optuna.create_study(sampler=sampler, pruner=PRUNERS[pruner]())
 
 
-def one_by_one(
-    s: Any, train: Any, val: Any, *, trials: int, epochs: int, pruning: bool, budget: float
-) -> float:
-    started = time.perf_counter()
+class Epochs:
+    """Counts the epochs trained (an augmenter that adds nothing)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Count the event's members' epochs."""
+        self.count += len(event["train_loss"]) if isinstance(event["train_loss"], list) else 1
+        return {}
+
+
+def sequential(
+    study: Any, train: Any, val: Any, *, cpu_budget: float | None = None
+) -> dict[str, Any]:
+    epochs = Epochs()
+    started, cpu = time.perf_counter(), time.process_time()
 
     def objective(trial: Any) -> float:
         model, optimizer = build(trial)
-        stages = [augment(validation_loss(val, nn.MSELoss()))]
-        if pruning:
-            stages.append(prune(trial, "val_loss"))
-        events = pipe(epoch_stream(train, model, optimizer, nn.MSELoss(), batch_size=32),
-                      *stages, take(epochs))  # fmt: skip
+        events = pipe(
+            epoch_stream(train, model, optimizer, nn.CrossEntropyLoss(), batch_size=BATCH,
+                         generator=torch.Generator().manual_seed(trial.number)),
+            augment(validation_loss(val, nn.CrossEntropyLoss())), augment(epochs),
+            prune(trial, "val_loss"), take(EPOCHS),
+        )  # fmt: skip
         return min(ev["val_loss"] for ev in events)
 
-    s.optimize(objective, n_trials=trials, timeout=budget)
-    return time.perf_counter() - started
+    def budget(study: Any, trial: Any) -> None:
+        if cpu_budget is not None and time.process_time() - cpu >= cpu_budget:
+            study.stop()
+
+    study.optimize(objective, n_trials=TRIALS, callbacks=[budget])
+    return summary(study, epochs.count, time.process_time() - cpu, time.perf_counter() - started)
 
 
-def batched(
-    s: Any, train: Any, val: Any, *, trials: int, epochs: int, slots: int, pruning: bool
-) -> float:
-    started = time.perf_counter()
-    search(s, build, train, nn.MSELoss(), key="val_loss", epochs=epochs, n_trials=trials,
-           slots=slots, batch_size=32, prune=pruning,
-           stages=[augment(validation_loss(val, nn.MSELoss()))])  # fmt: skip
-    return time.perf_counter() - started
+def batched(study: Any, train: Any, val: Any) -> dict[str, Any]:
+    epochs = Epochs()
+    started, cpu = time.perf_counter(), time.process_time()
+    stages = [augment(validation_loss(val, nn.CrossEntropyLoss())), augment(epochs)]
+    search(study, build, train, nn.CrossEntropyLoss(), key="val_loss", epochs=EPOCHS,
+           n_trials=TRIALS, slots=SLOTS, batch_size=BATCH, stages=stages)  # fmt: skip
+    return summary(study, epochs.count, time.process_time() - cpu, time.perf_counter() - started)
 
 
-def finished(s: Any) -> str:
+def summary(study: Any, epochs: int, cpu: float, wall: float) -> dict[str, Any]:
     states = optuna.trial.TrialState
-    done = sum(t.state == states.COMPLETE for t in s.trials)
-    pruned = sum(t.state == states.PRUNED for t in s.trials)
-    return f"{done} complete, {pruned} pruned, best {s.best_value:.4f}"
+    complete = [t.value for t in study.trials if t.state == states.COMPLETE]
+    return {
+        "best": study.best_value,
+        "median": statistics.median(complete) if complete else math.nan,
+        "complete": len(complete),
+        "pruned": sum(t.state == states.PRUNED for t in study.trials),
+        "epochs": epochs,
+        "cpu": cpu,
+        "wall": wall,
+    }
+
+
+def row(label: str, r: dict[str, Any]) -> str:
+    return (
+        f"| {label} | {r['best']:.4f} | {r['median']:.4f} | {r['complete']}/{r['pruned']} | "
+        f"{r['epochs']} | {r['cpu']:.1f} | {r['wall']:.1f} |"
+    )
+
+
+def verdicts(name: str, a: list[dict[str, Any]], b: list[dict[str, Any]],
+             equal_cpu: list[dict[str, Any]]) -> None:  # fmt: skip
+    print(f"\nover {len(a)} seeds, {name}: medians (seed-to-seed std of sequential)")
+    for metric in ("best", "median"):
+        sa = [r[metric] for r in a]
+        sb = [r[metric] for r in b]
+        spread = statistics.stdev(sa) if len(sa) > 1 else math.nan
+        ok = statistics.median(sb) <= statistics.median(sa) + spread
+        verdict = "within spread or better" if ok else "WORSE"
+        print(f"  {metric:<6} sequential {statistics.median(sa):.4f} (std {spread:.4f}), "
+              f"search {statistics.median(sb):.4f}: {verdict}")  # fmt: skip
+    same = [r["best"] for r in equal_cpu]
+    better = sum(rb["best"] < rc["best"] for rb, rc in zip(b, equal_cpu, strict=True))
+    print(f"  at equal CPU: sequential best {statistics.median(same):.4f} (median), search better "
+          f"in {better} of {len(b)} seeds")  # fmt: skip
+    ratios = [rb["cpu"] / ra["cpu"] for ra, rb in zip(a, b, strict=True)]
+    walls = [rb["wall"] / ra["wall"] for ra, rb in zip(a, b, strict=True)]
+    epochs = [rb["epochs"] / ra["epochs"] for ra, rb in zip(a, b, strict=True)]
+    print(f"  CPU search/sequential: median 1/{1 / statistics.median(ratios):.1f} "
+          f"(target at most 1/4); wall 1/{1 / statistics.median(walls):.1f}; epochs trained "
+          f"x{statistics.median(epochs):.2f}")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--pruners", default="median,sha")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    train, val = data()
-    print(f"torch {torch.__version__}, optuna {optuna.__version__}, {args.threads} thread(s)")
-    print(f"{args.trials} trials x {args.epochs} epochs, tiny workload, MLP 16-{{16,32}}-1, Adam")
-    nop = optuna.pruners.NopPruner
-    kw = {"trials": args.trials, "epochs": args.epochs}
-    a = one_by_one(study(nop()), train, val, pruning=False, budget=1e9, **kw)
-    print(f"{'(a) study.optimize, epoch_stream per trial':<44} {a:8.1f} s   1")
-    times = {}
-    for slots in (16, 32):
-        times[slots] = batched(study(nop()), train, val, slots=slots, pruning=False, **kw)
-        label = f"(b) search(slots={slots})"
-        print(f"{label:<44} {times[slots]:8.1f} s   1/{a / times[slots]:.1f}")
-    budget = min(times.values())
-    print(f"with MedianPruner, in the time of the fastest (b), {budget:.1f} s:")
-    s = study(optuna.pruners.MedianPruner(n_warmup_steps=2))
-    one_by_one(s, train, val, pruning=True, budget=budget, **kw)
-    print(f"  (a) study.optimize: {finished(s)}")
-    s = study(optuna.pruners.MedianPruner(n_warmup_steps=2))
-    spent = batched(s, train, val, slots=min(times, key=times.__getitem__), pruning=True, **kw)
-    print(f"  (b) search: {finished(s)} (all {args.trials} in {spent:.1f} s)")
+    train, val = digits()
+    print(f"torch {torch.__version__}, optuna {optuna.__version__}, 1 thread; digits MLP "
+          f"64-{{16,32,64}}-10, {TRIALS} trials x <= {EPOCHS} epochs, TPE, "
+          f"slots={SLOTS}")  # fmt: skip
+    for name in args.pruners.split(","):
+        print(f"\n### {name}: {PRUNERS[name]()!r}\n")
+        print("| seed, run | best | median complete | complete/pruned | epochs | CPU s | wall s |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        a, b, c = [], [], []
+        for seed in range(args.seeds):  # alternating: a, b, then a at b's CPU
+            a.append(sequential(new_study(name, seed), train, val))
+            print(row(f"{seed}, (a) sequential", a[-1]), flush=True)
+            b.append(batched(new_study(name, seed), train, val))
+            print(row(f"{seed}, (b) search", b[-1]), flush=True)
+            c.append(sequential(new_study(name, seed), train, val, cpu_budget=b[-1]["cpu"]))
+            print(row(f"{seed}, (a) at (b)'s CPU", c[-1]), flush=True)
+        verdicts(name, a, b, c)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ composed with :func:`pipe`; sinks (:func:`collect`, :func:`collect_jsonl`, ...) 
 
 from .evaluation import evaluate, validation_loss
 from .events import Event, EventStream, Stage
-from .experiments import bootstrap, kfold, search, search_events, summarize
+from .experiments import SearchResult, bootstrap, kfold, load_best, search, search_events, summarize
 from .pipeline import pipe
 from .sinks import (
     LivePlot,
@@ -47,6 +47,7 @@ __all__ = [
     "Event",
     "EventStream",
     "LivePlot",
+    "SearchResult",
     "Stage",
     "augment",
     "best_model",
@@ -64,6 +65,7 @@ __all__ = [
     "iter_batches",
     "kfold",
     "live_plot",
+    "load_best",
     "log_tensorboard",
     "pipe",
     "plot_history",

@@ -41,6 +41,7 @@ def validation_loss(
     last_label: bool = True,
     batch_size: int | None = None,
     rows: Sequence[torch.Tensor] | None = None,
+    folds: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> Augmenter:
     """Make an augmenter that adds the loss of the event's model on ``val_data``.
 
@@ -71,6 +72,15 @@ def validation_loss(
             would score ``members[k]`` alone. Checked at the call (integer, 1-D, non-empty,
             within ``val_data``, on its device) and against the number of members at the
             first event.
+        folds: For an ensemble's events whose members carry a ``fold`` hyperparameter (as
+            :func:`~fitstream.search` with ``folds=`` gives them, or
+            ``ensemble_stream(hparams=[{"fold": f}, ...])``): the ``(train_rows,
+            held_out_rows)`` pairs of :func:`~fitstream.kfold` or :func:`~fitstream.bootstrap`.
+            Member ``k`` is scored on the held-out rows of its fold, read from
+            ``ensemble.hparams[k]["fold"]`` at every event, so a member whose slot takes
+            another trial, or an ensemble rebuilt in another order, is still scored on its own
+            fold. ``val_data`` is then the data the folds index (the training data). Not with
+            ``rows``.
 
     Returns:
         The augmenter, ``event -> {key: float}`` (``{key: [float, ...]}`` per member). It
@@ -125,7 +135,10 @@ def validation_loss(
     check_not_own_key(key, func=func, arg="key")
     check_positive_int(batch_size, func=func, arg="batch_size", allow_none=True)
     spec = MetricSpec(key, loss_fn, stateful=False, label="'loss_fn'")
-    return augmenter(func, tensors, [spec], last_label=last_label, batch_size=batch_size, rows=rows)
+    return augmenter(
+        func, tensors, [spec], last_label=last_label, batch_size=batch_size, rows=rows,
+        folds=folds,
+    )  # fmt: skip
 
 
 def evaluate(
@@ -135,6 +148,7 @@ def evaluate(
     last_label: bool = True,
     batch_size: int | None = None,
     rows: Sequence[torch.Tensor] | None = None,
+    folds: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> Augmenter:
     """Make an augmenter that adds metrics of the event's model on ``val_data``.
 
@@ -169,6 +183,9 @@ def evaluate(
         batch_size: Evaluate in chunks of this many samples instead of one forward pass.
         rows: For an ensemble's events, member ``k`` is evaluated on the rows ``rows[k]`` of
             ``val_data`` only, as for :func:`validation_loss`.
+        folds: For an ensemble whose members carry a ``fold`` hyperparameter, member ``k`` is
+            evaluated on the held-out rows of ``folds[fold]``, read from the event at every
+            event, as for :func:`validation_loss`.
 
     Returns:
         The augmenter, ``event -> {name: float, ...}`` (lists of K floats per member). Called
@@ -212,7 +229,10 @@ def evaluate(
         check_metric(metric, func=func, arg=f"metrics[{name!r}]", last_label=last_label)
         specs.append(MetricSpec(name, metric, is_stateful_metric(metric), f"metric {name!r}"))
     check_positive_int(batch_size, func=func, arg="batch_size", allow_none=True)
-    return augmenter(func, tensors, specs, last_label=last_label, batch_size=batch_size, rows=rows)
+    return augmenter(
+        func, tensors, specs, last_label=last_label, batch_size=batch_size, rows=rows,
+        folds=folds,
+    )  # fmt: skip
 
 
 mark_factory(validation_loss, "augment(validation_loss((X_val, y_val), loss_fn))")

@@ -109,7 +109,7 @@ def stage_factory(factory: Callable[P, Stage]) -> StageFactory[P]:
 
     @functools.wraps(factory)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if args and is_stream(args[0]):
+        if args and is_stream(args[0]) and not _own_empty_list(signature, args, kwargs):
             events, *rest = args
             return factory(*rest, **kwargs)(events)
         if signature is not None:
@@ -117,6 +117,29 @@ def stage_factory(factory: Callable[P, Stage]) -> StageFactory[P]:
         return factory(*args, **kwargs)
 
     return wrapper
+
+
+def _binds(signature: inspect.Signature, args: Sequence[Any], kwargs: Mapping[str, Any]) -> bool:
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError:
+        return False
+    return True
+
+
+def _own_empty_list(
+    signature: inspect.Signature | None, args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> bool:
+    """Whether an empty first list is the factory's own argument, not an empty stream.
+
+    ``prune([], "val_loss", study=s)`` passes an empty list of trials: the rest of the
+    arguments cannot be the factory's alone, but all of them can, so the factory gets the list
+    (and refuses it in its own words).
+    """
+    first = args[0]
+    if signature is None or not isinstance(first, Sequence) or len(first) > 0:
+        return False
+    return not _binds(signature, args[1:], kwargs) and _binds(signature, args, kwargs)
 
 
 def _signature(factory: Callable[..., Any]) -> inspect.Signature | None:

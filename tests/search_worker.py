@@ -1,8 +1,10 @@
 """One worker of a search shared through an Optuna storage (run by tests/test_search_workers.py).
 
-Usage: ``python tests/search_worker.py STORAGE STUDY N_TRIALS SEED [PAUSE]``: ``STORAGE`` is an
-RDB URL (``sqlite:///...``, ``postgresql://...``) or ``journal:PATH`` for a journal file;
-``PAUSE`` (seconds) slows each epoch, so that a test can kill the worker mid-run.
+Usage: ``python tests/search_worker.py STORAGE STUDY N_TRIALS SEED [PAUSE [HEARTBEAT]]``:
+``STORAGE`` is an RDB URL (``sqlite:///...``, ``postgresql://...``), ``native:URL`` for an RDB
+storage that keeps Optuna's own heartbeat, or ``journal:PATH`` for a journal file; ``PAUSE``
+(seconds) slows each epoch, so that a test can kill or interrupt the worker mid-run;
+``HEARTBEAT`` (seconds, an int) is the heartbeat interval, its grace period three times that.
 """
 
 from __future__ import annotations
@@ -12,26 +14,42 @@ import time
 from typing import Any
 
 
-def storage_of(url: str) -> Any:
-    """Optuna's storage for ``url`` (``journal:PATH`` for a journal file)."""
+def storage_of(url: str, heartbeat: int = 0) -> Any:
+    """Optuna's storage for ``url`` (``journal:PATH`` a journal file, ``native:URL`` an RDB
+    storage with Optuna's heartbeat every ``heartbeat`` seconds)."""
     import optuna
 
     if url.startswith("journal:"):
         backend = optuna.storages.journal.JournalFileBackend(url.removeprefix("journal:"))
         return optuna.storages.JournalStorage(backend)
+    if url.startswith("native:"):
+        if not heartbeat:
+            return url.removeprefix("native:")
+        retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+        retry = retry or optuna.storages.RetryFailedTrialCallback
+        return optuna.storages.RDBStorage(
+            url.removeprefix("native:"),
+            heartbeat_interval=heartbeat,
+            grace_period=3 * heartbeat,
+            heartbeat_stale_trial_callback=retry(max_retry=3),
+        )
     return url
 
 
 def main(argv: list[str]) -> None:
     """Run the search against the shared study."""
+    import warnings
+
     import optuna
     import torch
     from torch import nn
 
     from fitstream import augment, search, validation_loss
 
+    warnings.simplefilter("ignore")  # Optuna's experimental heartbeat
     url, name, n_trials, seed = argv[0], argv[1], int(argv[2]), int(argv[3])
     pause = float(argv[4]) if len(argv) > 4 else 0.0
+    heartbeat = int(argv[5]) if len(argv) > 5 else 0
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
@@ -48,14 +66,20 @@ def main(argv: list[str]) -> None:
         time.sleep(pause)
         return {}
 
+    storage = storage_of(url, heartbeat)
     study = optuna.load_study(
         study_name=name,
-        storage=storage_of(url),
+        storage=storage,
         sampler=optuna.samplers.TPESampler(constant_liar=True, seed=seed),
     )
+    native = url.startswith("native:") and heartbeat
+    timing = {} if native or not heartbeat else {
+        "heartbeat_interval": heartbeat, "grace_period": 3 * heartbeat,
+    }  # fmt: skip
     stages = [augment(validation_loss((X, y), nn.MSELoss())), augment(slow)]
+    print("worker started", flush=True)
     search(study, build, (X, y), nn.MSELoss(), key="val_loss", epochs=3, n_trials=n_trials,
-           slots=3, batch_size=16, stages=stages)  # fmt: skip
+           slots=3, batch_size=16, stages=stages, **timing)  # fmt: skip
     print("worker done", flush=True)
 
 

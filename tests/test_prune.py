@@ -146,7 +146,16 @@ BAD = [
     (lambda t, s: prune([{"step": 1}], [], "val_loss", study=s), ValueError, r"got none"),
     (lambda t, s: prune(t, 3), TypeError, r"'key' must be a non-empty str"),
     (lambda t, s: prune(t, "val_loss", study="s"), TypeError, r"'study' must be an optuna Study"),
-]
+    # the empty list of trials, not an empty stream: refused in prune's own words
+    (lambda t, s: prune([], "val_loss", study=s), ValueError, r"'trial' as a list .* got none"),
+    (lambda t, s: prune(s.trials[0], "val_loss"), TypeError,
+     r"'trial' is a FrozenTrial \(trial 0\), a record of a trial that takes no reports"),
+    (lambda t, s: prune([s.trials[0]], "val_loss", study=s), TypeError,
+     r"'trial\[0\]' is a FrozenTrial"),
+    (lambda t, s: prune([t], "val_loss", study=_study()), ValueError,
+     r"'trial\[0\]' \(trial 0\) belongs to the study '.*', not to study="),
+    (lambda t, s: prune(t, "val_loss", study=_study()), ValueError, r"belongs to the study"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("call", "error", "match"), BAD)
@@ -167,3 +176,16 @@ def test_a_trial_count_that_is_not_the_member_count_is_refused_at_the_first_even
                   prune(study.ask(), "val_loss"))  # fmt: skip
     with pytest.raises(ValueError, match=r"holds one value per member of an ensemble"):
         next(single)
+
+
+@pytest.mark.parametrize("state", ["COMPLETE", "PRUNED", "FAIL"])
+def test_a_finished_trial_is_refused_at_the_call_naming_it_and_its_state(state: str) -> None:
+    study = _study()
+    trial = study.ask()
+    study.tell(
+        trial, 1.0 if state == "COMPLETE" else None, state=getattr(optuna.trial.TrialState, state)
+    )
+    with pytest.raises(ValueError, match=rf"'trial' \(trial 0\) is already {state}; a finished"):
+        prune(trial, "val_loss")
+    with pytest.raises(ValueError, match=rf"'trial\[0\]' \(trial 0\) is already {state}"):
+        prune([trial], "val_loss", study=study)

@@ -1,4 +1,4 @@
-"""``search``: an Optuna study's trials trained K at a time, slots refilled as trials end."""
+"""``search``: an Optuna study's trials trained many at a time, slots refilled as trials end."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from fitstream import augment, collect, epoch_stream, search, search_events, validation_loss
+from fitstream import augment, collect, epoch_stream, search, search_events, tap, validation_loss
 
 optuna = pytest.importorskip("optuna")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -30,6 +30,27 @@ def _build(trial: Any) -> tuple[nn.Module, torch.optim.Optimizer]:
     return model, torch.optim.Adam(model.parameters(), lr=lr)
 
 
+WIDTHS = [2, 5, 2, 2, 5, 2, 5, 5, 2, 2]
+
+
+def _two_widths(trial: Any) -> tuple[nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(trial.number)
+    width = WIDTHS[trial.number % len(WIDTHS)]
+    lr = trial.suggest_float("lr", 1e-3, 1e-1, log=True)
+    model = nn.Sequential(nn.Linear(3, width), nn.Tanh(), nn.Linear(width, 1))
+    return model, torch.optim.Adam(model.parameters(), lr=lr)
+
+
+class PruneAt(optuna.pruners.BasePruner):  # type: ignore[misc]
+    """Prunes the trials ``numbers`` at ``step``, and nothing else."""
+
+    def __init__(self, numbers: set[int], step: int) -> None:
+        self.numbers, self.step = numbers, step
+
+    def prune(self, study: Any, trial: Any) -> bool:
+        return trial.number in self.numbers and trial.last_step == self.step
+
+
 def _study(**kwargs: Any) -> Any:
     options = {"pruner": optuna.pruners.NopPruner(), **kwargs}
     return optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), **options)
@@ -41,6 +62,16 @@ def _run(study: Any, build: Any = _build, **kwargs: Any) -> list[dict[str, Any]]
     return collect(search_events(study, build, (X, Y), nn.MSELoss(), **options))
 
 
+def _alone(trial: Any, build: Any, epochs: int, *, shuffle: bool) -> list[float]:
+    """The trial's values as its lone epoch_stream run with the generator search gives it."""
+    model, optimizer = build(optuna.trial.FixedTrial(trial.params, number=trial.number))
+    generator = torch.Generator().manual_seed(trial.number) if shuffle else None
+    alone = epoch_stream((X, Y), model, optimizer, nn.MSELoss(), batch_size=16, shuffle=shuffle,
+                         generator=generator)  # fmt: skip
+    add = validation_loss(VAL, nn.MSELoss())
+    return [add(ev)["val_loss"] for ev in islice(alone, epochs)]
+
+
 def test_every_trial_runs_its_epochs_in_a_slot_that_refills_at_once() -> None:
     study = _study()
     history = _run(study)
@@ -49,15 +80,14 @@ def test_every_trial_runs_its_epochs_in_a_slot_that_refills_at_once() -> None:
     # 7 trials x 4 epochs in 3 slots: slots refilled as soon as a trial ends
     assert history[0]["trial"] == [0, 1, 2]
     assert history[4]["trial"] == [3, 4, 5]
-    assert history[8]["trial"][0] == 6
-    assert all(math.isnan(n) for n in history[8]["trial"][1:])  # nothing left to train
+    assert history[8]["trial"] == [6]  # the last trial alone: no epoch on an empty slot
     assert len(history) == 12
     assert [ev["trial_step"][0] for ev in history] == [1, 2, 3, 4] * 3
     for trial in study.trials:
         assert sorted(trial.intermediate_values) == [1, 2, 3, 4]
 
 
-def test_each_trial_is_told_its_best_value_over_its_epochs() -> None:
+def test_each_trial_is_told_its_best_value_and_the_epoch_of_it() -> None:
     study = _study()
     history = _run(study)
     seen: dict[int, list[float]] = {}
@@ -66,22 +96,37 @@ def test_each_trial_is_told_its_best_value_over_its_epochs() -> None:
             if not math.isnan(number) and len(seen.setdefault(number, [])) < 4:
                 seen[number].append(value)
     for trial in study.trials:
-        assert trial.value == min(seen[trial.number])
-        assert list(trial.intermediate_values.values()) == seen[trial.number]
-    maximize = _study(direction="maximize")
-    _run(maximize, n_trials=3)
-    assert all(t.value == max(t.intermediate_values.values()) for t in maximize.trials)
+        values = seen[trial.number]
+        assert trial.value == min(values)
+        assert list(trial.intermediate_values.values()) == values
+        assert trial.user_attrs["best_step"] == values.index(min(values)) + 1
+        assert trial.user_attrs["epochs_trained"] == 4
 
 
-def test_a_trial_in_a_refilled_slot_trains_as_it_would_alone() -> None:
-    study = _study()
-    _run(study)
-    trial = study.trials[5]  # trained in a refilled slot, from the ensemble's 5th epoch
-    model, optimizer = _build(optuna.trial.FixedTrial(trial.params, number=5))
-    alone = epoch_stream((X, Y), model, optimizer, nn.MSELoss(), batch_size=16, shuffle=False)
-    add = validation_loss(VAL, nn.MSELoss())
-    expected = [add(ev)["val_loss"] for ev in islice(alone, 4)]
-    assert list(trial.intermediate_values.values()) == pytest.approx(expected, rel=2e-4)
+def test_a_maximized_key_is_told_its_largest_value() -> None:
+    study = _study(direction="maximize")
+
+    def score(event: dict[str, Any]) -> dict[str, Any]:
+        return {"val_score": [-v for v in event["val_loss"]]}
+
+    _run(study, key="val_score", stages=[*STAGES, augment(score)], n_trials=3)
+    assert all(t.value == max(t.intermediate_values.values()) for t in study.trials)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_a_trial_trains_as_it_would_alone_in_any_slot_or_ensemble(shuffle: bool) -> None:
+    # Two architectures and pruning at step 2: slots refill with the other width, ensembles
+    # with empty slots are rebuilt and merged, so trials move between ensembles mid-run.
+    study = _study(pruner=PruneAt({0, 1, 4}, step=2))
+    history = _run(study, _two_widths, n_trials=10, shuffle=shuffle)
+    moved = {n for ev in history for n in ev["trial"] if len(ev["trial"]) == 1} & {
+        n for ev in history for n in ev["trial"] if len(ev["trial"]) == 2
+    }
+    assert moved  # some trial trained in two different ensembles
+    for trial in study.trials:
+        got = list(trial.intermediate_values.values())
+        expected = _alone(trial, _two_widths, len(got), shuffle=shuffle)
+        assert got == pytest.approx(expected, rel=1e-5)
 
 
 def test_pruned_trials_leave_their_slots_early() -> None:
@@ -101,6 +146,13 @@ def test_pruned_trials_leave_their_slots_early() -> None:
     assert history[-1]["trials_done"] + history[-1]["trials_pruned"] == 8
 
 
+def test_a_trial_that_trains_all_its_epochs_is_complete_never_pruned() -> None:
+    study = _study(pruner=PruneAt(set(range(7)), step=4))  # would prune at the last epoch
+    _run(study)
+    assert {t.state for t in study.trials} == {States.COMPLETE}
+    assert all(sorted(t.intermediate_values) == [1, 2, 3, 4] for t in study.trials)
+
+
 def test_no_pruning_with_prune_false() -> None:
     study = _study(pruner=optuna.pruners.ThresholdPruner(upper=1e-9))
     _run(study, prune=False, n_trials=3)
@@ -108,19 +160,48 @@ def test_no_pruning_with_prune_false() -> None:
     assert all(t.intermediate_values == {} for t in study.trials)
 
 
-def test_architectures_train_in_ensembles_of_their_own() -> None:
-    def build(trial: Any) -> tuple[nn.Module, torch.optim.Optimizer]:
-        width = trial.suggest_categorical("width", [2, 5])
-        model = nn.Sequential(nn.Linear(3, width), nn.ReLU(), nn.Linear(width, 1))
-        return model, torch.optim.SGD(model.parameters(), lr=0.05)
+def test_the_first_wave_is_the_pruners_start_up_then_every_slot_opens() -> None:
+    study = _study(pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
+    history = _run(study, n_trials=8, slots=4)
+    assert [len(ev["trial"]) for ev in history[:4]] == [2, 2, 2, 2]  # two trials to the end
+    assert len(history[4]["trial"]) == 4  # then every slot
+    first = {t.number for t in study.trials if t.datetime_start <= study.trials[1].datetime_start}
+    assert first == {0, 1}
+    assert {study.trials[0].state, study.trials[1].state} == {States.COMPLETE}
 
+
+def test_startup_overrides_the_rule_and_zero_opens_every_slot_at_once() -> None:
+    study = _study(pruner=optuna.pruners.MedianPruner(n_startup_trials=5))
+    history = _run(study, n_trials=6, slots=3, startup=0)
+    assert len(history[0]["trial"]) == 3
+
+
+def test_no_trial_is_running_without_training_and_slots_bound_every_ensemble() -> None:
+    study = _study(pruner=PruneAt({0, 1, 4}, step=2))
+    running: list[int] = []
+    members: list[int] = []
+
+    def count(event: dict[str, Any]) -> None:
+        running.append(len(study.get_trials(deepcopy=False, states=(States.RUNNING,))))
+        members.append(len(event["model"]))
+
+    _run(study, _two_widths, n_trials=10, stages=[*STAGES, tap(count)])
+    assert max(running) <= 3
+    assert max(members) <= 3
+    # every trial asked was trained from its first epoch, each epoch reported once
+    for trial in study.trials:
+        assert sorted(trial.intermediate_values)[0] == 1
+
+
+def test_architectures_train_at_once_in_ensembles_of_their_own_stepped_in_turn() -> None:
     study = _study()
-    history = _run(study, build, n_trials=8, slots=4)
+    history = _run(study, _two_widths, n_trials=8, slots=4)
     assert {t.state for t in study.trials} == {States.COMPLETE}
-    widths = {t.number: t.params["width"] for t in study.trials}
+    widths = {t.number: WIDTHS[t.number] for t in study.trials}
     for event in history:
         assert len({widths[n] for n in event["trial"] if not math.isnan(n)}) == 1
-    assert {widths[n] for ev in history for n in ev["trial"] if not math.isnan(n)} == {2, 5}
+    # the first round steps both architectures: trials 0 and 1 start together
+    assert {widths[n] for ev in history[:2] for n in ev["trial"]} == {2, 5}
 
 
 def test_a_build_that_raises_fails_only_its_trial() -> None:
@@ -161,57 +242,27 @@ def test_a_build_that_returns_the_wrong_things_is_an_error_naming_the_trial(
     assert [t.state for t in study.trials] == [States.FAIL]
 
 
-def test_an_interrupted_search_tells_its_trials_fail_and_leaves_none_running() -> None:
-    study = _study()
-    calls = 0
-
-    def interrupt(event: dict[str, Any]) -> dict[str, Any]:
-        nonlocal calls
-        calls += 1
-        if calls == 3:
-            raise KeyboardInterrupt
-        return {}
-
-    with pytest.raises(KeyboardInterrupt):
-        _run(study, stages=[*STAGES, augment(interrupt)])
-    assert {t.state for t in study.trials} == {States.FAIL}
-    assert len(study.trials) == 3
-    assert "KeyboardInterrupt" in study.trials[0].user_attrs["fail_reason"]
-
-
-def test_search_returns_the_study_and_its_events_name_trials_in_tables() -> None:
+def test_search_returns_the_study_and_this_workers_best_model() -> None:
     pd = pytest.importorskip("pandas")
     from fitstream import collect_pd
 
     study = _study()
     options = {"key": "val_loss", "epochs": 2, "n_trials": 3, "slots": 2, "batch_size": 32,
                "stages": STAGES}  # fmt: skip
-    assert search(study, _build, (X, Y), nn.MSELoss(), **options) is study
+    result = search(study, _build, (X, Y), nn.MSELoss(), **options)
+    assert result.study is study
+    assert result.best_trial.number == study.best_trial.number == result.best_model_trial
+    assert result.best_value == study.best_value
+    assert result.best_params == study.best_params
+    # the best model holds the weights of its best epoch: its validation loss is the value
+    add = validation_loss(VAL, nn.MSELoss())
+    assert result.best_model is not None
+    assert add({"model": result.best_model})["val_loss"] == pytest.approx(study.best_value)
     frame = collect_pd(search_events(_study(), _build, (X, Y), nn.MSELoss(), **options))
     assert isinstance(frame, pd.DataFrame)
     rows = frame[frame["trial"].notna()]
     assert sorted(rows.groupby("trial")["trial_step"].apply(list).tolist()) == [[1, 2]] * 3
     assert "params_lr" in frame.columns
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "error", "match"),
-    [
-        ({"n_trials": 0}, ValueError, r"search: 'n_trials' must be a positive int, got 0"),
-        ({"slots": "4"}, TypeError, r"'slots' must be a positive int"),
-        ({"key": ""}, ValueError, r"'key'"),
-        ({"stages": "augment"}, TypeError, r"'stages' must be a list of stages"),
-        ({"prune": "yes"}, TypeError, r"'prune' must be True or False"),
-    ],
-)
-def test_bad_arguments_are_refused_at_the_call(
-    kwargs: dict[str, Any], error: Any, match: str
-) -> None:
-    options: dict[str, Any] = {"key": "val_loss", "epochs": 2, "n_trials": 3, **kwargs}
-    with pytest.raises(error, match=match):
-        search_events(_study(), _build, (X, Y), nn.MSELoss(), **options)
-    with pytest.raises(TypeError, match="'study' must be an optuna Study"):
-        search_events("study", _build, (X, Y), nn.MSELoss(), key="val_loss", epochs=1, n_trials=1)
 
 
 def test_a_missing_key_is_named_with_the_keys_the_events_have() -> None:
@@ -222,34 +273,16 @@ def test_a_missing_key_is_named_with_the_keys_the_events_have() -> None:
 def test_nan_values_are_left_out_of_the_best_and_all_nan_fails() -> None:
     study = _study()
 
-    def score(event: dict[str, Any]) -> dict[str, Any]:
-        return {"score": [math.nan, *event["val_loss"][1:]]}
+    def wobble(event: dict[str, Any]) -> dict[str, Any]:
+        return {"val_wobble": [math.nan, *event["val_loss"][1:]]}
 
-    _run(study, key="score", stages=[*STAGES, augment(score)], n_trials=3)
+    _run(study, key="val_wobble", stages=[*STAGES, augment(wobble)], n_trials=3)
     assert [t.state for t in study.trials] == [States.FAIL, States.COMPLETE, States.COMPLETE]
     assert study.trials[0].user_attrs["fail_reason"] == "every value of the key was NaN"
 
 
-def test_a_progress_bar_shows_the_trials_done_pruned_and_running() -> None:
-    import io
-
-    from fitstream import pipe, progress
-
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
-    out = Terminal()
-    study = _study(pruner=optuna.pruners.ThresholdPruner(upper=0.5, n_warmup_steps=1))
-    options: dict[str, Any] = {"key": "val_loss", "epochs": 4, "n_trials": 6, "slots": 3,
-                               "batch_size": 16, "stages": STAGES}  # fmt: skip
-    events = search_events(study, _build, (X, Y), nn.MSELoss(), **options)
-    keys = ("trials_done", "trials_pruned", "trials_running")
-    list(pipe(events, progress(*keys, file=out)))
-    final = out.getvalue().rstrip("\n").split("\r")[-1]
-    done = sum(t.state == States.COMPLETE for t in study.trials)
-    pruned = sum(t.state == States.PRUNED for t in study.trials)
-    assert done + pruned == 6
-    assert f"trials_done={done}" in final
-    assert f"trials_pruned={pruned}" in final
-    assert "trials_running=" in final
+def test_a_grid_study_stops_when_its_grid_is_used_up() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.GridSampler({"lr": [0.01, 0.03, 0.1]}))
+    _run(study, n_trials=10, slots=2)  # n_trials above the grid: the grid decides
+    assert sorted(t.params["lr"] for t in study.trials) == [0.01, 0.03, 0.1]
+    assert {t.state for t in study.trials} == {States.COMPLETE}

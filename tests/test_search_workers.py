@@ -1,13 +1,21 @@
 """Many workers, one study: ``search`` run by several processes against one Optuna storage.
 
-Each test starts the same worker script (tests/search_worker.py) in 3 processes, with a
-timeout, and then counts the study's trials: exactly ``n_trials`` trained, each once, none left
-running; a worker killed with SIGKILL leaves its trials RUNNING, and the others finish.
+Each test starts the worker script (tests/search_worker.py) in subprocesses, with a timeout,
+then counts the study's trials. On a journal file, an SQLite file (with Optuna's own RDB
+heartbeat) and a real PostgreSQL server:
+
+- three workers share a study and stop together at exactly ``n_trials``;
+- one of three is killed (SIGKILL) mid-trial: its trials are failed as stale and trained
+  again by the others, so the study still ends with exactly ``n_trials`` finished trials,
+  none running, every retry linked to its original and no setting trained twice;
+- Ctrl-C (SIGINT) at a random moment leaves no trial running, and the interrupt reaches the
+  worker's top level.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -27,22 +35,28 @@ States = optuna.trial.TrialState
 WORKER = Path(__file__).with_name("search_worker.py")
 ROOT = Path(__file__).resolve().parents[1]
 N_TRIALS = 18
+HEARTBEAT = 1  # seconds; the grace period is three times that
 
 pytestmark = pytest.mark.slow
 
 
 def _storage(url: str) -> Any:
+    import warnings
+
     sys.path.insert(0, str(WORKER.parent))
     try:
         from search_worker import storage_of
     finally:
         sys.path.pop(0)
-    return storage_of(url)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna's heartbeat is experimental
+        return storage_of(url, HEARTBEAT)
 
 
 def _start(url: str, name: str, seed: int, pause: float = 0.0) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = [sys.executable, str(WORKER), url, name, str(N_TRIALS), str(seed), str(pause)]
+    args = [sys.executable, "-W", "ignore", str(WORKER), url, name, str(N_TRIALS), str(seed),
+            str(pause), str(HEARTBEAT)]  # fmt: skip
     return subprocess.Popen(args, env=env, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)  # fmt: skip
 
@@ -57,67 +71,40 @@ def _finish(worker: subprocess.Popen[str], timeout: float = 240) -> str:
     return out
 
 
-def _check_study(study: Any) -> None:
+def _wait_for_reports(study: Any, worker: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 120
+    while not any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+        assert time.monotonic() < deadline, "the worker never reported"
+        assert worker.poll() is None, _finish(worker)
+        time.sleep(0.1)
+
+
+def _check_study(study: Any) -> list[Any]:
+    """Exactly n_trials finished, none running or waiting; every retry linked; none twice."""
     trials = study.get_trials(deepcopy=False)
-    trained = [t for t in trials if t.number < N_TRIALS]
-    assert sorted(t.number for t in trained) == list(range(N_TRIALS))  # none lost
-    assert {t.state for t in trained} <= {States.COMPLETE, States.PRUNED}
-    for trial in trained:  # each trained once: its steps from 1, reported once each
+    finished = [t for t in trials if t.state in (States.COMPLETE, States.PRUNED)]
+    assert len(finished) == N_TRIALS
+    assert not [t for t in trials if t.state in (States.RUNNING, States.WAITING)]
+    numbers = {t.number: t for t in trials}
+    retried = set()
+    for trial in trials:
+        if "failed_trial" in trial.system_attrs:  # a retry: of a failed original, same setting
+            original = numbers[trial.system_attrs["failed_trial"]]
+            assert original.state == States.FAIL
+            assert original.params == trial.params
+            retried.add(original.number)
+    for trial in trials:
+        if trial.state == States.FAIL and trial.user_attrs.get("fitstream") is None:
+            assert trial.number in retried  # every failed trial was trained again
+    settings = [tuple(sorted(t.params.items())) for t in finished]
+    assert len(set(settings)) == len(settings)  # no setting trained twice to the end
+    for trial in finished:  # each trained from its first epoch, each epoch reported once
         steps = sorted(trial.intermediate_values)
         assert steps == list(range(1, len(steps) + 1))
         if trial.state == States.COMPLETE:
             assert steps == [1, 2, 3]
             assert trial.value == min(trial.intermediate_values.values())
-    extra = [t for t in trials if t.number >= N_TRIALS]  # asked at once by two workers
-    assert all(
-        t.state == States.FAIL and "past n_trials" in t.user_attrs["fitstream"] for t in extra
-    )
-    assert not [t for t in trials if t.state == States.RUNNING]
-
-
-@pytest.fixture(params=["journal", "sqlite"])
-def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "journal":
-        return f"journal:{tmp_path / 'search.log'}"
-    return f"sqlite:///{tmp_path / 'search.db'}"
-
-
-def test_three_workers_share_one_study_and_stop_at_n_trials(storage_url: str) -> None:
-    name = "shared"
-    optuna.create_study(storage=_storage(storage_url), study_name=name)
-    workers = [_start(storage_url, name, seed) for seed in range(3)]
-    outputs = [_finish(worker) for worker in workers]
-    for worker, out in zip(workers, outputs, strict=True):
-        assert worker.returncode == 0, out
-        assert "worker done" in out
-    _check_study(optuna.load_study(study_name=name, storage=_storage(storage_url)))
-
-
-def test_a_killed_worker_leaves_its_trials_running_and_the_others_finish(
-    storage_url: str,
-) -> None:
-    name = "killed"
-    optuna.create_study(storage=_storage(storage_url), study_name=name)
-    victim = _start(storage_url, name, 0, pause=0.2)
-    study = optuna.load_study(study_name=name, storage=_storage(storage_url))
-    deadline = time.monotonic() + 120
-    while not any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
-        assert time.monotonic() < deadline, "the worker never reported"
-        assert victim.poll() is None, _finish(victim)
-        time.sleep(0.2)
-    victim.send_signal(signal.SIGKILL)
-    victim.communicate(timeout=30)
-    others = [_start(storage_url, name, seed) for seed in (1, 2)]
-    for worker in others:
-        out = _finish(worker)
-        assert worker.returncode == 0, out
-    trials = optuna.load_study(study_name=name, storage=_storage(storage_url)).get_trials()
-    assert len({t.number for t in trials}) == len(trials)
-    running = [t for t in trials if t.state == States.RUNNING]
-    assert running  # the killed worker's: left RUNNING (a heartbeat would fail them)
-    finished = [t for t in trials if t.state in (States.COMPLETE, States.PRUNED)]
-    assert len(finished) + len(running) + sum(t.state == States.FAIL for t in trials) == len(trials)
-    assert len([t for t in trials if t.number < N_TRIALS]) == N_TRIALS
+    return trials
 
 
 def _postgres_bin() -> Path | None:
@@ -170,11 +157,67 @@ def postgres() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_three_workers_share_one_study_on_a_postgresql_server(postgres: str) -> None:
-    name = "on-postgres"
-    optuna.create_study(storage=postgres, study_name=name)
-    workers = [_start(postgres, name, seed) for seed in range(3)]
-    for worker in workers:
+@pytest.fixture(params=["journal", "sqlite", "postgresql"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A journal file (the search's own heartbeat), SQLite with Optuna's RDB heartbeat, and
+    PostgreSQL (a plain URL: the search's own heartbeat on an RDB storage)."""
+    if request.param == "journal":
+        return f"journal:{tmp_path / 'search.log'}"
+    if request.param == "sqlite":
+        return f"native:sqlite:///{tmp_path / 'search.db'}"
+    url: str = request.getfixturevalue("postgres")
+    return url
+
+
+def test_three_workers_share_one_study_and_stop_at_n_trials(storage_url: str) -> None:
+    name = f"shared-{time.monotonic_ns()}"
+    optuna.create_study(storage=_storage(storage_url), study_name=name)
+    workers = [_start(storage_url, name, seed) for seed in range(3)]
+    outputs = [_finish(worker) for worker in workers]
+    for worker, out in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, out
+        assert "worker done" in out
+    trials = _check_study(optuna.load_study(study_name=name, storage=_storage(storage_url)))
+    extra = [t for t in trials if t.state == States.FAIL]  # asked at once by two workers
+    assert all("past n_trials" in t.user_attrs["fitstream"] for t in extra)
+
+
+def test_a_killed_workers_trials_are_trained_again_by_the_others(storage_url: str) -> None:
+    name = f"killed-{time.monotonic_ns()}"
+    optuna.create_study(storage=_storage(storage_url), study_name=name)
+    victim = _start(storage_url, name, 0, pause=0.3)
+    study = optuna.load_study(study_name=name, storage=_storage(storage_url))
+    _wait_for_reports(study, victim)
+    others = [_start(storage_url, name, seed, pause=0.05) for seed in (1, 2)]
+    time.sleep(2.0)  # all three at work
+    held = {t.number for t in study.get_trials(deepcopy=False, states=(States.RUNNING,))}
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate(timeout=30)
+    for worker in others:
         out = _finish(worker)
         assert worker.returncode == 0, out
-    _check_study(optuna.load_study(study_name=name, storage=postgres))
+    trials = _check_study(optuna.load_study(study_name=name, storage=_storage(storage_url)))
+    failed = [t for t in trials if t.state == States.FAIL and "fitstream" not in t.user_attrs]
+    assert failed  # the victim's trials: failed as stale, then trained again
+    assert {t.number for t in failed} <= held
+
+
+def test_ctrl_c_at_a_random_moment_leaves_no_trial_running(storage_url: str) -> None:
+    rng = random.Random(0)
+    for attempt in range(3):
+        name = f"interrupted-{attempt}-{time.monotonic_ns()}"
+        optuna.create_study(storage=_storage(storage_url), study_name=name)
+        worker = _start(storage_url, name, attempt, pause=0.15)
+        study = optuna.load_study(study_name=name, storage=_storage(storage_url))
+        _wait_for_reports(study, worker)
+        time.sleep(rng.uniform(0.0, 1.2))
+        worker.send_signal(signal.SIGINT)
+        out = _finish(worker, timeout=60)
+        assert worker.returncode != 0, out
+        assert "KeyboardInterrupt" in out
+        assert "StorageInternalError" not in out
+        trials = study.get_trials(deepcopy=False)
+        assert not [t for t in trials if t.state == States.RUNNING]
+        for trial in trials:
+            if trial.state == States.FAIL:
+                assert "KeyboardInterrupt" in trial.user_attrs["fail_reason"]

@@ -21,7 +21,7 @@ from .chunks import Chunks, MemberChunks
 from .lookup import missing_key_error
 from .members import ensemble_of
 from .metrics import MetricSpec, prepare_metric
-from .rows import check_rows
+from .rows import check_folds, check_rows, members_folds
 from .values import as_float_lists, as_floats
 
 __all__ = ["Augmenter", "augmenter", "evaluation_mode"]
@@ -102,19 +102,33 @@ def augmenter(
     last_label: bool,
     batch_size: int | None,
     rows: object,
+    folds: object = None,
 ) -> Augmenter:
-    """The augmenter of ``specs`` on ``tensors`` (checked already; ``rows`` checked here)."""
+    """The augmenter of ``specs`` on ``tensors`` (checked already; ``rows``, ``folds`` here)."""
     chunks = Chunks(tensors, specs, func=func, last_label=last_label, batch_size=batch_size)
     member_rows = check_rows(
         rows, tensors[0].shape[0], tensors[0].device, members=None, func=func, data="val_data"
     )
-    own = (
-        None
-        if member_rows is None
-        else MemberChunks(
-            tensors, member_rows, specs, func=func, last_label=last_label, batch_size=batch_size
+    held_out = check_folds(folds, tensors, rows=member_rows, func=func)
+
+    def member_chunks(rows: list[torch.Tensor]) -> MemberChunks:
+        return MemberChunks(
+            tensors, rows, specs, func=func, last_label=last_label, batch_size=batch_size
         )
-    )
+
+    fixed = None if member_rows is None else member_chunks(member_rows)
+    by_folds: dict[tuple[int, ...], MemberChunks] = {}  # per layout of the members' folds
+
+    def own_chunks(ensemble: Any) -> MemberChunks | None:
+        if held_out is None:
+            return fixed
+        layout = members_folds(ensemble, len(held_out), func=func)
+        if layout not in by_folds:
+            if len(by_folds) > 64:  # layouts change as a search rebuilds its ensembles
+                by_folds.clear()
+            by_folds[layout] = member_chunks([held_out[f] for f in layout])
+        return by_folds[layout]
+
     kept: dict[str, list[Any]] = {}  # per-member copies of the stateful metrics
 
     def augment_event(event: Mapping[str, Any]) -> dict[str, Any]:
@@ -123,12 +137,14 @@ def augmenter(
         device = model_device(model) or tensors[0].device
         ensemble = ensemble_of(event)
         members = None if ensemble is None else len(ensemble)
-        if own is not None and ensemble is None:
+        if (fixed is not None or held_out is not None) and ensemble is None:
+            arg = "rows" if held_out is None else "folds"
             raise TypeError(
-                f"{func}: 'rows' scores each member of an ensemble on its own rows, but "
-                f"event['model'] is a single model ({describe(model)}); leave 'rows' out, or "
+                f"{func}: '{arg}' scores each member of an ensemble on its own rows, but "
+                f"event['model'] is a single model ({describe(model)}); leave '{arg}' out, or "
                 "evaluate an ensemble_stream's events"
             )
+        own = None if ensemble is None else own_chunks(ensemble)
         fns = {
             spec.name: [spec.fn]
             if members is None or not spec.stateful

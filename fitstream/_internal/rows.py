@@ -13,7 +13,7 @@ import torch
 
 from .checks import describe
 
-__all__ = ["check_rows", "padded", "row_counts"]
+__all__ = ["check_folds", "check_rows", "members_folds", "padded", "row_counts"]
 
 _INTEGER = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
@@ -120,3 +120,64 @@ def row_counts(rows: Sequence[torch.Tensor]) -> list[int]:
         [2, 1]
     """
     return [int(each.numel()) for each in rows]
+
+
+def check_folds(
+    folds: object, tensors: Sequence[torch.Tensor], *, rows: object, func: str
+) -> list[torch.Tensor] | None:
+    """Check ``folds`` (``(train_rows, held_out_rows)`` pairs); return the held-out parts.
+
+    Example:
+        >>> X = torch.zeros(4, 1)
+        >>> [p.tolist() for p in check_folds([(torch.tensor([0, 1]), torch.tensor([2, 3]))],
+        ...                                  (X,), rows=None, func="f")]
+        [[2, 3]]
+    """
+    if folds is None:
+        return None
+    if rows is not None:
+        raise ValueError(
+            f"{func}: give 'rows' (one index tensor per member) or 'folds' (each member's "
+            "held-out rows read from its 'fold'), not both"
+        )
+    if isinstance(folds, torch.Tensor) or not isinstance(folds, list | tuple) or not folds:
+        raise TypeError(
+            f"{func}: 'folds' must be a list of (train_rows, held_out_rows) pairs, as kfold(...) "
+            f"or bootstrap(...) gives, got {describe(folds)}"
+        )
+    held = []
+    for f, pair in enumerate(folds):
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            raise TypeError(
+                f"{func}: 'folds[{f}]' must be a (train_rows, held_out_rows) pair, got "
+                f"{describe(pair)}"
+            )
+        held.append(pair[1])
+    checked = check_rows(
+        held, tensors[0].shape[0], tensors[0].device, members=len(held), func=func,
+        data="val_data",
+    )  # fmt: skip
+    assert checked is not None
+    return checked
+
+
+def members_folds(ensemble: object, count: int, *, func: str) -> tuple[int, ...]:
+    """Each member's fold, read from its hyperparameter ``fold`` (``0 <= fold < count``).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> members_folds(SimpleNamespace(hparams=[{"fold": 1}, {"fold": 0}]), 2, func="f")
+        (1, 0)
+    """
+    out = []
+    for k, hparams in enumerate(getattr(ensemble, "hparams", [])):
+        fold = hparams.get("fold")
+        if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < count:
+            raise ValueError(
+                f"{func}: 'folds' scores member {k} on the held-out rows of its fold, read from "
+                f"its hyperparameter 'fold', which must be an int in range({count}); its "
+                f"hyperparameters are {dict(hparams)} (give ensemble_stream "
+                "hparams=[{'fold': f}, ...], as search(folds=...) does)"
+            )
+        out.append(fold)
+    return tuple(out)

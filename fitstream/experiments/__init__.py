@@ -6,8 +6,16 @@ hyperparameters and compares the groups' mean curves; :func:`search` trains an O
 trials K at a time as the slots of an ensemble.
 """
 
-from .search import search, search_events
+from .search import SearchResult, load_best, search, search_events
 from .splitters import bootstrap, kfold
 from .summary import summarize
 
-__all__ = ["bootstrap", "kfold", "search", "search_events", "summarize"]
+__all__ = [
+    "SearchResult",
+    "bootstrap",
+    "kfold",
+    "load_best",
+    "search",
+    "search_events",
+    "summarize",
+]

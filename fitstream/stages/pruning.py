@@ -49,11 +49,35 @@ def _shared(decision: bool, world: int) -> bool:
     return bool(box[0])
 
 
-def _check_trial(trial: object, optuna: Any, *, arg: str) -> None:
+def _check_trial(trial: object, optuna: Any, *, arg: str, study: Any = None) -> None:
+    """Refuse what cannot take reports: a FrozenTrial, a finished trial, another study's."""
+    if isinstance(trial, optuna.trial.FrozenTrial):
+        raise TypeError(
+            f"{_FUNC}: {arg} is a FrozenTrial (trial {trial.number}), a record of a trial that "
+            "takes no reports; pass the live trial (the objective's argument, or from "
+            "study.ask())"
+        )
     if not isinstance(trial, optuna.trial.BaseTrial):
         raise TypeError(
             f"{_FUNC}: {arg} must be an optuna Trial (the objective's argument, or from "
             f"study.ask()), got {describe(trial)}"
+        )
+    own = getattr(trial, "study", None)
+    if own is None or not isinstance(trial, optuna.trial.Trial):
+        return  # a FixedTrial: reports go nowhere, by Optuna's design
+    state = own._storage.get_trial(trial._trial_id).state
+    if state.is_finished():
+        raise ValueError(
+            f"{_FUNC}: {arg} (trial {trial.number}) is already {state.name}; a finished trial "
+            "takes no more reports: ask the study for a new trial"
+        )
+    if study is not None and (
+        own._study_id != study._study_id or own.study_name != study.study_name
+    ):
+        raise ValueError(
+            f"{_FUNC}: {arg} (trial {trial.number}) belongs to the study {own.study_name!r}, "
+            f"not to study={study.study_name!r}; its pruned members would be told PRUNED in the "
+            "wrong study. Pass the study the trials were asked from"
         )
 
 
@@ -147,15 +171,15 @@ def prune(
     if isinstance(trial, list | tuple):
         if not trial:
             raise ValueError(f"{_FUNC}: 'trial' as a list must hold one trial per member, got none")
-        for k, each in enumerate(trial):
-            _check_trial(each, optuna, arg=f"'trial[{k}]'")
-        if len({id(t) for t in trial}) != len(trial):
-            raise ValueError(f"{_FUNC}: 'trial' repeats a trial; give each member its own")
         if not isinstance(study, optuna.study.Study):
             raise ValueError(
                 f"{_FUNC}: a list of trials (one per ensemble member) needs study=, the study "
                 f"that tells a pruned member's trial PRUNED; got study={describe(study)}"
             )
+        for k, each in enumerate(trial):
+            _check_trial(each, optuna, arg=f"'trial[{k}]'", study=study)
+        if len({id(t) for t in trial}) != len(trial):
+            raise ValueError(f"{_FUNC}: 'trial' repeats a trial; give each member its own")
         trials = list(trial)
     elif trial is None:
         if rank == 0:
@@ -164,9 +188,9 @@ def prune(
                 "may pass (rank 0 reports for all); pass the objective's trial"
             )
     else:
-        _check_trial(trial, optuna, arg="'trial'")
-    if study is not None and not isinstance(study, optuna.study.Study):
-        raise TypeError(f"{_FUNC}: 'study' must be an optuna Study, got {describe(study)}")
+        if study is not None and not isinstance(study, optuna.study.Study):
+            raise TypeError(f"{_FUNC}: 'study' must be an optuna Study, got {describe(study)}")
+        _check_trial(trial, optuna, arg="'trial'", study=study)
 
     def stage(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         done: set[int] = set()

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..._internal.checks import describe
+from ..._internal.checks import check_generator, describe
 from .adam import VectorAdam
 from .member_checks import check_models, check_optimizers
 from .member_data import check_member_hparams
@@ -43,10 +43,12 @@ class Replacer:
         *,
         graphed: bool,
         scheduled: bool = False,
+        generators: list[torch.Generator] | None = None,
     ) -> None:
         self.ensemble, self.stepper = ensemble, stepper
         self.optimizers, self.settings, self.graphed = optimizers, settings, graphed
         self.scheduled = scheduled
+        self.generators = generators  # the stream's own list, one per member, when it has one
 
     def __call__(
         self,
@@ -54,6 +56,7 @@ class Replacer:
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
         hparams: Mapping[str, Any] | None,
+        generator: torch.Generator | None = None,
     ) -> None:
         """Check the newcomer, then install it in slot ``k`` (nothing changes on a refusal)."""
         ensemble = self.ensemble
@@ -77,7 +80,28 @@ class Replacer:
         self._check_kind(optimizer)
         given = check_member_hparams([dict(hparams or {})], [optimizer], func=_FUNC)
         assert given is not None
+        self._check_generator(k, generator)
         self._install(k, model, optimizer, given[0])
+        if generator is not None:
+            assert self.generators is not None
+            self.generators[k] = generator
+
+    def _check_generator(self, k: int, generator: object) -> None:
+        if generator is None:
+            return
+        if self.generators is None:
+            raise ValueError(
+                f"{_FUNC}: 'generator' gives a member its own shuffle order, but this stream "
+                "shuffles every member with one generator (or not at all); pass "
+                "ensemble_stream(generator=[...]) one generator per member"
+            )
+        device = self.ensemble._slabs[0].data.device
+        check_generator(generator, device, func=_FUNC)
+        for other, each in enumerate(self.generators):
+            if each is generator and other != k:
+                raise ValueError(
+                    f"{_FUNC}: 'generator' is member {other}'s generator; give the newcomer its own"
+                )
 
     def _check_kind(self, optimizer: torch.optim.Optimizer) -> None:
         stepper = self.stepper

@@ -133,9 +133,7 @@ class Ensemble(nn.Module):
         self._active = [True] * len(members)
         self._hparams: Callable[[], list[dict[str, Any]]] = lambda: [{} for _ in members]
         # set by ensemble_stream: puts a new model and optimizer into a slot
-        self._replacer: Callable[[int, nn.Module, Any, Mapping[str, Any] | None], None] | None = (
-            None
-        )
+        self._replacer: Callable[..., None] | None = None
         self._slabs = _build_slabs(members, _groups)
         self.stacked = nn.ParameterList(
             [t for slab in self._slabs if slab.trainable for t in slab.stacked]
@@ -193,6 +191,7 @@ class Ensemble(nn.Module):
         optimizer: torch.optim.Optimizer,
         *,
         hparams: Mapping[str, Any] | None = None,
+        generator: torch.Generator | None = None,
     ) -> None:
         """Put a new model and its optimizer into slot ``member`` of the running ensemble.
 
@@ -202,7 +201,10 @@ class Ensemble(nn.Module):
         as the first members' did), its optimizer state starts afresh (no momentum, Adam's
         step count at 0) and a frozen slot trains again. The other members are untouched.
         ``hparams`` replace the slot's own hyperparameters (those given to
-        ``ensemble_stream(hparams=...)``). The optimizer must be of the kind the ensemble
+        ``ensemble_stream(hparams=...)``). ``generator`` gives the newcomer its own shuffle
+        order, on a stream with one generator per member (``ensemble_stream(generator=[...])``);
+        without it the slot keeps its generator. The slot keeps its ``rows``. The optimizer
+        must be of the kind the ensemble
         steps (SGD for an SGD ensemble, Adam or AdamW for an Adam one), over ``model``'s
         parameters grouped as the other members' are. Only the ensemble of an
         :func:`~fitstream.ensemble_stream` can take a new member, between epochs (while the
@@ -213,8 +215,10 @@ class Ensemble(nn.Module):
                 the optimizer is of another kind.
             IndexError: ``member`` is not in ``range(len(self))``.
             ValueError: ``model`` differs in architecture, device or dtype, is already a
-                member, the optimizer is not over ``model``'s parameters, or ``hparams``
-                are not plain values.
+                member, the optimizer is not over ``model``'s parameters, ``hparams``
+                are not plain values, or ``generator`` is given to a stream that shuffles
+                every member with one generator (or is another member's, or on another
+                device).
         """
         self._check_member(member, func="Ensemble.replace")
         if self._replacer is None:
@@ -222,7 +226,7 @@ class Ensemble(nn.Module):
                 "Ensemble.replace: only the ensemble of a running ensemble_stream can take a new "
                 "member (an Ensemble built by hand has no optimizer step to restart)"
             )
-        self._replacer(member, model, optimizer, hparams)
+        self._replacer(member, model, optimizer, hparams, generator)
 
     def _check_member(self, member: object, *, func: str) -> None:
         if isinstance(member, bool) or not isinstance(member, int):

@@ -67,9 +67,10 @@ def train_epochs(
         stepper = VectorAdam(ensemble, optimizers, device_cursor=cuda_graphs)
     else:
         stepper = MemberSteps(ensemble, optimizers)
+    own_orders = generator if isinstance(generator, list) and shuffle else None
     ensemble._replacer = Replacer(
         ensemble, stepper, optimizers, given, graphed=cuda_graphs,
-        scheduled=bool(options.schedulers),
+        scheduled=bool(options.schedulers), generators=own_orders,
     )  # fmt: skip
     loop = EnsembleLoop(ensemble, loss_fn, stepper, last_label, options=options)
     schedulers = options.schedulers or (None,) * len(optimizers)

@@ -1,0 +1,209 @@
+"""A heartbeat for every trial a worker holds, and the failing of the trials of dead workers.
+
+Optuna's RDB storage keeps a heartbeat of its own when it is built with ``heartbeat_interval``:
+each running trial records one every interval, and ``optuna.storages.fail_stale_trials`` fails
+the trials whose last one is older than the grace period and hands each to the storage's
+stale-trial callback (``RetryHeartbeatStaleTrialCallback`` enqueues it again). ``study.optimize``
+does this for one trial per thread; :class:`Heartbeat` does it for all the trials a search
+worker holds at once, from one thread.
+
+The journal storage (and an RDB storage built without ``heartbeat_interval``) has no heartbeat.
+There the same mechanism runs on the trial's system attributes: each held trial's
+``fitstream:heartbeat`` is stamped with the time every interval, and a running trial whose last
+stamp (or start) is older than the grace period is failed and handed to the callback, exactly
+as Optuna would. Only trials that carry a stamp, those of a search worker, are ever judged: a
+trial of a plain ``study.optimize`` in the same study is left alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from .writes import write
+
+__all__ = ["STAMP", "Heartbeat", "default_callback"]
+
+STAMP = "fitstream:heartbeat"
+_LOG = logging.getLogger("fitstream.search")
+
+
+def default_callback(optuna: Any, max_retry: int = 3) -> Callable[[Any, Any], None]:
+    """Optuna's retry callback for stale trials (``RetryFailedTrialCallback`` before 4.9)."""
+    storages = optuna.storages
+    kind = getattr(storages, "RetryHeartbeatStaleTrialCallback", None)
+    if kind is None:  # Optuna before 4.9
+        kind = storages.RetryFailedTrialCallback
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # experimental in every Optuna so far
+        callback: Callable[[Any, Any], None] = kind(max_retry=max_retry)
+    return callback
+
+
+def _native(storage: Any) -> bool:
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    return bool(is_heartbeat_enabled(storage))
+
+
+def _storage_callback(storage: Any) -> Callable[[Any, Any], None] | None:
+    getter = getattr(storage, "get_heartbeat_stale_trial_callback", None)
+    if getter is None:  # Optuna before 4.9
+        getter = storage.get_failed_trial_callback
+    callback: Callable[[Any, Any], None] | None = getter()
+    return callback
+
+
+class Heartbeat:
+    """The heartbeat of the trials one worker holds, and the check for stale ones.
+
+    Args:
+        study: The study.
+        optuna: The optuna module.
+        interval: Seconds between beats; ``None``: no heartbeat (a storage in memory).
+        grace: Seconds without a beat after which another worker fails a trial.
+        callback: Called as ``callback(study, frozen_trial)`` for each trial failed as stale.
+    """
+
+    def __init__(
+        self,
+        study: Any,
+        optuna: Any,
+        *,
+        interval: float | None,
+        grace: float | None,
+        callback: Callable[[Any, Any], None] | None,
+    ) -> None:
+        self.study, self.optuna = study, optuna
+        self.storage = study._storage
+        self.native = _native(self.storage)
+        if self.native:
+            interval = float(self.storage.get_heartbeat_interval())
+            rdb = getattr(self.storage, "_backend", self.storage)  # inside Optuna's cache
+            grace = getattr(rdb, "grace_period", None) or 2 * interval
+            callback = _storage_callback(self.storage)
+        self.interval, self.callback = interval, callback
+        self.grace = grace if grace is not None else (None if interval is None else 2 * interval)
+        self.held: dict[int, int] = {}  # trial id -> number
+        self.lost: set[int] = set()  # held trials that another worker finished (failed as stale)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._checked = 0.0
+
+    @property
+    def on(self) -> bool:
+        """Whether this worker keeps a heartbeat at all."""
+        return self.interval is not None
+
+    def hold(self, trial: Any) -> None:
+        """Start beating for ``trial`` (stamped at once), and start the thread if it is not."""
+        if not self.on:
+            return
+        write(self.storage.set_trial_system_attr, trial._trial_id, STAMP, time.time())
+        if self.native:
+            write(self.storage.record_heartbeat, trial._trial_id)
+        with self._lock:
+            self.held[trial._trial_id] = trial.number
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="fitstream-search-heartbeat", daemon=True
+            )
+            self._thread.start()
+
+    def release(self, trial: Any) -> None:
+        """Stop beating for ``trial`` (it is finished)."""
+        with self._lock:
+            self.held.pop(trial._trial_id, None)
+
+    def close(self) -> None:
+        """Stop the thread and wait for it; nothing of the heartbeat outlives this call."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        assert self.interval is not None
+        while not self._stop.wait(self.interval):
+            self.beat()
+
+    def beat(self) -> None:
+        """Record a heartbeat for every held trial (run by the thread every interval)."""
+        with self._lock:
+            held = list(self.held)
+        for trial_id in held:
+            try:
+                if self.native:
+                    write(self.storage.record_heartbeat, trial_id)
+                else:
+                    write(self.storage.set_trial_system_attr, trial_id, STAMP, time.time())
+            except self.optuna.exceptions.UpdateFinishedTrialError:
+                with self._lock:
+                    self.lost.add(trial_id)
+            except Exception as exc:  # a beat missed is retried at the next interval
+                _LOG.warning("search: the heartbeat of trial id %d failed: %r", trial_id, exc)
+
+    def fail_stale(self, *, force: bool = False) -> list[int]:
+        """Fail the stale trials of other workers; return their numbers.
+
+        Run at the start and then at most once per interval (``force`` runs it now).
+        """
+        if not self.on:
+            return []
+        now = time.monotonic()
+        if not force and now - self._checked < (self.interval or 0.0):
+            return []
+        self._checked = now
+        if self.native:
+            return self._fail_native()
+        return self._fail_stamped()
+
+    def _fail_native(self) -> list[int]:
+        before = self._running_numbers()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # fail_stale_trials is experimental
+            write(self.optuna.storages.fail_stale_trials, self.study)
+        return sorted(before - self._running_numbers())
+
+    def _running_numbers(self) -> set[int]:
+        states = (self.optuna.trial.TrialState.RUNNING,)
+        return {t.number for t in self.study.get_trials(deepcopy=False, states=states)}
+
+    def _fail_stamped(self) -> list[int]:
+        assert self.grace is not None
+        fail = self.optuna.trial.TrialState.FAIL
+        failed = []
+        for trial in self.others_running():
+            if time.time() - last_sign_of_life(trial) <= self.grace:
+                continue
+            try:
+                if not write(self.storage.set_trial_state_values, trial._trial_id, state=fail):
+                    continue
+            except self.optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another worker failed it first, and called the callback
+            failed.append(trial.number)
+            if self.callback is not None:
+                frozen = copy.deepcopy(self.storage.get_trial(trial._trial_id))
+                write(self.callback, self.study, frozen)
+        return failed
+
+    def others_running(self) -> list[Any]:
+        """The running trials of other search workers (those that carry a heartbeat stamp)."""
+        states = (self.optuna.trial.TrialState.RUNNING,)
+        trials = self.study.get_trials(deepcopy=False, states=states)
+        with self._lock:
+            mine = set(self.held)
+        return [t for t in trials if t._trial_id not in mine and STAMP in t.system_attrs]
+
+
+def last_sign_of_life(trial: Any) -> float:
+    """The latest of a trial's heartbeat stamp and its start, in seconds since the epoch."""
+    stamp = trial.system_attrs.get(STAMP)
+    started = trial.datetime_start.timestamp() if trial.datetime_start is not None else 0.0
+    return max(float(stamp) if isinstance(stamp, int | float) else 0.0, started)
