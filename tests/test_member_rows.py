@@ -257,15 +257,18 @@ def test_the_data_is_never_copied_per_member(monkeypatch: pytest.MonkeyPatch) ->
     models = [_model(k) for k in range(4)]
     optimizers = [torch.optim.SGD(m.parameters(), lr=0.05) for m in models]
     sizes: list[int] = []
-    original = torch.Tensor.__getitem__
 
-    def spy(self: torch.Tensor, index: Any) -> torch.Tensor:
-        out = original(self, index)
-        if self is X or self is Y:
-            sizes.append(out.numel() // (5 if self is X else 1))
-        return out
+    def spying(original: Any) -> Any:
+        def spy(self: torch.Tensor, *args: Any) -> torch.Tensor:
+            out = original(self, *args)
+            if self is X or self is Y:
+                sizes.append(out.numel() // (5 if self is X else 1))
+            return out
 
-    monkeypatch.setattr(torch.Tensor, "__getitem__", spy)
+        return spy
+
+    monkeypatch.setattr(torch.Tensor, "__getitem__", spying(torch.Tensor.__getitem__))
+    monkeypatch.setattr(torch.Tensor, "index_select", spying(torch.Tensor.index_select))
     events = ensemble_stream((X, Y), models, optimizers, _loss, batch_size=32, rows=rows)
     list(islice(events, 1))
     assert sizes

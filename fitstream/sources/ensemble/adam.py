@@ -31,6 +31,9 @@ class VectorAdam(Vectorised):
         super().__init__(ensemble, optimizers)
         self.exp_avg = [torch.zeros_like(s.data) for s in self.slabs]
         self.exp_avg_sq = [torch.zeros_like(s.data) for s in self.slabs]
+        # the step's two temporaries, made once: a (K, n) temporary per step costs more than
+        # the arithmetic on it (allocated, then touched page by page)
+        self.scratch = [(torch.empty_like(s.data), torch.empty_like(s.data)) for s in self.slabs]
         self.max_sq: list[torch.Tensor | None] = [None for _ in self.slabs]
         self.link = StateLink(
             self.slabs,
@@ -152,8 +155,9 @@ class VectorAdam(Vectorised):
             if flags["any_decoupled"]:
                 p.mul_(decay)
             m, v = self.exp_avg[i], self.exp_avg_sq[i]
+            scratch, denom = self.scratch[i]
             m.lerp_(g, one_minus_beta1)
-            v.mul_(beta2).addcmul_(g, g * one_minus_beta2)
+            v.mul_(beta2).addcmul_(g, torch.mul(g, one_minus_beta2, out=scratch))
             source = v
             if flags["any_amsgrad"]:
                 vmax = self.max_sq[i]
@@ -161,8 +165,8 @@ class VectorAdam(Vectorised):
                     vmax = self.max_sq[i] = torch.zeros_like(v)
                 torch.maximum(vmax, v, out=vmax)
                 source = vmax if flags["all_amsgrad"] else torch.where(amsgrad.bool(), vmax, v)
-            denom = source.sqrt().div_(correction2).add_(eps)
-            p.addcdiv_(m * step_size, denom, value=-1)
+            torch.sqrt(source, out=denom).div_(correction2).add_(eps)
+            p.addcdiv_(torch.mul(m, step_size, out=scratch), denom, value=-1)
         if at is not None:
             at.add_(1)
 

@@ -20,7 +20,7 @@ from .optim import MemberSteps
 from .sgd import VectorSGD
 from .stacking import Ensemble
 
-__all__ = ["EnsembleLoop"]
+__all__ = ["EnsembleLoop", "gather"]
 
 _FUNC = "ensemble_stream"
 
@@ -118,19 +118,16 @@ class EnsembleLoop:
         frozen = not all(self.ensemble._active)
         out: list[torch.Tensor] = []
         keep = out.append
+        each = orders is not None
         for rows in batches:
-            index: Any = rows if orders is None else orders[:, rows]
-            each = orders is not None
-            batch = [t[index] for t in inputs]
-            keep(
-                self.step(
-                    batch,
-                    labels[index] if last_label else None,
-                    each=each,
-                    frozen=frozen,
-                    held=held,
-                )
-            )
+            if orders is None:
+                batch = [t[rows] for t in inputs]
+                target = labels[rows] if last_label else None
+            else:  # each member's rows: one gather per tensor for all members
+                index = orders[:, rows]
+                batch = [gather(t, index) for t in inputs]
+                target = gather(labels, index) if last_label else None
+            keep(self.step(batch, target, each=each, frozen=frozen, held=held))
         return out
 
     def step(
@@ -218,6 +215,18 @@ class EnsembleLoop:
         for slab, saved in zip(self.slabs, weights, strict=True):
             slab.data.index_copy_(0, rows, saved)
         self.stepper.release(rows, state)
+
+
+def gather(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``tensor[index]`` for a 2-D ``index`` of rows, by ``index_select`` (several times faster).
+
+    Example:
+        >>> t, i = torch.arange(12.0).view(6, 2), torch.tensor([[0, 5], [2, 2]])
+        >>> torch.equal(gather(t, i), t[i])
+        True
+    """
+    flat = tensor.index_select(0, index.reshape(-1))
+    return flat.view(*index.shape, *tensor.shape[1:])
 
 
 def _explain(losses: torch.Tensor, k: int) -> None:
