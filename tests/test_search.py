@@ -118,7 +118,7 @@ def test_a_trial_trains_as_it_would_alone_in_any_slot_or_ensemble(shuffle: bool)
     # Two architectures and pruning at step 2: slots refill with the other width, ensembles
     # with empty slots are rebuilt and merged, so trials move between ensembles mid-run.
     study = _study(pruner=PruneAt({0, 1, 4}, step=2))
-    history = _run(study, _two_widths, n_trials=10, shuffle=shuffle)
+    history = _run(study, _two_widths, n_trials=10, shuffle=shuffle, pad=False)
     moved = {n for ev in history for n in ev["trial"] if len(ev["trial"]) == 1} & {
         n for ev in history for n in ev["trial"] if len(ev["trial"]) == 2
     }
@@ -195,7 +195,7 @@ def test_no_trial_is_running_without_training_and_slots_bound_every_ensemble() -
 
 def test_architectures_train_at_once_in_ensembles_of_their_own_stepped_in_turn() -> None:
     study = _study()
-    history = _run(study, _two_widths, n_trials=8, slots=4)
+    history = _run(study, _two_widths, n_trials=8, slots=4, pad=False)
     assert {t.state for t in study.trials} == {States.COMPLETE}
     widths = {t.number: WIDTHS[t.number] for t in study.trials}
     for event in history:
@@ -286,3 +286,84 @@ def test_a_grid_study_stops_when_its_grid_is_used_up() -> None:
     _run(study, n_trials=10, slots=2)  # n_trials above the grid: the grid decides
     assert sorted(t.params["lr"] for t in study.trials) == [0.01, 0.03, 0.1]
     assert {t.state for t in study.trials} == {States.COMPLETE}
+
+
+# -- MLPs of several widths in one ensemble --------------------------------------------------
+
+
+def test_mlps_of_several_widths_train_in_one_ensemble_each_as_it_would_alone() -> None:
+    study = _study(pruner=PruneAt({0, 1, 4}, step=2))
+    history = _run(study, _two_widths, n_trials=10, shuffle=True)
+    assert max(len(ev["trial"]) for ev in history) == 3  # widths 2 and 5 together
+    assert any({WIDTHS[n] for n in ev["trial"]} == {2, 5} for ev in history)
+    for trial in study.trials:
+        got = list(trial.intermediate_values.values())
+        expected = _alone(trial, _two_widths, len(got), shuffle=True)
+        assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_padded_trial_hands_back_its_own_model_with_its_trained_weights() -> None:
+    def narrow(trial: Any) -> tuple[nn.Module, torch.optim.Optimizer]:
+        torch.manual_seed(trial.number)
+        width = 2 if trial.number else 5  # trial 0 makes the carrier wide
+        lr = trial.suggest_float("lr", 1e-2, 1e-1, log=True)
+        model = nn.Sequential(nn.Linear(3, width), nn.Tanh(), nn.Linear(width, 1))
+        return model, torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-3)
+
+    study = _study(direction="minimize")
+    result = search(study, narrow, (X, Y), nn.MSELoss(), key="val_loss", epochs=4, n_trials=4,
+                    slots=4, batch_size=16, stages=STAGES, shuffle=False)  # fmt: skip
+    best = study.best_trial
+    model = result.best_model
+    assert model is not None
+    assert model[0].weight.shape == (2 if best.number else 5, 3)
+    add = validation_loss(VAL, nn.MSELoss())
+    assert add({"model": model})["val_loss"] == pytest.approx(best.value, rel=1e-5)
+
+
+def test_the_padded_units_stay_exactly_zero() -> None:
+    from fitstream.experiments.search.carriers import carrier_of, cut_state
+
+    widest: dict[Any, Any] = {}
+    wide = nn.Sequential(nn.Linear(3, 6), nn.GELU(), nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 1))
+    carrier_of(wide, torch.optim.SGD(wide.parameters(), lr=0.1), widest)
+    for kind, options in [(torch.optim.SGD, {"lr": 0.1, "momentum": 0.9, "nesterov": True,
+                                              "weight_decay": 0.01}),
+                          (torch.optim.Adam, {"lr": 0.01, "weight_decay": 0.01, "amsgrad": True}),
+                          (torch.optim.AdamW, {"lr": 0.01, "maximize": False})]:  # fmt: skip
+        torch.manual_seed(0)
+        small = nn.Sequential(nn.Linear(3, 2), nn.GELU(), nn.Linear(2, 3), nn.ReLU(),
+                              nn.Linear(3, 1))  # fmt: skip
+        carrier = carrier_of(small, kind(small.parameters(), **options), widest)
+        assert carrier is not None
+        alone = epoch_stream((X, Y), small, kind(small.parameters(), **options), nn.MSELoss(),
+                             batch_size=16, shuffle=False)  # fmt: skip
+        padded = epoch_stream((X, Y), carrier.model, carrier.optimizer, nn.MSELoss(),
+                              batch_size=16, shuffle=False)  # fmt: skip
+        for a, b in islice(zip(alone, padded, strict=False), 5):
+            assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
+        trained = cut_state(carrier.model, small)
+        for name, tensor in carrier.model.state_dict().items():
+            inside = tuple(slice(0, n) for n in small.state_dict()[name].shape)
+            rest = tensor.clone()
+            rest[inside] = 0
+            assert torch.count_nonzero(rest) == 0, (kind.__name__, name)
+            torch.testing.assert_close(trained[name], small.state_dict()[name], rtol=1e-5,
+                                       atol=1e-7)  # fmt: skip
+
+
+def test_models_the_padding_does_not_fit_train_as_they_are() -> None:
+    from fitstream.experiments.search.carriers import carrier_of, family_of
+
+    widest: dict[Any, Any] = {}
+    big = nn.Sequential(nn.Linear(3, 200), nn.ReLU(), nn.Linear(200, 1))
+    assert carrier_of(big, torch.optim.Adam(big.parameters()), widest) is not None
+    small = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1))
+    assert carrier_of(small, torch.optim.Adam(small.parameters()), widest) is None  # 100x larger
+    for model in (nn.Sequential(nn.Linear(3, 4), nn.Sigmoid(), nn.Linear(4, 1)),  # f(0) != 0
+                  nn.Sequential(nn.Linear(3, 4), nn.Dropout(), nn.Linear(4, 1)),  # random masks
+                  nn.Linear(3, 1)):  # fmt: skip
+        assert family_of(model, torch.optim.SGD(model.parameters(), lr=0.1)) is None
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+    rms = torch.optim.RMSprop(model.parameters())
+    assert family_of(model, rms) is None  # only the optimizers whose zero units stay zero

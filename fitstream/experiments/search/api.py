@@ -117,7 +117,7 @@ def _start(
     save_dir = check_options(
         key=o["key"], epochs=o["epochs"], n_trials=o["n_trials"], slots=o["slots"],
         every=o["every"], batch_size=o["batch_size"], startup=o["startup"], seed=o["seed"],
-        prune=o["prune"], shuffle=o["shuffle"], progress=o["progress"],
+        prune=o["prune"], shuffle=o["shuffle"], progress=o["progress"], pad=o["pad"],
         save_dir=o["save_dir"], func=_FUNC,
     )  # fmt: skip
     check_direction(study, o["key"], o["mode"], optuna, func=_FUNC)
@@ -131,7 +131,7 @@ def _start(
         build=build, train_data=train_data, loss_fn=loss_fn, device=device, key=o["key"],
         epochs=o["epochs"], slots=o["slots"], batch_size=o["batch_size"], stages=stages,
         prune=o["prune"], every=o["every"], shuffle=o["shuffle"], seed=o["seed"], folds=folds,
-        save_dir=save_dir, func=_FUNC,
+        save_dir=save_dir, pad=o["pad"], func=_FUNC,
     )  # fmt: skip
     book = Book(study, optuna, n_trials=o["n_trials"], slots=o["slots"] // plan.per_trial,
                 startup=o["startup"], pruning=o["prune"], heartbeat=heartbeat)  # fmt: skip
@@ -175,6 +175,7 @@ def search_events(
     startup: int | None = None,
     progress: bool = False,
     save_dir: Any = None,
+    pad: bool = True,
     heartbeat_interval: float | None = None,
     grace_period: float | None = None,
     stale_trial_callback: Callable[[Any, Any], None] | None = None,
@@ -219,6 +220,7 @@ def search(
     startup: int | None = None,
     progress: bool = False,
     save_dir: Any = None,
+    pad: bool = True,
     heartbeat_interval: float | None = None,
     grace_period: float | None = None,
     stale_trial_callback: Callable[[Any, Any], None] | None = None,
@@ -264,6 +266,15 @@ def search(
     ``f`` of F (F = 1, f = 0 without folds; a retried trial uses its original's ``n``), so a trial
     trains the same in any slot, ensemble or worker, as its lone
     :func:`~fitstream.epoch_stream` with that generator.
+
+    **MLPs of several widths, one ensemble.** With ``pad``, a trial whose model is an MLP (an
+    ``nn.Sequential`` of ``nn.Linear`` and activations that map 0 to 0: ReLU, GELU, SiLU, Tanh,
+    ...) trained by SGD, Adam or AdamW trains padded with zero units to the widest hidden
+    widths of its kind seen so far, so trials that differ only in widths stack into one
+    ensemble. The zero units compute nothing, get zero gradients and stay zero: the trial trains
+    as alone, to float32 rounding (about 1e-7 relative), and its own model gets its trained
+    weights (``best_model``, ``save_dir``). A model the padding would make more than 8 times
+    larger trains as it is.
 
     **Many workers.** ``n_trials`` counts the study's trials, of every worker, asked ones too,
     except a failed trial that was enqueued again (its retry counts) and a trial asked past
@@ -317,6 +328,7 @@ def search(
         startup: Trials in the first wave (see Slots); ``None``: the study's start-up rule.
         progress: Show a bar over the trials (the extra ``fitstream[progress]``).
         save_dir: A folder where each completed trial's best-epoch state is saved.
+        pad: Train MLPs that differ only in hidden widths in one ensemble (see above).
         heartbeat_interval: Seconds between heartbeats (see Faults).
         grace_period: Seconds without a heartbeat after which a trial is failed as stale.
         stale_trial_callback: ``callback(study, frozen_trial)`` for each trial failed as stale

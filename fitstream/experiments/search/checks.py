@@ -173,7 +173,7 @@ def check_storage(study: Any, *, func: str) -> None:
 def check_options(
     *, key: object, epochs: object, n_trials: object, slots: object, every: object,
     batch_size: object, startup: object, seed: object, prune: object, shuffle: object,
-    progress: object, save_dir: object, func: str,
+    progress: object, pad: object, save_dir: object, func: str,
 ) -> Path | None:  # fmt: skip
     """Check the plain options; return ``save_dir`` as a path (None if not given)."""
     check_name(key, func=func, what="'key'")
@@ -184,7 +184,8 @@ def check_options(
         check_non_negative_int(startup, func=func, arg="startup")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"{func}: 'seed' must be an int, got {describe(seed)}")
-    for name, flag in (("prune", prune), ("shuffle", shuffle), ("progress", progress)):
+    for name, flag in (("prune", prune), ("shuffle", shuffle), ("progress", progress),
+                       ("pad", pad)):  # fmt: skip
         check_bool(flag, func=func, arg=name)
     if save_dir is None:
         return None

@@ -23,6 +23,7 @@ from ...events import Stage
 from ...pipeline import pipe
 from ...sources import ensemble_stream
 from .book import Book
+from .carriers import Family, Widths, carrier_of
 from .heartbeat import Heartbeat
 from .progress import SearchBar, best_text, log_finished
 from .saved import best_copy, save_trial
@@ -53,6 +54,7 @@ class Plan:
     seed: int
     folds: list[tuple[torch.Tensor, torch.Tensor]] | None
     save_dir: Path | None
+    pad: bool
     func: str
 
     @property
@@ -68,6 +70,7 @@ class Worker:
         self.plan, self.book, self.heartbeat, self.bar = plan, book, heartbeat, bar
         self.slots = Slots(plan.slots, self._stream)
         self.best: tuple[int, float, nn.Module] | None = None  # this worker's best trial
+        self.widest: dict[Family, Widths] = {}  # the carriers' hidden widths, per MLP family
 
     # -- the ensembles ---------------------------------------------------------------------
 
@@ -77,8 +80,8 @@ class Worker:
         rows = None if plan.folds is None else [plan.folds[run.folds[f] or 0][0]
                                                 for run, f in members]  # fmt: skip
         stream = ensemble_stream(
-            plan.train_data, [run.models[f] for run, f in members],
-            [run.optimizers[f] for run, f in members], plan.loss_fn,
+            plan.train_data, [run.members[f] for run, f in members],
+            [run.member_optimizers[f] for run, f in members], plan.loss_fn,
             batch_size=plan.batch_size, shuffle=plan.shuffle, rows=rows,
             generator=[g for run, f in members if (g := run.generators[f]) is not None] or None,
             hparams=[run.hparams(f) for run, f in members],
@@ -124,8 +127,16 @@ class Worker:
             self.book.tell_fail(trial, str(exc), retry=False)
             raise
         folds: list[int | None] = list(range(plan.per_trial)) if plan.folds else [None]
+        members, member_optimizers = list(models), list(optimizers)
+        if plan.pad:  # an MLP trains padded to the widest of its family (see .carriers)
+            carriers = [carrier_of(m, o, self.widest) for m, o in zip(models, optimizers,
+                                                                       strict=True)]  # fmt: skip
+            if all(c is not None for c in carriers):
+                members = [c.model for c in carriers if c is not None]
+                member_optimizers = [c.optimizer for c in carriers if c is not None]
         return TrialRun(trial, models, optimizers, folds, self._generators(trial),
-                        architecture(models[0], optimizers[0]))  # fmt: skip
+                        architecture(members[0], member_optimizers[0]), members,
+                        member_optimizers)  # fmt: skip
 
     # -- telling ---------------------------------------------------------------------------
 

@@ -65,8 +65,8 @@ class Group:
     def put(self, block: int, run: TrialRun) -> None:
         """Put ``run``'s members into free ``block`` (Ensemble.replace, one member per fold)."""
         for f, k in enumerate(self.members_of(block)):
-            self.ensemble.replace(k, run.models[f], run.optimizers[f], hparams=run.hparams(f),
-                                  generator=run.generators[f])  # fmt: skip
+            self.ensemble.replace(k, run.members[f], run.member_optimizers[f],
+                                  hparams=run.hparams(f), generator=run.generators[f])  # fmt: skip
         self.blocks[block] = run
 
     def close(self) -> None:

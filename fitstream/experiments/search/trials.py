@@ -20,6 +20,7 @@ from torch import nn
 
 from ..._internal.checks import describe
 from ..._internal.train_checks import check_optimizer_for
+from .carriers import cut_state
 
 __all__ = [
     "BuildError",
@@ -94,7 +95,12 @@ def original_number(trial: Any) -> int:
 
 @dataclass
 class TrialRun:
-    """A trial this worker trains: its members, their data order, its values so far."""
+    """A trial this worker trains: its members, their data order, its values so far.
+
+    ``models`` are what ``build`` made (one per fold); ``members`` and ``member_optimizers``
+    what trains in the ensemble: the same objects, or carriers padded to a wider MLP
+    (:mod:`.carriers`), whose trained weights are cut back to ``models``' shapes.
+    """
 
     trial: Any
     models: list[nn.Module]
@@ -102,11 +108,28 @@ class TrialRun:
     folds: list[int | None]
     generators: list[torch.Generator | None]
     kind: Hashable
+    members: list[nn.Module] = field(default_factory=list)
+    member_optimizers: list[torch.optim.Optimizer] = field(default_factory=list)
     steps: int = 0
     curve: list[float] = field(default_factory=list)
     member_values: list[list[float]] = field(default_factory=list)
     best_at: int | None = None
     best_state: list[dict[str, torch.Tensor]] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.members:  # trained as built
+            self.members, self.member_optimizers = list(self.models), list(self.optimizers)
+
+    @property
+    def padded(self) -> bool:
+        """Whether the trial trains on carriers padded to a wider MLP."""
+        return self.members[0] is not self.models[0]
+
+    def trained_states(self) -> list[dict[str, torch.Tensor]]:
+        """The members' weights now, in the shapes of the trial's own models (copies)."""
+        if self.padded:
+            return [cut_state(c, m) for c, m in zip(self.members, self.models, strict=True)]
+        return [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in self.members]
 
     @property
     def number(self) -> int:
@@ -137,9 +160,7 @@ class TrialRun:
         if better(mean, best, minimize=minimize):
             self.best_at = len(self.curve) - 1
             if keep:
-                self.best_state = [
-                    {k: v.detach().clone() for k, v in m.state_dict().items()} for m in self.models
-                ]
+                self.best_state = self.trained_states()
         return mean
 
     @property

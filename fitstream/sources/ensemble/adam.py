@@ -104,8 +104,8 @@ class VectorAdam(Vectorised):
         for i, values in enumerate(self.values64):
             taken = torch.tensor(self.link.counts[i], dtype=torch.float64).view(1, -1, 1)
             t = taken + ahead  # each member's own step numbers, (steps, K, 1)
-            lr, _, decoupled, beta1, beta2, _, _, maximize = values
-            table = torch.stack([lr / (1 - beta1**t), (1 - beta2**t).sqrt()], dim=1)
+            lr, _, decoupled, beta1, beta2, eps, _, maximize = values
+            table = _rows(lr, beta1, beta2, eps, t)
             constants = torch.stack([1 - beta1, 1 - beta2, 1 - lr * decoupled, 1 - 2 * maximize])
             hp = self.hp[i]
             if i < len(self.tables) and self.tables[i].shape == table.shape:
@@ -128,22 +128,28 @@ class VectorAdam(Vectorised):
             if row >= self.tables[i].shape[0]:
                 continue
             t = torch.tensor(self.link.counts[i], dtype=torch.float64).view(-1, 1) + (row + 1)
-            lr, _, decoupled, beta1, beta2, _, _, maximize = values
-            self.tables[i][row].copy_(torch.stack([lr / (1 - beta1**t), (1 - beta2**t).sqrt()]))
+            lr, _, decoupled, beta1, beta2, eps, _, maximize = values
+            self.tables[i][row].copy_(_rows(lr, beta1, beta2, eps, t.view(1, -1, 1))[0])
             self.constants[i].copy_(
                 torch.stack([1 - beta1, 1 - beta2, 1 - lr * decoupled, 1 - 2 * maximize])
             )
 
     @torch.no_grad()
     def step(self) -> None:
-        """One Adam(W) step of every member."""
+        """One Adam(W) step of every member.
+
+        ``p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)`` is taken as
+        ``p -= size * m / (sqrt(v) + offset)`` with ``size = lr / (1 - beta1^t) *
+        sqrt(1 - beta2^t)`` and ``offset = eps * sqrt(1 - beta2^t)`` per member (one pass less
+        over the state), and betas shared by every member are plain numbers (eager steps).
+        """
         cursor = self.cursor
         self.cursor = cursor + 1
         at = self.cursor_t
         for i, slab in enumerate(self.slabs):
-            _, l2, _, _, beta2, eps, amsgrad, _ = self.hp[i]
+            _, l2, _, _, beta2, _, amsgrad, _ = self.hp[i]
             row = self.tables[i][cursor] if at is None else self.tables[i].index_select(0, at)[0]
-            step_size, correction2 = row
+            size, offset = row
             one_minus_beta1, one_minus_beta2, decay, sign = self.constants[i]
             flags = self.flags[i]
             p, g = slab.data, slab.grad
@@ -156,8 +162,13 @@ class VectorAdam(Vectorised):
                 p.mul_(decay)
             m, v = self.exp_avg[i], self.exp_avg_sq[i]
             scratch, denom = self.scratch[i]
-            m.lerp_(g, one_minus_beta1)
-            v.mul_(beta2).addcmul_(g, torch.mul(g, one_minus_beta2, out=scratch))
+            shared = self.shared[i] if at is None else {}  # a graph reads tensors only
+            b1, b2 = shared.get("beta1"), shared.get("beta2")
+            m.lerp_(g, one_minus_beta1 if b1 is None else 1 - b1)
+            if b2 is None:
+                v.mul_(beta2).addcmul_(g, torch.mul(g, one_minus_beta2, out=scratch))
+            else:
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
             source = v
             if flags["any_amsgrad"]:
                 vmax = self.max_sq[i]
@@ -165,13 +176,24 @@ class VectorAdam(Vectorised):
                     vmax = self.max_sq[i] = torch.zeros_like(v)
                 torch.maximum(vmax, v, out=vmax)
                 source = vmax if flags["all_amsgrad"] else torch.where(amsgrad.bool(), vmax, v)
-            torch.sqrt(source, out=denom).div_(correction2).add_(eps)
-            p.addcdiv_(torch.mul(m, step_size, out=scratch), denom, value=-1)
+            torch.sqrt(source, out=denom).add_(offset)
+            p.addcdiv_(torch.mul(m, size, out=scratch), denom, value=-1)
         if at is not None:
             at.add_(1)
 
     def state_lists(self) -> list[list[torch.Tensor | None]]:  # noqa: D102
         return [self.exp_avg, self.exp_avg_sq, self.max_sq]  # type: ignore[list-item]
+
+    def _read_all(self) -> None:
+        super()._read_all()
+        self.shared = [
+            {
+                name: float(column[0])
+                for name, column in zip(self.names, values, strict=True)
+                if name in ("beta1", "beta2") and bool((column == column[0]).all())
+            }
+            for values in self.values64
+        ]
 
     def fixed_tensors(self) -> list[torch.Tensor]:  # noqa: D102
         cursor = [] if self.cursor_t is None else [self.cursor_t]
@@ -182,3 +204,11 @@ class VectorAdam(Vectorised):
             flags["any_amsgrad"] and vmax is None
             for flags, vmax in zip(self.flags, self.max_sq, strict=True)
         )
+
+
+def _rows(
+    lr: torch.Tensor, beta1: torch.Tensor, beta2: torch.Tensor, eps: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
+    """The steps' ``(size, offset)`` per member (float64): see :meth:`VectorAdam.step`."""
+    root = (1 - beta2**t).sqrt()
+    return torch.stack([lr / (1 - beta1**t) * root, eps * root], dim=1)
