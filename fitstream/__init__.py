@@ -7,7 +7,16 @@ composed with :func:`pipe`; sinks (:func:`collect`, :func:`collect_jsonl`, ...) 
 
 from .evaluation import evaluate, validation_loss
 from .events import Event, EventStream, Stage
-from .experiments import SearchResult, bootstrap, kfold, load_best, search, search_events, summarize
+from .experiments import (
+    SearchResult,
+    bootstrap,
+    kfold,
+    load_best,
+    refit,
+    search,
+    search_events,
+    summarize,
+)
 from .pipeline import pipe
 from .sinks import (
     LivePlot,
@@ -73,6 +82,7 @@ __all__ = [
     "progress",
     "prune",
     "reduce_lr_on_plateau",
+    "refit",
     "resumable",
     "resume",
     "search",

@@ -59,7 +59,7 @@ def test_group_by_several_keys_and_names_panels() -> None:
 @pytest.mark.parametrize(
     ("group_by", "error", "match"),
     [
-        ("width", KeyError, r"'by' names \['width'\].*the members have \['fold', 'lr'\]"),
+        ("width", KeyError, r"'group_by' names \['width'\].*the members have \['fold', 'lr'\]"),
         ([], TypeError, r"'group_by' must be a hyperparameter name or a non-empty list"),
         ([3], TypeError, r"group_by"),
     ],

@@ -74,8 +74,9 @@ def test_the_numbers_worked_out_by_hand() -> None:
     assert first["member_best"] == pytest.approx([0.3, 0.2, 0.4])  # each member's own best
     assert second["member_best"] == pytest.approx([0.2, 0.3])
     assert first["members"] == [0, 1, 2]
-    assert list(table.columns[:7]) == ["lr", "n", "best_step", "mean", "std", "member_best",
-                                       "members"]  # fmt: skip
+    assert list(table.columns[:11]) == ["lr", "n", "best_step", "mean", "std", "sem", "diff",
+                                        "diff_sem", "best_at_end", "member_best",
+                                        "members"]  # fmt: skip
 
 
 def test_grouping_by_several_names_and_a_given_mode() -> None:

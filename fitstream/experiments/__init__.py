@@ -6,6 +6,7 @@ hyperparameters and compares the groups' mean curves; :func:`search` trains an O
 trials K at a time as the slots of an ensemble.
 """
 
+from .refit import refit
 from .search import SearchResult, load_best, search, search_events
 from .splitters import bootstrap, kfold
 from .summary import summarize
@@ -15,6 +16,7 @@ __all__ = [
     "bootstrap",
     "kfold",
     "load_best",
+    "refit",
     "search",
     "search_events",
     "summarize",

@@ -18,9 +18,10 @@ from ..experiments.summary import mean_and_std
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-__all__ = ["check_group_by", "draw_groups", "group_label"]
+__all__ = ["check_group_by", "colour_of", "draw_groups", "group_label"]
 
 _STYLES = ("-", "--", ":", "-.")
+_COLOURS = "_fitstream_setting_colours"  # on an Axes: each setting's colour there
 
 
 def check_group_by(group_by: object, *, func: str) -> tuple[str, ...] | None:
@@ -44,20 +45,42 @@ def group_label(by: Sequence[str], values: Sequence[Any]) -> str:
     return ",".join(f"{name}={value}" for name, value in zip(by, shown, strict=True))
 
 
+def colour_of(ax: Axes, setting: str) -> str:
+    """The colour of ``setting`` on ``ax``: the one it had in an earlier call, else the next.
+
+    Several ``plot_history(..., group_by=..., ax=ax)`` calls on one axis (one per width, say)
+    keep one colour per setting, never two settings in one colour (up to ten settings).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> ax = SimpleNamespace()
+        >>> colour_of(ax, "lr=0.1"), colour_of(ax, "lr=0.01"), colour_of(ax, "lr=0.1")
+        ('C0', 'C1', 'C0')
+    """
+    colours: dict[str, str] = ax.__dict__.setdefault(_COLOURS, {})
+    if setting not in colours:
+        colours[setting] = f"C{len(colours) % 10}"
+    return colours[setting]
+
+
 def draw_groups(
     ax: Axes, history: Any, keys: Sequence[str], by: Sequence[str], *, func: str
 ) -> None:
-    """Draw each key's mean curve per group with its ±1 std band; one colour per group."""
+    """Draw each key's mean curve per group with its ±1 std band; one colour per setting."""
     for position, key in enumerate(keys):
-        groups = group_curves(member_curves(history, key, func=func), by, func=func)
+        groups = group_curves(member_curves(history, key, func=func), by, func=func,
+                              arg="group_by")  # fmt: skip
         style = _STYLES[position % len(_STYLES)]
-        for g, (values, curves) in enumerate(groups.items()):
-            x = curves[0].steps
-            stats = [mean_and_std([c.values[i] for c in curves]) for i in range(len(x))]
+        for values, curves in groups.items():
+            x = sorted({step for c in curves for step in c.steps})  # a pruned trial stops early
+            stats = [
+                mean_and_std([c.values[c.steps.index(step)] for c in curves if step in c.steps])
+                for step in x
+            ]
             mean = [m for m, _ in stats]
             low = [m - s for m, s in stats]
             high = [m + s for m, s in stats]
-            colour = f"C{g % 10}"
+            colour = colour_of(ax, group_label(by, values))
             label = f"{key} {group_label(by, values)} (n={len(curves)})"
             marker = "." if len(x) == 1 or all(math.isnan(v) for v in mean[1:]) else "None"
             ax.plot(x, mean, label=label, color=colour, linestyle=style, marker=marker)

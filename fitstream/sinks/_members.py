@@ -58,16 +58,24 @@ def member_rows(event: Mapping[str, Any], *, caller: str) -> list[dict[str, Any]
         ValueError: The event already has a key ``"member"``.
     """
     ensemble = ensemble_of(event)
-    if ensemble is None:
+    collected = _collected_hparams(event) if ensemble is None else None
+    if ensemble is None and collected is None:
         return None
     if MEMBER_KEY in event:
         raise ValueError(
             f"{caller}: an ensemble's event is spread into one row per member under the "
             f"column {MEMBER_KEY!r}, but the event already has a key {MEMBER_KEY!r}; rename it"
         )
-    count = len(ensemble)
-    hparams = list(ensemble.hparams)
-    active = event_active(event, ensemble)
+    if collected is not None:  # a record collect() kept: its members are in the record
+        hparams, count = collected, len(collected)
+        kept = event.get(ACTIVE_KEY)
+        active = list(kept) if isinstance(kept, list) and len(kept) == count else [True] * count
+        event = {k: v for k, v in event.items() if k != "hparams"}
+    else:
+        assert ensemble is not None
+        count = len(ensemble)
+        hparams = list(ensemble.hparams)
+        active = event_active(event, ensemble)
     rows = []
     for member in range(count):
         row: dict[str, Any] = {"step": event["step"]} if "step" in event else {}
@@ -98,6 +106,21 @@ def rows_by_member(
             yield event
         else:
             yield from rows
+
+
+def _collected_hparams(event: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
+    """The members' hyperparameters a collected record of an ensemble keeps, else None.
+
+    Example:
+        >>> _collected_hparams({"step": 1, "hparams": [{"lr": 0.1}, {"lr": 0.2}]})
+        [{'lr': 0.1}, {'lr': 0.2}]
+        >>> _collected_hparams({"step": 1, "hparams": {"lr": 0.1}}) is None
+        True
+    """
+    hparams = event.get("hparams")
+    if isinstance(hparams, list) and hparams and all(isinstance(h, Mapping) for h in hparams):
+        return list(hparams)
+    return None
 
 
 def _kept(hyperparameter: str, event: Mapping[str, Any]) -> bool:

@@ -199,7 +199,10 @@ def collect_pd(
     :func:`fitstream.early_stop` keeps rows to the end (with its kept weights' values), so
     ``frame[frame.active].groupby("member").step.max()`` is the epoch each one stopped at. The
     hyperparameters are read at each event, before the model is left out. ``include`` may
-    name ``member``, ``active`` and the hyperparameters.
+    name ``member``, ``active`` and the hyperparameters. The records :func:`collect` kept of
+    an ensemble's events (their per-member lists and ``hparams``) are spread the same way, so
+    ``collect_pd(collect(ensemble_stream(...)))`` is the same frame, which
+    :func:`~fitstream.summarize` and :func:`~fitstream.plot_history` read.
 
     Args:
         events: The stream to consume.

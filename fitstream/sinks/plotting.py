@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._internal.optional import require
+from ..experiments.history import is_study, named_histories, study_key
+from ..experiments.history.searches import is_search
+from ..experiments.history.streams import split_streams
 from . import _bands, _curves, _drawing, _panels
 from .live_plotting import LivePlot, live_plot
 
@@ -55,6 +58,62 @@ def _x_axis(events: Sequence[Any]) -> tuple[list[float], str]:
     )
 
 
+def _by_setting_only(history: object) -> bool:
+    """A study, or a dict of named histories: drawn by setting only (``group_by``)."""
+    return is_study(history) or named_histories(history) is not None
+
+
+def _check_one_stream(events: Sequence[Any]) -> None:
+    """Refuse, without ``group_by``, a search's events or several streams joined in one list.
+
+    Each member is one line through the events; a search's members change trials, and the
+    members of two joined streams would be drawn as one line whose steps start again.
+    """
+    if is_search(list(events)):
+        raise ValueError(
+            "plot_history: these are a search's events, whose members change trials; draw them "
+            "by setting: group_by=['params_lr', ...] (the trials' parameters)"
+        )
+    ensembles = [e for e in events if "hparams" in e or "model" in e]
+    if len(ensembles) != len(events):
+        return
+    streams = split_streams(list(events), func="plot_history")
+    if len(streams) > 1:
+        raise ValueError(
+            f"plot_history: the history joins {len(streams)} streams (a new one starts at "
+            f"record {streams[1][0]}, where the steps start again or the members change); "
+            "draw it by setting with group_by=..., or each stream with its own call on one "
+            "axis (ax=)"
+        )
+
+
+def _draw_settings(
+    history: Any, names: tuple[str, ...] | None, by: tuple[str, ...] | None, *, ax: Any,
+    path: Path | None, figsize: Any, dpi: Any, title: str | None,
+) -> Figure:  # fmt: skip
+    """A study's (or named histories') mean curve and band per setting, in one panel."""
+    from matplotlib.figure import Figure
+
+    kind = "a study" if is_study(history) else "a dict of named histories"
+    if by is None:
+        raise TypeError(f"plot_history: {kind} is drawn by setting; pass group_by=...")
+    if names is None:
+        key = study_key(history) if is_study(history) else None
+        if key is None:
+            raise TypeError(f"plot_history: name the keys to draw of {kind}: keys=...")
+        names = (key,)
+    if ax is None:
+        ax = Figure(figsize=figsize or _curves.DEFAULT_FIGSIZE, dpi=dpi or 100,
+                    layout="constrained").subplots()  # fmt: skip
+    _bands.draw_groups(ax, history, names, by, func="plot_history")
+    _drawing.finish_axes(ax, {}, xlabel="epoch", title=title)
+    figure = _curves.figure_of(ax)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=figure.dpi if dpi is None else dpi)
+    return figure
+
+
 def plot_history(
     history: Any,
     keys: str | Sequence[str] | None = None,
@@ -84,7 +143,15 @@ def plot_history(
     * a path to a JSONL file written by :func:`fitstream.collect_jsonl` (one JSON object per
       line; ``NaN``, ``Infinity`` and ``null`` are read as gaps);
     * a pandas DataFrame, e.g. from :func:`fitstream.collect_pd` (pandas itself is not
-      needed for the other two forms). A ``step`` index counts as the ``step`` column.
+      needed for the other two forms). A ``step`` index counts as the ``step`` column;
+    * with ``group_by``, also what :func:`fitstream.summarize` reads: a search's events, an
+      Optuna study filled by :func:`fitstream.search` (its key by default), several
+      ensembles' histories joined in one list, or a dict ``{name: history}`` (each member's
+      hyperparameter ``stream`` is its history's name).
+
+    Without ``group_by``, each member is one line through the events, so a search's events,
+    or several streams joined in one list (the steps start again, the members change), are
+    refused, saying how to draw them.
 
     A value that is missing from an event, ``None``, NaN, infinite or not a number leaves a gap
     in its curve (NaN in the plotted data): it is never an error. A point with no neighbour to
@@ -113,7 +180,9 @@ def plot_history(
             Each group is drawn as its mean curve with a shaded band of one standard
             deviation (``ddof=0``) either side, one colour per group; the legend names the
             group's values and its member count. As in :func:`fitstream.summarize`, a member
-            frozen early keeps its last value.
+            frozen early keeps its last value. A setting keeps its colour on one Axes across
+            calls (``ax=``), so histories drawn one after the other never give two settings one
+            colour.
 
     Returns:
         The :class:`matplotlib.figure.Figure` (in a notebook it displays itself when it is
@@ -124,7 +193,8 @@ def plot_history(
             ``ax`` is not a matplotlib Axes.
         ValueError: ``history`` is empty, a JSONL line is not a JSON object, only some
             events have a ``step``, ``keys`` is empty, or ``figsize``/``dpi`` are not
-            positive (or ``figsize`` is given together with ``ax``).
+            positive (or ``figsize`` is given together with ``ax``); without ``group_by``, a
+            search's events or several streams joined in one list.
         KeyError: No event has one of ``keys``; the message lists the keys the events have.
         IsADirectoryError, NotADirectoryError, PermissionError: ``save`` is a folder, lies
             under a file, or cannot be written (checked before anything is drawn).
@@ -153,7 +223,12 @@ def plot_history(
     _curves.check_ax(ax, figsize, func="plot_history")
     path = _curves.check_save(save, func="plot_history")
 
+    if _by_setting_only(history):
+        return _draw_settings(history, names, by, ax=ax, path=path, figsize=figsize, dpi=dpi,
+                              title=title)  # fmt: skip
     events = _curves.read_history(history, func="plot_history")
+    if by is None:
+        _check_one_stream(events)
     if title is None and isinstance(history, str | os.PathLike):
         title = Path(history).stem  # the run's name
     present = {key for event in events for key in event}

@@ -365,8 +365,11 @@ def search(
         ...                 stages=[augment(validation_loss((X, y), nn.MSELoss()))])
         >>> len(study.trials), {t.state.name for t in study.trials}
         (6, {'COMPLETE'})
-        >>> result.best_model_trial == study.best_trial.number, study.best_trial.user_attrs
-        (True, {'epochs_trained': 5, 'best_step': 5})
+        >>> attrs = study.best_trial.user_attrs
+        >>> result.best_model_trial == study.best_trial.number, attrs["best_step"]
+        (True, 5)
+        >>> len(attrs["curves"][0]) == attrs["epochs_trained"] == 5  # each epoch's value
+        True
     """
     options = {k: v for k, v in locals().items() if k not in ("study", "build", "train_data",
                                                                 "loss_fn")}  # fmt: skip

@@ -176,11 +176,14 @@ class TrialRun:
     def attrs(self) -> dict[str, Any]:
         """The user attributes a finished trial keeps: epochs, best epoch, the folds' values."""
         out: dict[str, Any] = {"epochs_trained": self.steps}
+        # each member's value at every epoch: the study reads as a history (summarize)
+        out["curves"] = [list(column) for column in zip(*self.member_values, strict=True)]
+        if self.folds[0] is not None:
+            out["folds"] = list(self.folds)
         if self.best_at is not None:
             out["best_step"] = self.best_at + 1
             if self.folds[0] is not None:
                 out["fold_values"] = self.member_values[self.best_at]
-                out["folds"] = list(self.folds)
         return out
 
 
