@@ -326,7 +326,7 @@ def test_the_padded_units_stay_exactly_zero() -> None:
 
     widest: dict[Any, Any] = {}
     wide = nn.Sequential(nn.Linear(3, 6), nn.GELU(), nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 1))
-    carrier_of(wide, torch.optim.SGD(wide.parameters(), lr=0.1), widest)
+    carrier_of(wide, torch.optim.SGD(wide.parameters(), lr=0.1), widest, 1)
     for kind, options in [(torch.optim.SGD, {"lr": 0.1, "momentum": 0.9, "nesterov": True,
                                               "weight_decay": 0.01}),
                           (torch.optim.Adam, {"lr": 0.01, "weight_decay": 0.01, "amsgrad": True}),
@@ -334,7 +334,7 @@ def test_the_padded_units_stay_exactly_zero() -> None:
         torch.manual_seed(0)
         small = nn.Sequential(nn.Linear(3, 2), nn.GELU(), nn.Linear(2, 3), nn.ReLU(),
                               nn.Linear(3, 1))  # fmt: skip
-        carrier = carrier_of(small, kind(small.parameters(), **options), widest)
+        carrier = carrier_of(small, kind(small.parameters(), **options), widest, 1)
         assert carrier is not None
         alone = epoch_stream((X, Y), small, kind(small.parameters(), **options), nn.MSELoss(),
                              batch_size=16, shuffle=False)  # fmt: skip
@@ -352,14 +352,16 @@ def test_the_padded_units_stay_exactly_zero() -> None:
                                        atol=1e-7)  # fmt: skip
 
 
-def test_models_the_padding_does_not_fit_train_as_they_are() -> None:
+def test_models_the_padding_does_not_pay_for_or_fit_train_as_they_are() -> None:
     from fitstream.experiments.search.carriers import carrier_of, family_of
 
     widest: dict[Any, Any] = {}
-    big = nn.Sequential(nn.Linear(3, 200), nn.ReLU(), nn.Linear(200, 1))
-    assert carrier_of(big, torch.optim.Adam(big.parameters()), widest) is not None
-    small = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1))
-    assert carrier_of(small, torch.optim.Adam(small.parameters()), widest) is None  # 100x larger
+    big = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    assert carrier_of(big, torch.optim.Adam(big.parameters()), widest, 80) is not None
+    small = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+    # 3,600 parameters more: padded in 16 slots, not in 80 (two large ensembles do better)
+    assert carrier_of(small, torch.optim.Adam(small.parameters()), widest, 16) is not None
+    assert carrier_of(small, torch.optim.Adam(small.parameters()), widest, 80) is None
     for model in (nn.Sequential(nn.Linear(3, 4), nn.Sigmoid(), nn.Linear(4, 1)),  # f(0) != 0
                   nn.Sequential(nn.Linear(3, 4), nn.Dropout(), nn.Linear(4, 1)),  # random masks
                   nn.Linear(3, 1)):  # fmt: skip

@@ -14,9 +14,16 @@ So the search trains each such trial on a *carrier*: a copy of its model padded 
 hidden widths this worker has seen in its family (same depth, inputs, outputs, activations,
 dtype and optimizer kind), with an optimizer of the trial's kind and settings. Trials of one
 family and carrier stack into one ensemble whatever their widths. The trial's own model gets
-its trained weights back, cut to its shape (:func:`cut_state`). A carrier is not used when it
-would have more than ``MAX_GROWTH`` times the trial's parameters (the padding would cost more
-than the stacking saves), nor for anything else than such an MLP.
+its trained weights back, cut to its shape (:func:`cut_state`).
+
+Padding trades arithmetic for fewer ensembles, which pays while the arithmetic is small: a
+training step of an ensemble costs a fixed part (the operators' calls, about 0.3 ms on a CPU
+core for a small MLP) and a part per member and parameter (about 9e-6 ms, measured on the
+digits MLP 64-w-10 with Adam: ``benchmarks/bench_grid.py``, ``bench_search.py``). So a trial is
+padded only when the parameters its padding adds, times the worker's ``slots``, stay within
+``PAD_BUDGET``: about one step's fixed part. A 16-wide MLP padded to 64 (3,600 parameters more)
+is padded in 16 slots (a search, whose three widths would split 16 slots into three small
+ensembles) but not in 80 (a grid whose widths fill two ensembles of 40 anyway).
 """
 
 from __future__ import annotations
@@ -29,10 +36,10 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["MAX_GROWTH", "Carrier", "carrier_of", "cut_state", "family_of"]
+__all__ = ["PAD_BUDGET", "Carrier", "carrier_of", "cut_state", "family_of"]
 
-MAX_GROWTH = 8
-"""A carrier has at most this many times the parameters of the trial's own model."""
+PAD_BUDGET = 65_536
+"""A trial is padded while (parameters added) x slots stays within this (see above)."""
 
 # activations with f(0) = 0, which an unused unit passes on as 0
 _ZERO_AT_ZERO = (
@@ -106,12 +113,13 @@ class Carrier:
 
 
 def carrier_of(
-    model: nn.Module, optimizer: torch.optim.Optimizer, widest: dict[Family, Widths]
-) -> Carrier | None:
+    model: nn.Module, optimizer: torch.optim.Optimizer, widest: dict[Family, Widths],
+    slots: int,
+) -> Carrier | None:  # fmt: skip
     """The carrier a trial trains on, widening ``widest`` (per family) to the trial's widths.
 
-    None when the trial is no paddable MLP, or its carrier would exceed ``MAX_GROWTH`` times
-    its size (it then trains as it is).
+    None when the trial is no paddable MLP, or the parameters its padding adds, times
+    ``slots``, exceed ``PAD_BUDGET`` (it then trains as it is).
     """
     found = family_of(model, optimizer)
     if found is None:
@@ -119,11 +127,21 @@ def carrier_of(
     family, widths = found
     seen = widest.get(family, widths)
     wider = tuple(max(a, b) for a, b in zip(seen, widths, strict=True))
-    carrier = Carrier(model, optimizer, wider)
-    if _size(carrier.model) > MAX_GROWTH * _size(model):
-        return None
     widest[family] = wider
-    return carrier
+    added = _size_at(model, wider) - _size(model)
+    if added * slots > PAD_BUDGET:
+        return None
+    return Carrier(model, optimizer, wider)
+
+
+def _size_at(model: nn.Module, widths: Widths) -> int:
+    """The parameters of ``model`` with hidden ``widths`` (without building it)."""
+    linears = [m for m in model.children() if type(m) is nn.Linear]
+    sizes = [linears[0].in_features, *widths, linears[-1].out_features]
+    return sum(
+        a * b + (b if layer.bias is not None else 0)
+        for a, b, layer in zip(sizes[:-1], sizes[1:], linears, strict=True)
+    )
 
 
 @torch.no_grad()

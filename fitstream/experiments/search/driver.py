@@ -129,8 +129,8 @@ class Worker:
         folds: list[int | None] = list(range(plan.per_trial)) if plan.folds else [None]
         members, member_optimizers = list(models), list(optimizers)
         if plan.pad:  # an MLP trains padded to the widest of its family (see .carriers)
-            carriers = [carrier_of(m, o, self.widest) for m, o in zip(models, optimizers,
-                                                                       strict=True)]  # fmt: skip
+            carriers = [carrier_of(m, o, self.widest, plan.slots)
+                        for m, o in zip(models, optimizers, strict=True)]  # fmt: skip
             if all(c is not None for c in carriers):
                 members = [c.model for c in carriers if c is not None]
                 member_optimizers = [c.optimizer for c in carriers if c is not None]
