@@ -4,7 +4,7 @@ ifeq ($(UV),)
 UV := python3 -m uv
 endif
 
-.PHONY: setup test test-lowest lint doc pre-commit build bench clean
+.PHONY: setup test test-lowest lint doc pre-commit build bench demo clean
 
 setup:  ## create .venv with the library, the Lightning adapter and every dev tool
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -12,6 +12,9 @@ setup:  ## create .venv with the library, the Lightning adapter and every dev to
 
 test:  ## run the whole test suite (unit tests, doctests, README, docs pages, examples)
 	$(UV) run pytest
+
+demo:  ## the flagship experiment end to end: a widths x lrs grid by 5-fold CV, its table and plot
+	$(UV) run python examples/compare_settings.py --plot compare_settings.png
 
 # The floors pyproject.toml promises, tested: the core package and its extras at the lowest
 # versions it allows (uv's lowest-direct resolution: torch 2.1.0, pandas 1.5.0, matplotlib
@@ -51,6 +54,8 @@ bench:  ## print the speed benchmarks' tables
 	$(UV) run python benchmarks/bench_epoch_stream.py
 	$(UV) run python benchmarks/bench_fit_stream.py
 	$(UV) run python benchmarks/bench_ensemble.py
+	$(UV) run python benchmarks/bench_grid.py
+	$(UV) run python benchmarks/bench_search.py
 
 clean:
 	rm -rf dist docs/_build .pytest_cache .mypy_cache .ruff_cache

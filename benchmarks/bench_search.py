@@ -107,12 +107,12 @@ def sequential(
     return summary(study, epochs.count, time.process_time() - cpu, time.perf_counter() - started)
 
 
-def batched(study: Any, train: Any, val: Any) -> dict[str, Any]:
+def batched(study: Any, train: Any, val: Any, slots: int = SLOTS) -> dict[str, Any]:
     epochs = Epochs()
     started, cpu = time.perf_counter(), time.process_time()
     stages = [augment(validation_loss(val, nn.CrossEntropyLoss())), augment(epochs)]
     search(study, build, train, nn.CrossEntropyLoss(), key="val_loss", epochs=EPOCHS,
-           n_trials=TRIALS, slots=SLOTS, batch_size=BATCH, stages=stages)  # fmt: skip
+           n_trials=TRIALS, slots=slots, batch_size=BATCH, stages=stages)  # fmt: skip
     return summary(study, epochs.count, time.process_time() - cpu, time.perf_counter() - started)
 
 
@@ -166,13 +166,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--pruners", default="median,hyperband", help=f"of {sorted(PRUNERS)}")
+    parser.add_argument("--slots", type=int, default=SLOTS)
     args = parser.parse_args()
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     train, val = digits()
     print(f"torch {torch.__version__}, optuna {optuna.__version__}, 1 thread; digits MLP "
           f"64-{{16,32,64}}-10, {TRIALS} trials x <= {EPOCHS} epochs, TPE, "
-          f"slots={SLOTS}")  # fmt: skip
+          f"slots={args.slots}")  # fmt: skip
     warm = [sequential, batched]  # one untimed run of each: torch's and Optuna's first calls
     for run in warm:
         run(new_study("median", 99), train, val)
@@ -184,7 +185,7 @@ def main() -> None:
         for seed in range(args.seeds):  # alternating: a, b, then a at b's CPU
             a.append(sequential(new_study(name, seed), train, val))
             print(row(f"{seed}, (a) sequential", a[-1]), flush=True)
-            b.append(batched(new_study(name, seed), train, val))
+            b.append(batched(new_study(name, seed), train, val, args.slots))
             print(row(f"{seed}, (b) search", b[-1]), flush=True)
             c.append(sequential(new_study(name, seed), train, val, cpu_budget=b[-1]["cpu"]))
             print(row(f"{seed}, (a) at (b)'s CPU", c[-1]), flush=True)

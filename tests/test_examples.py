@@ -26,6 +26,13 @@ RUN_HERE: dict[str, tuple[str, ...]] = {
         r"best epoch \d+: val_loss=\d+\.\d+",
         r"test accuracy of the best model: 0\.\d{3}|test accuracy of the best model: 1\.000",
     ),
+    "compare_settings.py": (
+        r"8 settings x 5 folds, 3 epochs; best first:",
+        r"width +lr +n +best_step +mean +sem +diff +diff_sem +best_at_end",
+        r"winner: width=\d+, lr=\S+, val_acc 0\.\d+ ± 0\.\d+ at epoch \d",
+        r"plot: compare_settings.png",
+        r"the winner refit on all 1500 training rows: test accuracy 0\.\d{3}",
+    ),
     "tensorboard_logging.py": (
         r"lr=0\.01: wrote 3 epochs to runs/digits/\S+",
         r"lr=0\.1: wrote 3 epochs to runs/digits/\S+",
@@ -36,6 +43,7 @@ RUN_HERE: dict[str, tuple[str, ...]] = {
 # Files an example promises to write, relative to its working directory.
 WRITES: dict[str, str] = {
     "tensorboard_logging.py": "runs/digits/*/events.out.tfevents.*",
+    "compare_settings.py": "compare_settings.png",
 }
 
 # Exercised by the Lightning adapter's own tests (DDP needs torchrun in a subprocess).
@@ -112,3 +120,43 @@ def test_examples_read_the_epoch_variable() -> None:
     for script in EXAMPLES.glob("*.py"):
         text = script.read_text(encoding="utf-8")
         assert "FITSTREAM_EXAMPLE_EPOCHS" in text, f"{script.name} ignores FITSTREAM_EXAMPLE_EPOCHS"
+
+
+@pytest.mark.slow
+def test_the_grid_example_splits_its_grid_between_two_workers(tmp_path: Path) -> None:
+    """The same script twice on one journal file: each trains part, both print the whole table."""
+    optuna = pytest.importorskip("optuna")
+    script = EXAMPLES / "compare_settings.py"
+    journal = tmp_path / "runs" / "grid.log"
+    env = {**os.environ, "FITSTREAM_EXAMPLE_EPOCHS": "2", "MPLBACKEND": "Agg",
+           "OMP_NUM_THREADS": "1"}  # fmt: skip
+    workers = [
+        subprocess.Popen(
+            [sys.executable, str(script), "--journal", str(journal), "--plot", f"plot{i}.png"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = []
+    for worker in workers:
+        try:
+            out, err = worker.communicate(timeout=TIMEOUT_S)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+        assert worker.returncode == 0, err[-3000:]
+        outputs.append(out)
+    for out in outputs:  # each prints the table of all 8 settings
+        table = out.split("best first:")[1].split("winner:")[0].strip().splitlines()
+        assert len(table) == 1 + 8, out
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal))
+    )
+    study = optuna.load_study(study_name="compare-settings", storage=storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 8
+    assert len({tuple(sorted(t.params.items())) for t in complete}) == 8  # none twice

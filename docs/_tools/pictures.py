@@ -22,6 +22,7 @@ PICTURES = {
     "howto/plots.md": ["history.png"],
     "howto/ensembles.md": ["sweep.png"],
     "howto/cross-validation.md": ["cv.png"],
+    "howto/grids.md": ["grid.png"],
 }
 """Each page whose code saves pictures, and the files it saves."""
 

@@ -85,7 +85,7 @@ class SearchBar:
         tqdm = require("tqdm.auto", "progress", feature="search(progress=True)").tqdm
         out = file if file is not None else sys.stderr
         kind = type("SearchBar", (tqdm,), {"monitor_interval": 0})  # no monitor thread
-        layout = "{desc} {n_fmt}/{total_fmt} trials, {postfix} |{bar}| {elapsed}<{remaining}"
+        layout = "{desc} {n_fmt}/{total_fmt} trials{postfix} |{bar}| {elapsed}<{remaining}"
         self.bar = kind(total=n_trials, desc="search", file=out, leave=True, bar_format=layout,
                         **_width(out))  # fmt: skip
 
