@@ -318,7 +318,11 @@ BAD_HPARAMS = [
         TypeError,
         r"'hparams\[1\]'\['fold'\] must be a str, int, float or bool.*got list",
     ),
-    ([{"fold": 0}, {"fold": float("nan")}], TypeError, r"'hparams\[1\]'\['fold'\]"),
+    (
+        [{"fold": 0}, {"fold": float("nan")}],
+        ValueError,
+        r"'hparams\[1\]'\['fold'\] is NaN, which cannot be a setting",
+    ),
     (
         [{"fold": 0}, {"lr": 0.1}],
         ValueError,

@@ -247,3 +247,90 @@ def test_a_loss_class_not_called_is_refused_by_every_taker_of_a_loss_fn() -> Non
         validation_loss((X, Y), nn.MSELoss)
     with pytest.raises(TypeError, match=r"^validation_loss: 'loss_fn' must accept 2 positional"):
         validation_loss((X, Y), lambda pred: pred.mean())
+
+
+# -- hardening round 4: named at the call, or named where it is found --------------------------
+
+
+def test_a_tensorboard_folder_that_takes_no_new_folder_is_refused_at_the_call() -> None:
+    from fitstream import log_tensorboard
+
+    pytest.importorskip("tensorboard")
+    # /proc takes no new folder, even for root, whom permissions alone never refuse
+    with pytest.raises(PermissionError, match=r"log_tensorboard: log_dir '/proc/fitstream_run'"):
+        log_tensorboard("/proc/fitstream_run")
+
+
+@pytest.mark.parametrize("source", ["epoch_stream", "ensemble_stream"])
+def test_a_rate_that_is_no_number_set_between_epochs_is_named(source: str) -> None:
+    models = _models()
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in models]
+    events = (
+        epoch_stream((X, Y), models[0], opts[0], nn.MSELoss())
+        if source == "epoch_stream"
+        else ensemble_stream((X, Y), models, opts, nn.MSELoss())
+    )
+    next(events)
+    opts[0].param_groups[0]["lr"] = "abc"  # was: could not convert string to float
+    arg = "optimizer" if source == "epoch_stream" else r"optimizers\[0\]"
+    with pytest.raises(
+        TypeError, match=rf"{source}: '{arg}' has param_groups\[0\]\['lr'\] = 'abc'"
+    ):
+        next(events)
+
+
+def test_resume_of_a_step_that_is_not_a_whole_number_names_it(tmp_path: Path) -> None:
+    from fitstream import take
+
+    model = nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    path = tmp_path / "run.ckpt"
+    list(take(pipe(epoch_stream((X, Y), model, opt, nn.MSELoss()), checkpoint(path)), 1))
+    content = torch.load(path, weights_only=True)
+    content["step"] = "three"
+    torch.save(content, path)
+    with pytest.raises(ValueError, match=r"holds step='three' \(str\), where a checkpoint holds"):
+        resume(path, model, opt)
+
+
+def test_collect_jsonl_names_the_key_of_a_scalar_meta_tensor_and_of_a_deep_cycle() -> None:
+    from fitstream import collect, collect_jsonl, collect_pd
+
+    meta = {"step": 1, "x": torch.tensor(1.0, device="meta")}
+    with pytest.raises(TypeError, match=r"cannot write key 'x': a tensor on the meta device"):
+        collect_jsonl([meta], io.StringIO())
+    deep: list[Any] = []
+    deep.append([deep])  # holds itself one level down: was a RecursionError
+    with pytest.raises(ValueError, match=r"cannot write key 'x': its list holds itself"):
+        collect_jsonl([{"step": 1, "x": deep}], io.StringIO())
+    assert collect([{"step": 1, "x": deep}])[0]["x"][0][0] is deep
+    pytest.importorskip("pandas")
+    assert len(collect_pd([{"step": 1, "x": deep}])) == 1
+
+
+def test_best_model_load_into_another_architecture_names_the_tensor_and_both_shapes() -> None:
+    from fitstream import best_model
+
+    best = best_model("val_loss")
+    best({"step": 1, "model": nn.Linear(3, 2), "val_loss": 0.5})
+    with pytest.raises(ValueError, match=r"'weight' is \(2, 3\) there, \(4, 3\) in the model"):
+        best.load_into(nn.Linear(3, 4))
+    with pytest.raises(ValueError, match=r"the model has \['0.weight', '0.bias'\] that it lacks"):
+        best.load_into(nn.Sequential(nn.Linear(3, 2)))
+
+
+def test_kfold_refuses_labels_on_the_meta_device() -> None:
+    from fitstream import kfold
+
+    with pytest.raises(ValueError, match=r"'stratify' is a tensor on the meta device"):
+        kfold(6, 2, stratify=torch.zeros(6, dtype=torch.long, device="meta"))
+
+
+def test_plot_history_names_its_own_argument_for_a_single_models_history() -> None:
+    pytest.importorskip("matplotlib")
+    from fitstream import plot_history
+
+    history = [{"step": 1, "train_loss": 0.5}, {"step": 2, "train_loss": 0.4}]
+    lacking = r"plot_history: group_by groups .* a single model's: its events have no members'"
+    with pytest.raises(ValueError, match=lacking):
+        plot_history(history, "train_loss", group_by="lr")

@@ -151,3 +151,83 @@ def test_an_ema_state_from_before_the_key_was_saved_still_loads() -> None:
     assert next(iter(pipe([{"loss": 1.0}], smooth)))["loss_ema"] == pytest.approx(
         (0.9 * 0.5 + 0.1) / (1 - 0.45)
     )
+
+
+# -- hardening round 4 ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("add", "match"),
+    [
+        (lambda m, o: o.register_step_pre_hook(lambda *a: None),
+         r"'optimizers\[1\]' has a hook from register_step_pre_hook\(\)"),
+        (lambda m, o: o.register_step_post_hook(lambda *a: None),
+         r"'optimizers\[1\]' has a hook from register_step_post_hook\(\)"),
+        (lambda m, o: m.register_forward_hook(lambda *a: None),
+         r"models\[1\] has a hook from register_forward_hook\(\)"),
+    ],
+)  # fmt: skip
+def test_a_hook_added_after_the_call_is_refused_not_skipped(add: Any, match: str) -> None:
+    models, opts = _members()
+    events = ensemble_stream((X, Y), models, opts, nn.MSELoss(), batch_size=8)
+    add(models[1], opts[1])  # after the call, before the first next(): was never run
+    with pytest.raises(ValueError, match=match):
+        next(events)
+    events = ensemble_stream((X, Y), *_members(), nn.MSELoss(), batch_size=8)
+    next(events)
+
+
+@pytest.mark.parametrize("source", ["epoch_stream", "ensemble_stream"])
+def test_a_string_rate_set_between_epochs_is_refused(source: str) -> None:
+    models, opts = _members()
+    events = (
+        epoch_stream((X, Y), models[0], opts[0], nn.MSELoss())
+        if source == "epoch_stream"
+        else ensemble_stream((X, Y), models, opts, nn.MSELoss())
+    )
+    next(events)
+    opts[0].param_groups[0]["lr"] = "0.1"  # was: trained on, lr NaN, out of the hparams
+    with pytest.raises(TypeError, match=r"param_groups\[0\]\['lr'\] = '0.1' \(str\); a rate"):
+        next(events)
+
+
+def test_a_string_rate_no_longer_keeps_reduce_lr_on_plateau_from_reducing() -> None:
+    from fitstream import reduce_lr_on_plateau
+
+    model = nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    events = pipe(
+        epoch_stream((X, Y), model, opt, nn.MSELoss()),
+        reduce_lr_on_plateau(key="train_loss", patience=0),
+    )
+    next(events)
+    opt.param_groups[0]["lr"] = "0.1"
+    with pytest.raises(TypeError, match=r"epoch_stream: 'optimizer' has param_groups\[0\]"):
+        next(events)
+
+
+def test_summarize_refuses_values_that_are_strings() -> None:
+    pytest.importorskip("pandas")
+    from fitstream import summarize
+
+    history = [
+        {"step": 1, "val_loss": ["0.5", "0.4"], "hparams": [{"lr": 0.1}, {"lr": 0.2}]},
+        {"step": 2, "val_loss": ["0.3", "0.2"]},
+    ]  # was: a table of NaN rows
+    with pytest.raises(TypeError, match=r"record 0's 'val_loss' holds a string for member 0"):
+        summarize(history, by="lr", key="val_loss")
+
+
+def test_rows_changed_in_place_after_the_call_do_not_reach_the_stream() -> None:
+    models, opts = _members()
+    rows = [torch.arange(0, 16), torch.arange(16, 32)]
+    kept = [r.clone() for r in rows]
+    events = ensemble_stream((X, Y), models, opts, nn.MSELoss(), batch_size=8, rows=rows,
+                             shuffle=False)  # fmt: skip
+    rows[0][3] = 10_000  # out of the data: was an IndexError inside the loop
+    twins, twin_opts = _members()
+    for twin, model in zip(twins, models, strict=True):
+        twin.load_state_dict(model.state_dict())
+    expected = ensemble_stream((X, Y), twins, twin_opts, nn.MSELoss(), batch_size=8, rows=kept,
+                               shuffle=False)  # fmt: skip
+    assert next(events)["train_loss"] == pytest.approx(next(expected)["train_loss"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 __all__ = ["check_file_target", "check_folder_target", "check_open_for_writing"]
@@ -29,6 +30,23 @@ def _check_can_create_in(path: Path, *, func: str, arg: str) -> None:
             f"{func}: {arg} {str(path)!r} cannot be written: no permission to write in "
             f"{str(ancestor)!r}"
         )
+    _probe(ancestor, path, func=func, arg=arg)
+
+
+def _probe(folder: Path, path: Path, *, func: str, arg: str) -> None:
+    """Make and remove an empty folder in ``folder``: what permissions alone do not tell.
+
+    ``os.access`` says yes to root everywhere, and on filesystems that take no new folders
+    (``/proc``, a read-only mount seen by root); a folder made and removed at once tells.
+    """
+    try:
+        made = tempfile.mkdtemp(prefix=".fitstream-probe-", dir=folder)
+    except OSError as exc:
+        raise PermissionError(
+            f"{func}: {arg} {str(path)!r} cannot be written: {str(folder)!r} takes no new "
+            f"folder ({exc.strerror or exc})"
+        ) from None
+    os.rmdir(made)
 
 
 def check_folder_target(path: Path, *, func: str, arg: str) -> None:
@@ -47,6 +65,7 @@ def check_folder_target(path: Path, *, func: str, arg: str) -> None:
             raise NotADirectoryError(f"{func}: {arg} {str(path)!r} is a file, not a folder")
         if not os.access(path, os.W_OK | os.X_OK):
             raise PermissionError(f"{func}: {arg} {str(path)!r} is a folder you cannot write in")
+        _probe(path, path, func=func, arg=arg)
         return
     _check_can_create_in(path, func=func, arg=arg)
 

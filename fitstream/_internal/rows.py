@@ -83,7 +83,7 @@ def _check_one(
         raise ValueError(
             f"{func}: {arg} must be on the device of '{data}' ({device}), got it on {each.device}"
         )
-    index = each.to(torch.int64)
+    index = each.to(torch.int64, copy=True)  # its own: a change to the caller's is not seen
     bad = (index < 0) | (index >= n_rows)
     if bool(bad.any()):
         position = int(bad.nonzero()[0, 0])

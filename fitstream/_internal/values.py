@@ -17,7 +17,7 @@ def scalar_value(value: object) -> int | float | bool | None:
 
     Python numbers come back unchanged; 0-d tensors (and one-element tensors of shape ``()``)
     and NumPy scalars or 0-d arrays come back through ``.item()``. Everything else, including
-    tensors with more than one element, gives ``None``.
+    tensors with more than one element or on the meta device (no values), gives ``None``.
 
     Example:
         >>> scalar_value(torch.tensor(0.5)), scalar_value(3), scalar_value("x")
@@ -28,7 +28,7 @@ def scalar_value(value: object) -> int | float | bool | None:
     if isinstance(value, bool | int | float):
         return value
     if isinstance(value, torch.Tensor):
-        if value.ndim == 0:
+        if value.ndim == 0 and value.device.type != "meta":  # a meta tensor has no value
             item = value.item()
             return item if isinstance(item, bool | int | float) else None
         return None
@@ -40,7 +40,7 @@ def scalar_value(value: object) -> int | float | bool | None:
     return None
 
 
-def is_live_object(value: Any) -> bool:
+def is_live_object(value: Any, _within: frozenset[int] = frozenset()) -> bool:
     """Tell whether ``value`` is a live training object that sinks drop by default.
 
     Models, optimizers (also duck-typed ones, with ``step()`` and ``zero_grad()``),
@@ -55,7 +55,10 @@ def is_live_object(value: Any) -> bool:
         (True, False)
     """
     if isinstance(value, list | tuple) and value:
-        return all(is_live_object(item) for item in value)
+        if id(value) in _within:  # a list that holds itself: no live object, a value
+            return False
+        within = _within | {id(value)}
+        return all(is_live_object(item, within) for item in value)
     if isinstance(value, nn.Module | torch.optim.Optimizer):
         return True
     if callable(getattr(value, "state_dict", None)):

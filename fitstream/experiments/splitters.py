@@ -60,7 +60,8 @@ def kfold(
     Raises:
         TypeError: ``n`` or ``k`` is not an int, ``shuffle`` not a bool, ``generator`` not a
             ``torch.Generator``, or ``stratify`` not integer labels.
-        ValueError: ``k < 2``, ``k > n``, or ``stratify`` does not hold ``n`` labels.
+        ValueError: ``k < 2``, ``k > n``, or ``stratify`` does not hold ``n`` labels (or is
+            on the meta device).
 
     Example:
         Five rows in two folds, without shuffling: the first fold holds out three rows.
@@ -109,6 +110,11 @@ def kfold(
 
 def _check_labels(stratify: object, n: int, *, func: str) -> torch.Tensor:
     if isinstance(stratify, torch.Tensor):
+        if stratify.device.type == "meta":
+            raise ValueError(
+                f"{func}: 'stratify' is a tensor on the meta device, which has a shape "
+                f"{tuple(stratify.shape)} but no labels; give the labels themselves"
+            )
         labels = stratify.detach().cpu()
     elif isinstance(stratify, Sequence) and not isinstance(stratify, str | bytes):
         try:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._internal.members import ensemble_of
 from .._internal.optional import require
 from ..experiments.history import is_study, named_histories, study_key
 from ..experiments.history.searches import is_search
@@ -229,6 +230,12 @@ def plot_history(
     events = _curves.read_history(history, func="plot_history")
     if by is None:
         _check_one_stream(events)
+    elif not any("hparams" in e or "trial" in e or ensemble_of(e) is not None for e in events):
+        raise ValueError(
+            "plot_history: group_by groups an ensemble's members by their hyperparameters, but "
+            "this history is a single model's: its events have no members' 'hparams'; leave "
+            "group_by out, or plot an ensemble_stream's history (collect() keeps its hparams)"
+        )
     if title is None and isinstance(history, str | os.PathLike):
         title = Path(history).stem  # the run's name
     present = {key for event in events for key in event}

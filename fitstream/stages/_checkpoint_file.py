@@ -191,7 +191,28 @@ def load_model(model: Any, state: Any, *, func: str) -> None:
     model.load_state_dict(state)
 
 
-def load_optimizers(optimizer: Any, states: list[Any], *, func: str) -> None:
+def _saved_kind(state: dict[str, Any], kinds: Any, position: int) -> str:
+    """The class of the optimizer a state was saved from: recorded (0.7), else told by its state."""
+    if isinstance(kinds, list) and position < len(kinds) and isinstance(kinds[position], str):
+        return str(kinds[position])
+    entries = {k for entry in state.get("state", {}).values() for k in entry}
+    if "exp_avg" in entries:
+        return "Adam or AdamW"
+    if "momentum_buffer" in entries:
+        return "SGD"
+    if "square_avg" in entries:
+        return "RMSprop"
+    group = (state.get("param_groups") or [{}])[0]
+    if "betas" in group:
+        return "Adam or AdamW"
+    if "momentum" in group and "dampening" in group:
+        return "SGD"
+    return "another optimizer"
+
+
+def load_optimizers(
+    optimizer: Any, states: list[Any], *, func: str, kinds: Any = None
+) -> None:
     if optimizer is None:
         return
     optimizers = list(optimizer) if isinstance(optimizer, list | tuple) else [optimizer]
@@ -208,19 +229,24 @@ def load_optimizers(optimizer: Any, states: list[Any], *, func: str) -> None:
             )
         saved = sorted({k for entry in state.get("state", {}).values() for k in entry})
         kind = type(opt).__name__
+        was = _saved_kind(state, kinds, position)
+        if isinstance(kinds, list) and position < len(kinds) and was != kind:
+            raise ValueError(
+                f"{func}: optimizer {position} is {kind}, but the checkpoint's was {was}; "
+                f"build the optimizer the run was saved with"
+            )
         try:
             opt.load_state_dict(state)
         except (KeyError, ValueError, TypeError) as exc:
             raise ValueError(
-                f"{func}: optimizer {position} ({kind}) cannot take the saved optimizer state "
-                f"(its entries {saved}): it was saved from another kind of optimizer, or over "
-                f"other parameters ({type(exc).__name__}: {exc})"
+                f"{func}: optimizer {position} is {kind}, but the checkpoint's was {was} "
+                f"(its state holds {saved}), or over other parameters; build the optimizer the "
+                f"run was saved with ({type(exc).__name__}: {exc})"
             ) from exc
         defaults = set(getattr(opt, "defaults", {}))
         lacking = sorted(defaults - set(opt.param_groups[0])) if opt.param_groups else []
         if lacking:  # e.g. Adam's settings loaded into an SGD, which then needs 'momentum'
             raise ValueError(
-                f"{func}: optimizer {position} ({kind}) was given settings saved from another "
-                f"kind of optimizer: they lack {lacking}; build the optimizer the run was "
-                f"saved with"
+                f"{func}: optimizer {position} is {kind}, but the checkpoint's was {was}: "
+                f"its settings lack {lacking}; build the optimizer the run was saved with"
             )

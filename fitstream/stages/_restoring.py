@@ -89,11 +89,19 @@ def restore_file(
             f"model and optimizers with fit_stream(..., ckpt_path=path), so leave out "
             f"'model' and 'optimizer'"
         )
+    step = content.get("step")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+        raise ValueError(
+            f"{func}: {str(source)!r} holds step={step!r:.40} ({type(step).__name__}), where a "
+            "checkpoint holds the whole number of epochs it was written after; the file is "
+            "damaged, or was not written by checkpoint(...)"
+        )
     backup = _Backup(model, optimizer, restored, shuffle)
     try:
         if not content["lightning"]:
             load_model(model, content["model"], func=func)
-            load_optimizers(optimizer, content["optimizers"], func=func)
+            load_optimizers(optimizer, content["optimizers"], func=func,
+                            kinds=content.get("optimizer_kinds"))  # fmt: skip
         for stage, entry in zip(restored, saved, strict=True):
             stage.set_state(entry["state"])
         set_rng_states(content["rng"], shuffle, func=func, warn_missing=True)
@@ -101,10 +109,9 @@ def restore_file(
             optimizers = list(optimizer) if isinstance(optimizer, list | tuple) else [optimizer]
             for opt, states in zip(optimizers, content.get("source_state") or [], strict=False):
                 restore(opt, states)  # last: it cannot fail, and is not backed up
-        step = content["step"]
         active = content.get("active")  # None before 0.7, and for a single model
         return Restored(
-            step=int(step) if step is not None else 0,
+            step=step if step is not None else 0,
             frozen=[k for k, on in enumerate(active or []) if not on],
         )
     except BaseException:

@@ -117,6 +117,7 @@ def _write(path: Path, event: Mapping[str, Any], options: _Options) -> None:
         "step": event.get("step"),
         "model": model_state,
         "optimizers": [compact(o.state_dict()) for o in optimizers],
+        "optimizer_kinds": [type(o).__name__ for o in optimizers],  # named when refused
         # each optimizer's per-step scheduler and GradScaler, when its source has them
         "source_state": [saved_states(o) for o in optimizers],
         "rng": rng_states(generator),

@@ -23,6 +23,7 @@ from .._internal.checks import check_bool, check_name, describe
 from .._internal.direction import legacy_mode, resolve_mode
 from .._internal.lookup import metric_values, missing_key_error
 from .._internal.members import EnsembleLike, ensemble_of
+from .._internal.states import load_state
 from ._tracker_stage import TrackerStage
 
 __all__ = ["BestModel", "best_model"]
@@ -263,7 +264,11 @@ class BestModel(TrackerStage):
                 f"best_model: load_into needs a module with load_state_dict(), got "
                 f"{describe(model)}"
             )
-        load(state)
+        if isinstance(model, nn.Module):  # a shape that does not fit is named, both shapes
+            which = "" if self._members is None else f" of member {member}"
+            load_state(model, state, func="best_model", what=f"the best snapshot{which}")
+        else:
+            load(state)
 
     def __repr__(self) -> str:
         return (

@@ -56,7 +56,7 @@ def _hparams_of(record: Mapping[str, Any], *, func: str) -> list[Mapping[str, An
     if not isinstance(hparams, list) or not all(isinstance(h, Mapping) for h in hparams):
         raise ValueError(
             f"{func}: the history's records have no members' 'hparams' (collect() keeps them "
-            "for an ensemble_stream's events); it compares the members of an ensemble"
+            f"for an ensemble_stream's events): {func} compares the members of an ensemble"
         )
     return hparams
 

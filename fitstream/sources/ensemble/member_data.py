@@ -67,7 +67,13 @@ def check_member_hparams(
         for name, value in given.items():
             if not isinstance(name, str) or not name:
                 raise TypeError(f"{func}: the keys of {arg} must be non-empty str, got {name!r}")
-            if not isinstance(value, _PLAIN) or (isinstance(value, float) and math.isnan(value)):
+            if isinstance(value, float) and math.isnan(value):
+                raise ValueError(
+                    f"{func}: {arg}[{name!r}] is NaN, which cannot be a setting: NaN equals "
+                    "nothing, so no member could be grouped with it; give the setting a value "
+                    "(or leave the name out)"
+                )
+            if not isinstance(value, _PLAIN):
                 raise TypeError(
                     f"{func}: {arg}[{name!r}] must be a str, int, float or bool (a value a "
                     f"table or a TensorBoard HParams view can show), got {describe(value)}"

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..._internal.optimizers import as_rate, hparams_of, learning_rate, mark_stepped
 from ..._internal.source_state import attach
+from ..._internal.train_checks import check_rates
 from ...events import Event
 from ..graphed.cuda import CudaGraphs
 from ..graphed.ensemble_step import EnsembleStep
@@ -24,6 +25,7 @@ from .adam import VectorAdam
 from .epoch import EnsembleEpoch
 from .links import check_links, keep_frozen_as_they_are
 from .loop import EnsembleLoop
+from .member_checks import check_hooks
 from .optim import MemberSteps
 from .replace import Replacer
 from .sgd import VectorSGD
@@ -94,6 +96,10 @@ def train_epochs(
     while True:
         started = clock()
         check_links(ensemble, func=_FUNC)
+        # what may have changed since the call: a rate set to a string, a hook added
+        for k, opt in enumerate(optimizers):
+            check_rates(opt, func=_FUNC, arg=f"optimizers[{k}]")
+        check_hooks(list(ensemble.members), optimizers, vectorised=kind is not None, func=_FUNC)
         keep_frozen_as_they_are(ensemble)  # a load_state_dict into a frozen member stays
         ensemble.train()
         trained = list(ensemble.active)  # frozen while the consumer held the last event

@@ -17,6 +17,7 @@ from torch import nn
 from ..._internal.metrics import Value
 from ..._internal.optimizers import learning_rate
 from ..._internal.source_state import attach
+from ..._internal.train_checks import check_rates
 from ..._internal.values import as_floats
 from ...events import Event
 from .._shared import weighted_loss_sum
@@ -75,6 +76,7 @@ def train_epochs(
     step = step_offset
     while True:
         started = clock()
+        check_rates(optimizer, func="epoch_stream", arg="optimizer")  # changed between epochs?
         train()
         data = shuffled(tensors, generator) if shuffle else tensors
         total, extras = run_epoch(data)
