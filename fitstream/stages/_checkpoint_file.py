@@ -210,9 +210,7 @@ def _saved_kind(state: dict[str, Any], kinds: Any, position: int) -> str:
     return "another optimizer"
 
 
-def load_optimizers(
-    optimizer: Any, states: list[Any], *, func: str, kinds: Any = None
-) -> None:
+def load_optimizers(optimizer: Any, states: list[Any], *, func: str, kinds: Any = None) -> None:
     if optimizer is None:
         return
     optimizers = list(optimizer) if isinstance(optimizer, list | tuple) else [optimizer]
