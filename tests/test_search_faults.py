@@ -293,3 +293,27 @@ def test_optunas_own_heartbeat_is_used_where_the_storage_keeps_one(tmp_path: Pat
     assert _states(study) == [States.COMPLETE] * 6
     with pytest.raises(ValueError, match=r"keeps Optuna's own heartbeat.*heartbeat_interval"):
         search(study, _build, (X, Y), nn.MSELoss(), **_options(heartbeat_interval=5))
+
+
+def test_a_ctrl_c_swallowed_on_its_way_still_stops_the_search() -> None:
+    # Python drops a KeyboardInterrupt raised in a garbage collector's callback ("Exception
+    # ignored"); a stage that swallows it stands in for one here.
+    study = _study("memory", Path())
+    calls = 0
+
+    def swallow(event: dict[str, Any]) -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+            except KeyboardInterrupt:
+                pass  # lost, as in a __del__
+        return {}
+
+    with pytest.raises(KeyboardInterrupt):
+        search(study, _build, (X, Y), nn.MSELoss(), **_options(stages=[*STAGES, augment(swallow)]))
+    assert calls == 2  # no epoch after the interrupt
+    assert States.RUNNING not in _states(study)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -143,15 +143,17 @@ def _start(
 
 def _run(worker: Worker) -> Iterator[dict[str, Any]]:
     """The worker's events; on any way out, its held trials are told and its threads stopped."""
-    try:
-        yield from worker.events()
-    except BaseException as exc:  # Ctrl-C, an error in training, the consumer closing
-        interrupted = not isinstance(exc, Exception)
-        worker.book.fail_held(f"the search ended: {type(exc).__name__}: {exc}",
-                              retry=interrupted)  # fmt: skip
-        raise
-    finally:
-        worker.close()
+    with worker.interrupts:
+        try:
+            yield from worker.events()
+        except BaseException as exc:  # Ctrl-C, an error in training, the consumer closing
+            worker.interrupts.reached()
+            interrupted = not isinstance(exc, Exception)
+            worker.book.fail_held(f"the search ended: {type(exc).__name__}: {exc}",
+                                  retry=interrupted)  # fmt: skip
+            raise
+        finally:
+            worker.close()
 
 
 def search_events(

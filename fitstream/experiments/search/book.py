@@ -19,7 +19,7 @@ from typing import Any
 from .heartbeat import Heartbeat
 from .rules import PAST_N_TRIALS, counted, grid_taken, pruner_startup
 from .trials import TrialRun
-from .writes import write
+from .writes import read, write
 
 __all__ = ["Book"]
 
@@ -49,7 +49,7 @@ class Book:
 
     def trials(self) -> list[Any]:
         """The study's trials, of every worker (not copied)."""
-        return list(self.study.get_trials(deepcopy=False))
+        return list(read(self.study.get_trials, deepcopy=False))
 
     def counts(self) -> dict[str, int]:
         """The study's trials by state, of every worker."""
@@ -64,7 +64,7 @@ class Book:
 
     def waiting(self) -> int:
         """Trials enqueued to be run (retries of failed trials, or the user's own)."""
-        return len(self.study.get_trials(deepcopy=False, states=(self.states.WAITING,)))
+        return len(read(self.study.get_trials, deepcopy=False, states=(self.states.WAITING,)))
 
     def may_ask(self) -> bool:
         """Whether a free slot may ask the study for a trial now (see :mod:`.rules`)."""
@@ -75,7 +75,7 @@ class Book:
         trials = self.trials()
         if counted(trials, self.states.FAIL) >= self.n_trials:
             return False
-        if grid_taken(self.study):  # every grid point is running or done
+        if read(grid_taken, self.study):  # every grid point is running or done
             return False
         if self.opened:
             return True
@@ -93,8 +93,8 @@ class Book:
         """Ask one trial (a waiting retry first); ``None`` if the study is full."""
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
-            trial = write(self.study.ask)
-        self.held[trial.number] = trial
+            # held in the same shelter from Ctrl-C as the ask: never RUNNING and unknown
+            trial = write(self.study.ask, done=self._hold)
         self.heartbeat.hold(trial)
         if counted(self.trials(), self.states.FAIL) > self.n_trials:  # another worker was first
             write(trial.set_user_attr, "fitstream", PAST_N_TRIALS)
@@ -157,10 +157,10 @@ class Book:
         for trial in list(self.held.values()):
             try:
                 self.tell_fail(trial, reason, retry=retry)
-            except Exception as exc:  # keep going: the other trials must not stay RUNNING
-                _LOG.error("search: could not tell trial %d FAIL: %r", trial.number, exc)
-                self.held.pop(trial.number, None)
-                self.heartbeat.release(trial)
+            except BaseException as exc:  # keep going (a second Ctrl-C too): none stays RUNNING
+                if trial.number in self.held:
+                    _LOG.error("search: could not tell trial %d FAIL: %r", trial.number, exc)
+                    self._forget(trial)
 
     def lost(self, trial: Any) -> bool:
         """Whether another worker finished ``trial`` (failed it as stale) while this one held it."""
@@ -186,7 +186,7 @@ class Book:
         if not self._tellable(trial):
             return False
         try:
-            write(self.study.tell, trial, **how)
+            write(self.study.tell, trial, done=lambda _: self._forget(trial), **how)
         except RuntimeError as exc:
             if "Study.stop" not in str(exc):
                 raise
@@ -197,9 +197,15 @@ class Book:
                 raise
             self._drop(trial, f"it was already {state.name} ({exc})")
             return False
+        self._forget(trial)
+        return True
+
+    def _hold(self, trial: Any) -> None:
+        self.held[trial.number] = trial
+
+    def _forget(self, trial: Any) -> None:
         self.held.pop(trial.number, None)
         self.heartbeat.release(trial)
-        return True
 
     def _drop(self, trial: Any, why: str) -> None:
         self.dropped.add(trial._trial_id)

@@ -29,6 +29,7 @@ from .progress import SearchBar, best_text, log_finished
 from .saved import best_copy, save_trial
 from .slots import Group, Slots
 from .trials import BuildError, TrialRun, architecture, better, build_members, original_number
+from .writes import KeptInterrupt, read
 
 __all__ = ["Plan", "Worker"]
 
@@ -71,6 +72,7 @@ class Worker:
         self.slots = Slots(plan.slots, self._stream)
         self.best: tuple[int, float, nn.Module] | None = None  # this worker's best trial
         self.widest: dict[Family, Widths] = {}  # the carriers' hidden widths, per MLP family
+        self.interrupts = KeptInterrupt()  # a Ctrl-C never lost on its way (see .writes)
 
     # -- the ensembles ---------------------------------------------------------------------
 
@@ -192,7 +194,7 @@ class Worker:
             if better(best, mine, minimize=self.book.minimize):
                 self.best = (run.number, best, best_copy(run))
         complete = self.book.states.COMPLETE
-        log_finished(run, state, self.plan.epochs, best_text(self.book.study, complete))
+        log_finished(run, state, self.plan.epochs, read(best_text, self.book.study, complete))
         run.best_state = None  # kept by the file or the copy; free the memory
 
     def show(self) -> None:
@@ -203,7 +205,7 @@ class Worker:
         counts = book.counts()
         live = counts["trials_running"] + book.waiting()
         finished = min(book.counted(), book.n_trials) - live
-        self.bar.show(finished, counts, best_text(book.study, book.states.COMPLETE))
+        self.bar.show(finished, counts, read(best_text, book.study, book.states.COMPLETE))
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -218,6 +220,7 @@ class Worker:
                     continue
                 return
             for group in list(slots.groups):
+                self.interrupts.check()
                 event = group.step()
                 ended = self.judge(group, event)
                 event["trial"] = [
@@ -252,6 +255,7 @@ class Worker:
             heartbeat.fail_stale()
             self.show()
             time.sleep(min(heartbeat.interval or 1.0, 1.0))
+            self.interrupts.check()
         return False
 
     def close(self) -> None:

@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from .writes import write
+from .writes import read, write
 
 __all__ = ["STAMP", "Heartbeat", "default_callback"]
 
@@ -138,11 +138,12 @@ class Heartbeat:
         with self._lock:
             held = list(self.held)
         for trial_id in held:
-            try:
+            try:  # a stopping thread tries once, not for half a minute
                 if self.native:
-                    write(self.storage.record_heartbeat, trial_id)
+                    write(self.storage.record_heartbeat, trial_id, give_up=self._stop)
                 else:
-                    write(self.storage.set_trial_system_attr, trial_id, STAMP, time.time())
+                    write(self.storage.set_trial_system_attr, trial_id, STAMP, time.time(),
+                          give_up=self._stop)  # fmt: skip
             except self.optuna.exceptions.UpdateFinishedTrialError:
                 with self._lock:
                     self.lost.add(trial_id)
@@ -173,7 +174,7 @@ class Heartbeat:
 
     def _running_numbers(self) -> set[int]:
         states = (self.optuna.trial.TrialState.RUNNING,)
-        return {t.number for t in self.study.get_trials(deepcopy=False, states=states)}
+        return {t.number for t in read(self.study.get_trials, deepcopy=False, states=states)}
 
     def _fail_stamped(self) -> list[int]:
         assert self.grace is not None
@@ -196,7 +197,7 @@ class Heartbeat:
     def others_running(self) -> list[Any]:
         """The running trials of other search workers (those that carry a heartbeat stamp)."""
         states = (self.optuna.trial.TrialState.RUNNING,)
-        trials = self.study.get_trials(deepcopy=False, states=states)
+        trials = read(self.study.get_trials, deepcopy=False, states=states)
         with self._lock:
             mine = set(self.held)
         return [t for t in trials if t._trial_id not in mine and STAMP in t.system_attrs]
