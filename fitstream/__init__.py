@@ -48,7 +48,8 @@ from .stages import (
     tick,
 )
 
-__version__ = "0.5.0"
+__version__ = "0.7.0"
+"""The version of the package, defined here only (the build reads it from this line)."""
 
 __all__ = [
     "BestModel",

@@ -10,4 +10,7 @@ from ._distributed import OtherRankFailed
 from .callback import StreamCallback
 from .stream import fit_stream
 
+__version__ = "0.7.0"
+"""The version of the package, defined here only (the build reads it from this line)."""
+
 __all__ = ["OtherRankFailed", "StreamCallback", "fit_stream"]
