@@ -28,7 +28,7 @@ from .sinks import (
     log_tensorboard,
     plot_history,
 )
-from .sources import Ensemble, ensemble_stream, epoch_stream, iter_batches
+from .sources import Ensemble, ensemble_stream, epoch_stream, iter_batches, steps_per_epoch
 from .stages import (
     BestModel,
     augment,
@@ -88,6 +88,7 @@ __all__ = [
     "resume",
     "search",
     "search_events",
+    "steps_per_epoch",
     "stop_on_nonfinite",
     "summarize",
     "take",

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fitstream import iter_batches
+from fitstream import ensemble_stream, epoch_stream, iter_batches, steps_per_epoch, take
 
 
 def _data(n: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,3 +105,95 @@ def test_nothing_is_shuffled_before_the_first_batch_is_asked_for() -> None:
     assert torch.equal(g.get_state(), state)
     next(batches)
     assert not torch.equal(g.get_state(), state)
+
+
+# --- steps_per_epoch: the count a per-step schedule needs, as the sources take the steps ----
+
+
+def _counted_steps(n: int, batch_size: int, accumulate: int = 1) -> int:
+    """The optimizer steps one epoch of ``epoch_stream`` really takes (its scheduler counts)."""
+    X, y = torch.randn(n, 3), torch.randn(n)
+    model = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    counter = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+    def loss_fn(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return ((pred.squeeze(-1) - target) ** 2).mean()
+
+    events = epoch_stream(
+        (X, y), model, optimizer, loss_fn,
+        batch_size=batch_size, accumulate=accumulate, schedulers=counter,
+    )  # fmt: skip
+    next(iter(events))
+    return int(counter.last_epoch)
+
+
+@pytest.mark.parametrize(
+    ("n", "batch_size", "accumulate"),
+    [(1400, 32, 1), (1400, 32, 4), (64, 32, 1), (65, 32, 3), (5, 8, 2)],
+)
+def test_steps_per_epoch_counts_the_steps_an_epoch_really_takes(
+    n: int, batch_size: int, accumulate: int
+) -> None:
+    expected = _counted_steps(n, batch_size, accumulate)
+    assert steps_per_epoch(n, batch_size, accumulate=accumulate) == expected
+    data = (torch.zeros(n, 2), torch.zeros(n))
+    assert steps_per_epoch(data, batch_size, accumulate=accumulate) == expected
+
+
+def test_steps_per_epoch_keeps_the_short_last_batch() -> None:
+    assert steps_per_epoch(1400, 32) == 44  # not 1400 // 32 == 43
+    assert steps_per_epoch(1408, 32) == 44
+
+
+def test_one_cycle_over_steps_per_epoch_runs_every_epoch_where_the_floor_count_raises() -> None:
+    X, y = torch.randn(1400, 3), torch.randn(1400)
+
+    def run(steps: int) -> None:
+        model = torch.nn.Linear(3, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=2 * steps)
+        events = epoch_stream(
+            (X, y), model, optimizer, lambda p, t: ((p.squeeze(-1) - t) ** 2).mean(),
+            batch_size=32, schedulers=schedule,
+        )  # fmt: skip
+        assert [event["step"] for event in take(2)(events)] == [1, 2]
+
+    run(steps_per_epoch((X, y), 32))
+    with pytest.raises(ValueError, match=r"Tried to step"):
+        run(1400 // 32)
+
+
+def test_steps_per_epoch_counts_each_members_rows() -> None:
+    n = 100
+    rows = [torch.arange(100), torch.arange(40), torch.arange(33)]
+    X, y = torch.randn(n, 3), torch.randn(n)
+    models = [torch.nn.Linear(3, 1) for _ in rows]
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.01) for m in models]
+    counters = [torch.optim.lr_scheduler.LambdaLR(o, lambda step: 1.0) for o in optimizers]
+    events = ensemble_stream(
+        (X, y), models, optimizers, lambda p, t: ((p.squeeze(-1) - t) ** 2).mean(),
+        batch_size=16, rows=rows, schedulers=counters,
+    )  # fmt: skip
+    next(iter(events))
+    counted = [int(c.last_epoch) for c in counters]
+    assert steps_per_epoch((X, y), 16, rows=rows) == counted == [7, 3, 3]
+
+
+def test_steps_per_epoch_refuses_bad_arguments_naming_them() -> None:
+    with pytest.raises(
+        ValueError, match=r"steps_per_epoch: 'batch_size' must be a positive int, got 0"
+    ):
+        steps_per_epoch(10, 0)
+    with pytest.raises(ValueError, match=r"'accumulate' must be a positive int, got -1"):
+        steps_per_epoch(10, 2, accumulate=-1)
+    with pytest.raises(ValueError, match=r"'train_data' must be a positive int, got 0"):
+        steps_per_epoch(0, 2)
+    with pytest.raises(TypeError, match=r"'train_data'"):
+        steps_per_epoch(True, 2)
+    with pytest.raises(TypeError, match=r"'train_data'"):
+        steps_per_epoch("rows", 2)
+    with pytest.raises(ValueError, match=r"same first dimension"):
+        steps_per_epoch((torch.zeros(4), torch.zeros(3)), 2)
+    with pytest.raises((TypeError, ValueError), match=r"rows"):
+        steps_per_epoch(10, 2, rows=[torch.tensor([11])])

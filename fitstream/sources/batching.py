@@ -13,8 +13,9 @@ from .._internal.checks import (
     check_positive_int,
     check_tensor_data,
 )
+from .._internal.rows import check_rows
 
-__all__ = ["iter_batches"]
+__all__ = ["iter_batches", "steps_per_epoch"]
 
 
 def batch_slices(n_samples: int, batch_size: int) -> list[tuple[slice, int]]:
@@ -103,3 +104,67 @@ def _batches(
         data = shuffled(data, generator)
     for rows, _ in slices:
         yield tuple(tensor[rows] for tensor in data)
+
+
+def steps_per_epoch(
+    train_data: object,
+    batch_size: int,
+    *,
+    accumulate: int = 1,
+    rows: object = None,
+) -> int | list[int]:
+    """The optimizer steps one epoch takes, as the sources take them.
+
+    An epoch cuts the rows into batches of ``batch_size``, the last one short (kept, never
+    dropped), and takes one optimizer step per ``accumulate`` batches, the last group short
+    too: ``ceil(ceil(n / batch_size) / accumulate)`` steps for ``n`` rows. That is the count a
+    per-step schedule (``OneCycleLR(total_steps=epochs * steps)``) needs: 1400 rows in batches
+    of 32 take 44 steps, not ``1400 // 32 == 43``. With ``rows`` (an ensemble's
+    ``rows=``), one count per member, each from its own row count.
+
+    Args:
+        train_data: The training tensors, such as ``(X, y)`` (their first dimension counts the
+            rows), or the number of rows itself.
+        batch_size: Rows per mini-batch, as given to the source.
+        accumulate: Batches per optimizer step, as given to the source.
+        rows: An ensemble's ``rows=``: one index tensor per member.
+
+    Returns:
+        The steps of one epoch; a list of one per member with ``rows``.
+
+    Raises:
+        TypeError: ``train_data`` is neither tensors nor an int, a count is not an int, or
+            ``rows`` not a list of index tensors.
+        ValueError: A count below 1, or tensors that do not share their first dimension.
+
+    Example:
+        >>> steps_per_epoch(1400, 32)
+        44
+        >>> steps_per_epoch((torch.zeros(1400, 3), torch.zeros(1400)), 32, accumulate=4)
+        11
+        >>> steps_per_epoch(1400, 32, rows=[torch.arange(1000), torch.arange(64)])
+        [32, 2]
+    """
+    func = "steps_per_epoch"
+    check_positive_int(batch_size, func=func, arg="batch_size")
+    check_positive_int(accumulate, func=func, arg="accumulate")
+    if isinstance(train_data, int) and not isinstance(train_data, bool):
+        check_positive_int(train_data, func=func, arg="train_data")
+        n, device = train_data, None
+    else:
+        tensors = check_tensor_data(train_data, func=func, arg="train_data", last_label=False)
+        n, device = int(tensors[0].shape[0]), tensors[0].device
+    counts = [n]
+    if rows is not None:
+        first = rows[0] if isinstance(rows, list | tuple) and rows else None
+        where = device or (first.device if isinstance(first, torch.Tensor) else torch.device("cpu"))
+        member_rows = check_rows(rows, n, where, members=None, func=func, data="train_data")
+        assert member_rows is not None
+        counts = [int(r.numel()) for r in member_rows]
+    batches = [_ceil_div(count, batch_size) for count in counts]  # the last one short
+    steps = [_ceil_div(b, accumulate) for b in batches]  # the last group short too
+    return steps if rows is not None else steps[0]
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
