@@ -204,6 +204,58 @@ def test_collect_jsonl_accepts_a_str_path_and_overwrites(tmp_path: pathlib.Path)
     assert path.read_text(encoding="utf-8") == '{"step": 1}\n'
 
 
+def _steps_file(path: pathlib.Path, steps: range, tag: str) -> None:
+    path.write_text("".join(f'{{"step": {s}, "run": "{tag}"}}\n' for s in steps), encoding="utf-8")
+
+
+def test_collect_jsonl_continuing_a_run_keeps_the_lines_before_its_first_step(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "history.jsonl"
+    _steps_file(path, range(1, 8), "killed")  # killed at step 7, its checkpoint at step 4
+    collect_jsonl(({"step": s, "run": "again"} for s in range(5, 9)), path)
+    assert [(r["step"], r["run"]) for r in read_lines(path)] == [
+        (1, "killed"), (2, "killed"), (3, "killed"), (4, "killed"),
+        (5, "again"), (6, "again"), (7, "again"), (8, "again"),
+    ]  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.jsonl"]  # no temporary file
+
+
+def test_collect_jsonl_a_stream_from_step_1_starts_the_file_afresh(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "history.jsonl"
+    _steps_file(path, range(1, 8), "old")
+    collect_jsonl([{"step": 1, "run": "new"}], path)
+    assert read_lines(path) == [{"step": 1, "run": "new"}]
+
+
+def test_collect_jsonl_drops_a_line_cut_by_the_crash_when_continuing(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "history.jsonl"
+    _steps_file(path, range(1, 4), "killed")
+    with path.open("a", encoding="utf-8") as file:
+        file.write('{"step": 4, "val_lo')  # the process died while writing it
+    collect_jsonl([{"step": 3, "run": "again"}, {"step": 4, "run": "again"}], path)
+    assert [(r["step"], r["run"]) for r in read_lines(path)] == [
+        (1, "killed"), (2, "killed"), (3, "again"), (4, "again"),
+    ]  # fmt: skip
+
+
+def test_collect_jsonl_leaves_the_file_untouched_when_no_event_comes(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "history.jsonl"
+    _steps_file(path, range(1, 4), "kept")
+
+    def fails_at_once() -> Iterator[dict[str, Any]]:
+        raise OSError("the checkpoint cannot be read")
+        yield {}
+
+    with pytest.raises(OSError, match="cannot be read"):
+        collect_jsonl(fails_at_once(), path)
+    assert [r["step"] for r in read_lines(path)] == [1, 2, 3]  # nothing lost before the restart
+
+
 def test_collect_jsonl_include_and_exclude(tmp_path: pathlib.Path) -> None:
     collect_jsonl(live_events(), tmp_path / "a.jsonl", include=["step", "val_acc"])
     collect_jsonl(live_events(), tmp_path / "b.jsonl", exclude=["tag", "lr", "val_acc"])

@@ -12,8 +12,10 @@ returns or fails.
 from __future__ import annotations
 
 import io
+import json
 import os
-from collections.abc import Iterable, Sequence
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -83,13 +85,55 @@ def collect(
         return list(records(it, selection, caller="collect"))
 
 
-def _open_target(dest: object) -> tuple[IO[str], bool]:
-    """Return ``(file, opened_here)`` for a path or an open text file; check it is writable."""
+def _check_target(dest: object) -> Path | None:
+    """The path to write, checked; ``None`` for an open text file (checked too)."""
     if isinstance(dest, str | os.PathLike):
         path = Path(dest)
         check_file_target(path, func="collect_jsonl", arg="dest")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path.open("w", encoding="utf-8"), True
+        return path
+    _open_target(dest)
+    return None
+
+
+def _continued(path: Path, first: Mapping[str, Any] | None) -> IO[str]:
+    """Open ``path`` for the stream whose first event is ``first``; keep what came before.
+
+    A stream whose first step is ``s > 1`` continues a run (``resumable`` numbers its steps on
+    from the checkpoint): the lines of steps before ``s`` stay, those from ``s`` on (written by
+    the run that was killed after its last checkpoint) go. Any other stream starts the file
+    afresh. The kept lines are written to a temporary file renamed over ``path``, so the
+    record is whole at every moment.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    start = _step_of(first) if first is not None else None
+    if start is None or start <= 1 or not path.exists():
+        return path.open("w", encoding="utf-8")
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [line for line in lines if (_step_of_line(line) or start) < start]
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(handle, "w", encoding="utf-8") as file:
+        file.writelines(kept)
+    os.replace(temporary, path)
+    return path.open("a", encoding="utf-8")
+
+
+def _step_of(record: Mapping[str, Any]) -> int | None:
+    """A record's ``step`` when it is an int, else None."""
+    step = record.get("step")
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
+def _step_of_line(line: str) -> int | None:
+    """The ``step`` of one JSON line, or None (a line cut by a crash, a record without one)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return _step_of(record) if isinstance(record, dict) else None
+
+
+def _open_target(dest: object) -> tuple[IO[str], bool]:
+    """Return ``(file, opened_here)`` for an open text file; check it is writable."""
     if not callable(getattr(dest, "write", None)):
         raise TypeError(
             "collect_jsonl: dest must be a path (str or os.PathLike) or a file opened for "
@@ -134,7 +178,11 @@ def collect_jsonl(
         events: The stream to consume.
         dest: A path (missing parent folders are created, an existing file is overwritten) or
             a file opened for writing text. A file opened here is closed on every exit path; a
-            file passed in is flushed and left open.
+            file passed in is flushed and left open. A stream that continues a run (its
+            first step is ``s > 1``, as :func:`~fitstream.resumable` numbers it after a
+            restart) keeps an existing file's lines of the steps before ``s`` and drops the
+            others (what the killed run wrote after its last checkpoint): one script for the
+            first start and every restart leaves one record, every step once.
         include: The keys to keep, in this order (see :func:`collect`).
         exclude: Keys to leave out besides the live objects.
 
@@ -161,20 +209,32 @@ def collect_jsonl(
     """
     check_stream(events, func="collect_jsonl")
     selection = check_selection(include, exclude, caller="collect_jsonl")
-    handle, opened_here = _open_target(dest)
+    path = _check_target(dest)
+    handle: IO[str] | None = None
+    if path is None:
+        handle = _open_target(dest)[0]
+    elif not path.exists():  # nothing to keep: made at once, to follow from the start
+        handle = _continued(path, None)
     try:
-        still_there = file_watch(handle)
         with upstream(events) as it:
-            for record in records(it, selection, caller="collect_jsonl"):
+            for position, record in enumerate(records(it, selection, caller="collect_jsonl")):
+                if handle is None:  # a path: opened at the first event, which says where
+                    assert path is not None
+                    handle = _continued(path, record)
+                if position == 0:
+                    still_there = file_watch(handle)
                 line = json_line(record, caller="collect_jsonl")
                 still_there()
                 handle.write(line)
                 handle.flush()
+        if handle is None and path is not None:  # no event: an empty record, as before
+            handle = _continued(path, None)
     finally:
-        if opened_here:
-            handle.close()
-        else:
-            handle.flush()
+        if handle is not None:
+            if path is not None:
+                handle.close()
+            else:
+                handle.flush()
 
 
 def collect_pd(

@@ -88,6 +88,12 @@ def resumable(
     one script serves the first start and every restart, even after ``kill -9``. With
     ``epochs``, the stream ends once ``step`` reaches it: the run's total, not the epochs left.
 
+    It tells the stages and sinks after it nothing else of a restart: they see the steps
+    numbered on. :func:`fitstream.collect_jsonl` (to a path) and
+    :func:`fitstream.log_tensorboard` read a first step above 1 as a continued run and keep
+    one record, each step once: the lines or points the killed run wrote from that step on
+    are dropped.
+
     The file is :func:`fitstream.checkpoint`'s, so :func:`fitstream.resume` reads it too. The
     saving happens when the event after a saved one is asked for, once every later stage has
     finished with the saved one; stages that read ahead of the consumer are not supported.
