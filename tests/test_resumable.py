@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -265,3 +266,63 @@ def test_refuses_bad_arguments_at_the_call(
     }
     with pytest.raises(error, match=f"^resumable: {match}"):
         resumable(**arguments)
+
+
+# --- the sinks of a restarted run: one record, every step once ------------------------------
+
+
+def test_one_script_for_every_start_keeps_one_record_in_jsonl_and_tensorboard(
+    tmp_path: Path,
+) -> None:
+    """The how-to's script, killed at step 7 (its last checkpoint at 4), then run again."""
+    pytest.importorskip("tensorboard")
+    import shutil
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from fitstream import collect_jsonl, log_tensorboard
+
+    def script(seed: int, path: Path, kill_after: int | None = None) -> None:
+        events = pipe(
+            Session(seed, path / "run.ckpt", every=4).events(), log_tensorboard(path / "tb")
+        )
+
+        def killed(events: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+            for event in events:
+                if event["step"] == 5 and kill_after:  # what kill -9 leaves: step 4's save...
+                    shutil.copy(path / "run.ckpt", path / "at_4.ckpt")
+                yield event
+                if event["step"] == kill_after:  # ... and the lines of steps 1 to 7
+                    raise KeyboardInterrupt
+
+        try:
+            collect_jsonl(killed(events), path / "run.jsonl", exclude=["train_time_sec"])
+        finally:
+            events.close()  # type: ignore[attr-defined]  # a pipe's stream is a generator
+            if kill_after is not None:  # no save on the way out: a killed process makes none
+                os.replace(path / "at_4.ckpt", path / "run.ckpt")
+
+    script(0, tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        script(0, tmp_path / "restarted", kill_after=7)
+    checkpoint_file = tmp_path / "restarted" / "run.ckpt"
+    assert resume(checkpoint_file, stages=Session(1, checkpoint_file).stages) == 4
+    assert len((tmp_path / "restarted" / "run.jsonl").read_text().splitlines()) == 7
+    script(99, tmp_path / "restarted")
+
+    def lines(path: Path) -> list[dict[str, Any]]:
+        import json
+
+        return [json.loads(line) for line in (path / "run.jsonl").read_text().splitlines()]
+
+    restarted, straight = lines(tmp_path / "restarted"), lines(tmp_path / "straight")
+    assert [record["step"] for record in restarted] == list(range(1, 11))  # each step once
+    assert restarted == straight
+
+    def curve(path: Path) -> list[tuple[int, float]]:
+        run = EventAccumulator(str(path / "tb" / "validation"), size_guidance={"scalars": 0})
+        run.Reload()
+        return [(point.step, point.value) for point in run.Scalars("epoch/loss")]
+
+    assert [step for step, _ in curve(tmp_path / "restarted")] == list(range(1, 11))
+    assert curve(tmp_path / "restarted") == curve(tmp_path / "straight")

@@ -75,16 +75,36 @@ def close(stream: Iterator[dict[str, Any]]) -> None:
     stream.close()  # type: ignore[attr-defined]  # a stage's stream is a generator
 
 
+def layout_runs(path: Path) -> list[Path]:
+    """The run folders under ``path`` (itself included) that hold a custom-scalars layout."""
+    folders = sorted({p.parent for p in path.rglob("events.out.tfevents.*")})
+    return [f for f in folders if "custom_scalars__config__" in read_run(f).Tags()["tensors"]]
+
+
 def layout_of(path: Path) -> dict[str, list[str]]:
-    """The last custom-scalars layout of a run, as {chart title: tag regexes}."""
-    events = read_run(path).Tensors("custom_scalars__config__")
+    """The last custom-scalars layout under ``path``, as {chart title: tag regexes}.
+
+    It is written into one run only (TensorBoard merges every run's layout), one with data.
+    """
+    (holder,) = layout_runs(path)
+    events = read_run(holder).Tensors("custom_scalars__config__")
     layout = layout_pb2.Layout()
     layout.ParseFromString(events[-1].tensor_proto.string_val[0])
     return {
         chart.title: list(chart.multiline.tag)
+        or [
+            tag
+            for series in chart.margin.series
+            for tag in (series.value, series.lower, series.upper)
+        ]
         for category in layout.category
         for chart in category.chart
     }
+
+
+def root_event_files(path: Path) -> list[Path]:
+    """The event files in ``path`` itself: TensorBoard's run named ``.``."""
+    return sorted(path.glob("events.out.tfevents.*"))
 
 
 def history(n: int = 4) -> list[dict[str, Any]]:
@@ -291,7 +311,8 @@ def test_hparams_make_a_session_and_running_bests_without_one_point_series(
     collect_tensorboard(
         history(), tmp_path, hparams=hparams, keys=["train_loss", "val_loss", "val_acc"]
     )
-    assert session_start(tmp_path) == {"lr": 0.01, "optimizer": "adam", "layers": 3}
+    # a whole number is written as text, which the table prints as given (not 3.0000)
+    assert session_start(tmp_path) == {"lr": 0.01, "optimizer": "adam", "layers": "3"}
     assert session_status(tmp_path) == 1  # STATUS_SUCCESS
     # No experiment summary: TensorBoard unions the names of every session under --logdir.
     assert "_hparams_/experiment" not in read_run(tmp_path).PluginTagToContent("hparams")
@@ -378,15 +399,15 @@ def test_an_ensemble_gets_one_run_per_member_each_a_session(tmp_path: Path, swee
     )
     # the table shows what was given and what differs; not the settings nobody varied
     assert session_start(tmp_path / "lr=0.01") == {
-        "batch_size": 32,
-        "member": 1,
+        "batch_size": "32",
+        "member": "1",
         "lr": pytest.approx(0.01),
     }
     assert layout_of(tmp_path) == {"loss": ["^epoch/loss$", "^hparams/loss_best$"]}
     collect_tensorboard(sweep(3, 3), tmp_path / "all", hparams={"batch_size": 32}, all_hparams=True)
     assert session_start(tmp_path / "all" / "lr=0.01") == {
-        "batch_size": 32,
-        "member": 1,
+        "batch_size": "32",
+        "member": "1",
         "optimizer": "Adam",
         "lr": pytest.approx(0.01),
         "betas": "(0.9, 0.999)",
@@ -663,12 +684,12 @@ def test_a_single_run_is_a_session_with_its_optimizers_name_and_lr(tmp_path: Pat
     assert session_start(tmp_path / "all") == {
         "optimizer": "Adam",
         "lr": pytest.approx(0.003),
-        "weight_decay": 0,
+        "weight_decay": 0,  # an optimizer's setting: a number, however it was written
         "beta1": pytest.approx(0.9),
         "beta2": pytest.approx(0.999),
         "eps": pytest.approx(1e-8),
         "amsgrad": False,
-        "width": 8,
+        "width": "8",
     }
     # no optimizer and no hparams: nothing to compare, no session and no running bests
     collect_tensorboard([{"step": 1, "val_loss": 1.0}], tmp_path / "bare")
@@ -686,3 +707,186 @@ def test_a_step_too_large_for_the_x_axis_is_refused_naming_step(tmp_path: Path) 
         collect_tensorboard([{"step": 10**400, "val_loss": 1.0}], tmp_path)
     collect_tensorboard([{"step": 2**53, "val_loss": 1.0}], tmp_path / "ok")  # still exact
     assert scalars(tmp_path / "ok" / "validation", "epoch/loss") == [(2**53, 1.0)]
+
+
+# --- a grid: one run per setting ----------------------------------------------------------
+
+
+LRS = (0.1, 0.01, 0.001, 0.0001)
+
+
+@pytest.fixture
+def grid_events(stand_in_ensemble: Any) -> Any:
+    """``grid_events(n, folds=2, freeze_at=None)``: see :func:`_grid_events`."""
+    return lambda *args, **kwargs: _grid_events(stand_in_ensemble, *args, **kwargs)
+
+
+def _grid_events(
+    ensemble_class: Any, n: int, folds: int = 2, freeze_at: dict[int, list[int]] | None = None
+) -> Iterator[dict[str, Any]]:
+    """n events of a folds x 4-lr grid (member ``s * folds + f`` is lr ``LRS[s]``, fold f).
+
+    Member k's val_loss at step t is ``(k + 1) / t``; ``freeze_at[t]`` lists the members
+    frozen after the event of step t.
+    """
+    hparams = [{"lr": lr, "fold": f, "width": 8} for lr in LRS for f in range(folds)]
+    ensemble = ensemble_class(len(hparams), hparams=hparams)
+    for t in range(1, n + 1):
+        yield {
+            "step": t,
+            "model": ensemble,
+            "train_loss": [(k + 1) / (2 * t) for k in range(len(hparams))],
+            "lr": [h["lr"] for h in hparams],
+            "val_loss": [(k + 1) / t for k in range(len(hparams))],
+        }
+        for member in (freeze_at or {}).get(t, []):
+            ensemble.freeze(member)
+
+
+def test_a_grid_writes_one_run_per_setting_with_its_mean_and_band(
+    tmp_path: Path, grid_events: Any
+) -> None:
+    collect_tensorboard(grid_events(3), tmp_path)
+    runs = runs_and_tags(tmp_path)
+    names = [f"lr={lr:g}" for lr in LRS]
+    # 8 members (2 folds x 4 lrs): 4 settings, 8 runs, not 16
+    assert sorted(runs) == sorted(
+        f"{n}/{split}" for n in names for split in ("train", "validation")
+    )
+    assert runs["lr=0.01/validation"] == [
+        "epoch/loss", "folds/loss_high", "folds/loss_low", "hparams/loss_best",
+    ]  # fmt: skip
+    # lr, the same in every fold of a setting, has no band: it would only repeat the mean
+    assert runs["lr=0.01/train"] == ["epoch/loss", "epoch/lr", "folds/loss_high", "folds/loss_low"]
+    assert [v for _, v in scalars(tmp_path / "lr=0.01" / "train", "epoch/lr")] == pytest.approx(
+        [0.01] * 3
+    )
+    # lr=0.01 is members 2 and 3: val_loss 3/t and 4/t, mean 3.5/t, std 0.5/t
+    run = tmp_path / "lr=0.01" / "validation"
+    assert [v for _, v in scalars(run, "epoch/loss")] == pytest.approx([3.5 / t for t in (1, 2, 3)])
+    assert [v for _, v in scalars(run, "folds/loss_low")] == pytest.approx(
+        [3 / t for t in (1, 2, 3)]
+    )
+    assert [v for _, v in scalars(run, "folds/loss_high")] == pytest.approx(
+        [4 / t for t in (1, 2, 3)]
+    )
+    assert [v for _, v in scalars(run, "hparams/loss_best")] == pytest.approx([3.5, 1.75, 3.5 / 3])
+    assert [step for step, _ in scalars(run, "epoch/loss")] == [1, 2, 3]
+    # one session per setting: what differs between settings, and the number of folds, the
+    # whole numbers as they were given; width is the same for all, so not a column
+    assert session_start(tmp_path / "lr=0.01") == {"lr": pytest.approx(0.01), "folds": "2"}
+    assert session_status(tmp_path / "lr=0.01") == 1
+    assert root_event_files(tmp_path) == []  # no empty run named "."
+    assert layout_of(tmp_path) == {
+        "loss": ["^epoch/loss$", "^hparams/loss_best$"],
+        "loss (mean ± std over folds)": ["epoch/loss", "folds/loss_low", "folds/loss_high"],
+        "lr": ["^epoch/lr$"],
+    }
+
+
+def test_a_grid_table_equals_the_one_computed_from_the_members(
+    tmp_path: Path, grid_events: Any
+) -> None:
+    events = list(grid_events(2, folds=3))
+    collect_tensorboard(events, tmp_path / "grid")
+    collect_tensorboard(events, tmp_path / "members", per_member=True)
+    members = runs_and_tags(tmp_path / "members")
+    assert len([r for r in members if r.endswith("/validation")]) == 12
+    for lr in LRS:
+        curves = [
+            [
+                v
+                for _, v in scalars(
+                    tmp_path / "members" / f"lr={lr:g},fold={f}" / "validation", "epoch/loss"
+                )
+            ]
+            for f in range(3)
+        ]
+        means = [float(np.mean(c)) for c in zip(*curves, strict=True)]
+        stds = [float(np.std(c)) for c in zip(*curves, strict=True)]
+        grid = tmp_path / "grid" / f"lr={lr:g}" / "validation"
+        assert [v for _, v in scalars(grid, "epoch/loss")] == pytest.approx(means, rel=1e-6)
+        assert [v for _, v in scalars(grid, "folds/loss_high")] == pytest.approx(
+            [m + d for m, d in zip(means, stds, strict=True)], rel=1e-6
+        )
+    assert session_start(tmp_path / "members" / "lr=0.1,fold=2") == {
+        "lr": pytest.approx(0.1), "fold": "2", "member": "2",
+    }  # fmt: skip
+
+
+def test_a_settings_run_ends_when_its_last_fold_stops(tmp_path: Path, grid_events: Any) -> None:
+    # lr=0.1 (members 0, 1): member 0 stops after step 1, member 1 after step 2
+    collect_tensorboard(grid_events(4, freeze_at={1: [0], 2: [1]}), tmp_path)
+    run = tmp_path / "lr=0.1" / "validation"
+    assert [step for step, _ in scalars(run, "epoch/loss")] == [1, 2]
+    other = tmp_path / "lr=0.01" / "validation"
+    assert [step for step, _ in scalars(other, "epoch/loss")] == [1, 2, 3, 4]
+
+
+def test_an_ensemble_without_folds_writes_nothing_into_the_log_folder_itself(
+    tmp_path: Path, sweep: Any
+) -> None:
+    collect_tensorboard(sweep(3, 2), tmp_path)
+    assert root_event_files(tmp_path) == []
+    assert len(layout_runs(tmp_path)) == 1  # the layout, in one run that has data
+
+
+def test_per_member_must_be_a_bool(tmp_path: Path) -> None:
+    with pytest.raises(
+        TypeError, match=r"log_tensorboard: 'per_member' must be True or False, got int: 1"
+    ):
+        log_tensorboard(tmp_path, per_member=1)  # type: ignore[call-overload]
+
+
+# --- a restarted run: every step once ------------------------------------------------------
+
+
+def test_a_continued_stream_hides_what_the_killed_run_wrote_from_its_first_step(
+    tmp_path: Path,
+) -> None:
+    killed = [{"step": s, "val_loss": 1.0 / s, "train_loss": 2.0 / s} for s in range(1, 8)]
+    collect_tensorboard(killed, tmp_path)  # trained to step 7, its checkpoint at step 4
+    again = [{"step": s, "val_loss": 10.0 / s, "train_loss": 20.0 / s} for s in range(5, 11)]
+    collect_tensorboard(again, tmp_path)
+    for split, scale in (("validation", 1.0), ("train", 2.0)):
+        points = scalars(tmp_path / split, "epoch/loss")
+        assert [step for step, _ in points] == list(range(1, 11))  # each step once
+        expected = [scale / s for s in range(1, 5)] + [10 * scale / s for s in range(5, 11)]
+        assert [v for _, v in points] == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_continued_grid_hides_the_killed_runs_points_in_every_setting(
+    tmp_path: Path, grid_events: Any
+) -> None:
+    collect_tensorboard(grid_events(6), tmp_path)
+    collect_tensorboard(islice(grid_events(9), 3, None), tmp_path)  # from step 4
+    for lr in LRS:
+        run = tmp_path / f"lr={lr:g}" / "validation"
+        assert [step for step, _ in scalars(run, "epoch/loss")] == list(range(1, 10))
+        assert [step for step, _ in scalars(run, "folds/loss_low")] == list(range(1, 10))
+
+
+def test_a_stream_from_step_1_purges_nothing(tmp_path: Path) -> None:
+    collect_tensorboard([{"step": 1, "val_loss": 1.0}], tmp_path / "a")
+    collect_tensorboard(
+        [{"step": 1, "val_loss": 2.0}], tmp_path / "a"
+    )  # a second run, not a restart
+    assert len(scalars(tmp_path / "a" / "validation", "epoch/loss")) == 2
+
+
+def test_a_collected_grid_history_is_written_as_its_live_stream_is(
+    tmp_path: Path, grid_events: Any
+) -> None:
+    live = list(grid_events(3))
+    collect_tensorboard(live, tmp_path / "live")
+    collect_tensorboard(collect(live), tmp_path / "collected")  # records: hparams, no model
+    assert runs_and_tags(tmp_path / "collected") == runs_and_tags(tmp_path / "live")
+    for lr in LRS:
+        run = f"lr={lr:g}/validation"
+        for tag in ("epoch/loss", "folds/loss_high"):
+            assert scalars(tmp_path / "collected" / run, tag) == scalars(
+                tmp_path / "live" / run, tag
+            )
+    assert session_start(tmp_path / "collected" / "lr=0.1") == session_start(
+        tmp_path / "live" / "lr=0.1"
+    )

@@ -205,6 +205,36 @@ def test_the_server_shows_an_ensemble_as_one_session_per_member(
     assert sorted(by_run) == sorted(f"sweep/lr={10.0 ** -(k + 1):g}" for k in range(4))
     hparams, metrics = by_run["sweep/lr=0.001"]
     assert hparams["lr"] == pytest.approx(1e-3)
-    assert hparams["member"] == 2
+    assert hparams["member"] == "2"  # a whole number, shown as one
     assert metrics["validation/hparams/loss_best"] == pytest.approx(2 * 3 / 3)
     assert metrics["train/epoch/loss"] == pytest.approx(3 / 3)
+
+
+def test_the_server_shows_a_grid_as_one_session_per_setting_and_no_empty_run(
+    tensorboard_server: tuple[Server, Path], sweep: Any
+) -> None:
+    server, logdir = tensorboard_server
+    lrs = (0.1, 0.01, 0.001, 0.0001)
+    grid = [{"lr": lr, "fold": fold} for lr in lrs for fold in range(5)]  # 20 members
+    collect(pipe(sweep(20, 3, hparams=grid), log_tensorboard(logdir / "grid")))
+    by_run = server.wait_for(
+        "the settings' sessions",
+        lambda: session_groups(server) if len(session_groups(server)) == 4 else None,
+    )
+    assert sorted(by_run) == sorted(f"grid/lr={lr:g}" for lr in lrs)
+    hparams, metrics = by_run["grid/lr=0.01"]
+    assert hparams == {"lr": pytest.approx(0.01), "folds": "5"}
+    # members 5..9 have val_loss 2 * (m + 1) / s: at step 3 their mean is 2 * 8 / 3
+    assert metrics["validation/epoch/loss"] == pytest.approx(2 * 8 / 3)
+    runs = server.get("/data/runs")
+    assert "grid" not in runs
+    assert "." not in runs
+    curves = {run for run, tags in server.get("/data/plugin/scalars/tags").items() if tags}
+    assert len(curves) == 8  # 4 settings x (train, validation), not 40
+    assert set(runs) == curves | set(by_run)  # the others hold the settings' sessions
+    layout = server.get("/data/plugin/custom_scalars/layout")
+    charts = {chart["title"]: chart for chart in layout["category"][0]["chart"]}
+    margin = charts["loss (mean ± std over folds)"]["margin"]["series"]
+    assert margin == [
+        {"value": "epoch/loss", "lower": "folds/loss_low", "upper": "folds/loss_high"}
+    ]

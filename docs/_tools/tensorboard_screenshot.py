@@ -10,7 +10,9 @@ runs with hyperparameters), starts a TensorBoard server on 127.0.0.1 and
 photographs the Time Series, HParams and Custom Scalars tabs with headless
 Chromium; then it runs docs/tutorial.md and photographs the Time Series tab of
 its digits run, and docs/howto/ensembles.md and photographs the HParams tab of
-its sweep (one session per member).
+its sweep (one session per member), and docs/howto/tensorboard.md and
+photographs its grid (4 settings x 5 folds: one run per setting) in the Time
+Series, Custom Scalars and HParams tabs.
 """
 
 from __future__ import annotations
@@ -130,6 +132,11 @@ def main() -> None:
         outputs(STATIC.parent / "howto" / "ensembles.md", Path(tmp))
         names = {"hparams": "tensorboard_ensemble_hparams.png"}
         shoot(Path(tmp) / "runs" / "sweep", names)
+    # The TensorBoard how-to's grid: 4 learning rates x 5 folds, one run per setting.
+    with tempfile.TemporaryDirectory() as tmp:
+        outputs(STATIC.parent / "howto" / "tensorboard.md", Path(tmp))
+        tabs = ("timeseries", "custom_scalars", "hparams")
+        shoot(Path(tmp) / "runs" / "tb" / "grid", {t: f"tensorboard_grid_{t}.png" for t in tabs})
 
 
 if __name__ == "__main__":

@@ -8,13 +8,21 @@ model), while the values shared by all members (``step``, ``train_time_sec``) re
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .._internal.members import ensemble_of, is_per_member
 from .._internal.values import is_live_object
 
-__all__ = ["ACTIVE_KEY", "MEMBER_KEY", "event_active", "member_rows", "rows_by_member"]
+__all__ = [
+    "ACTIVE_KEY",
+    "MEMBER_KEY",
+    "Recorded",
+    "event_active",
+    "member_rows",
+    "recorded_ensemble",
+    "rows_by_member",
+]
 
 MEMBER_KEY = "member"
 """The column that holds a row's member index."""
@@ -125,3 +133,40 @@ def _collected_hparams(event: Mapping[str, Any]) -> list[Mapping[str, Any]] | No
 
 def _kept(hyperparameter: str, event: Mapping[str, Any]) -> bool:
     return hyperparameter not in event or is_live_object(event[hyperparameter])
+
+
+class Recorded:
+    """An ensemble as a collected record keeps it: its members' ``hparams`` and ``active``.
+
+    A sink handed a collected history (``collect(...)`` of an ensemble's stream, a JSONL file)
+    reads the members from it as from a live ensemble; there are no modules to freeze.
+    """
+
+    def __init__(self, hparams: Sequence[Mapping[str, Any]], active: Sequence[bool]) -> None:
+        self.hparams, self.active = list(hparams), list(active)
+        self.members: list[Any] = []
+
+    def freeze(self, member: int) -> None:
+        raise TypeError("a collected history holds no models: nothing to freeze")
+
+    def __len__(self) -> int:
+        return len(self.hparams)
+
+
+def recorded_ensemble(event: Mapping[str, Any]) -> Recorded | None:
+    """The ensemble a collected record describes (its ``hparams`` list), else None.
+
+    Example:
+        >>> members = recorded_ensemble({"step": 1, "hparams": [{"lr": 0.1}, {"lr": 0.2}]})
+        >>> len(members), members.active
+        (2, [True, True])
+        >>> recorded_ensemble({"step": 1, "val_loss": 0.5}) is None
+        True
+    """
+    hparams = _collected_hparams(event)
+    if hparams is None:
+        return None
+    active = event.get(ACTIVE_KEY)
+    if not (isinstance(active, list) and len(active) == len(hparams)):
+        active = [True] * len(hparams)
+    return Recorded(hparams, [bool(a) for a in active])

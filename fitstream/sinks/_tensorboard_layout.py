@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .._internal.direction import lower_is_better
+from ._tensorboard_settings import BAND_GROUP, band_tags
 
 __all__ = [
     "BEST_GROUP",
@@ -130,22 +131,30 @@ def custom_scalars_layout(tags: Iterable[str]) -> dict[str, dict[str, list[Any]]
     """Return the Custom Scalars layout: one chart per metric, the same as Time Series.
 
     Each chart matches its tag in every run (train, validation, each member), and its running
-    best when there is one; regular expressions match whole tags.
+    best when there is one; regular expressions match whole tags. A metric with a band (a
+    grid's settings: ``folds/<metric>_low`` and ``_high``) gets a second chart, of the margin
+    kind, that draws each run's mean inside its band.
 
     Example:
         >>> custom_scalars_layout(["epoch/loss", "hparams/loss_best", "epoch/acc"])
         {'fitstream': {'acc': ['Multiline', ['^epoch/acc$']], \
 'loss': ['Multiline', ['^epoch/loss$', '^hparams/loss_best$']]}}
+        >>> custom_scalars_layout(["epoch/acc", "folds/acc_low", "folds/acc_high"])["fitstream"]
+        {'acc': ['Multiline', ['^epoch/acc$']], \
+'acc (mean ± std over folds)': ['Margin', ['epoch/acc', 'folds/acc_low', 'folds/acc_high']]}
     """
     tags = set(tags)
     bests = {best_tag(tag) for tag in tags}
     charts: dict[str, list[Any]] = {}
     for tag in sorted(tags):
-        if tag in bests:
+        if tag in bests or tag.startswith(BAND_GROUP):
             continue  # drawn in its metric's chart
         shown = [tag] + ([best_tag(tag)] if best_tag(tag) in tags else [])
         title = tag.removeprefix("epoch/")
         charts[title] = ["Multiline", [f"^{re.escape(t)}$" for t in shown]]
+        low, high = band_tags(tag)
+        if low in tags and high in tags:  # a grid's setting: its mean, and a band around it
+            charts[f"{title} (mean ± std over folds)"] = ["Margin", [tag, low, high]]
     return {LAYOUT_CATEGORY: charts} if charts else {}
 
 

@@ -1,120 +1,34 @@
-"""The writers behind :func:`fitstream.log_tensorboard`: its checked options and one pass.
+"""The writers behind :func:`fitstream.log_tensorboard`: one pass over a stream.
 
-Where each value goes (run and tag) is decided in :mod:`._tensorboard_layout`; the HParams
-sessions are written by :mod:`._tensorboard_summary`.
+Its options are checked in :mod:`._tensorboard_options`; where each value goes (run and tag) is
+decided in :mod:`._tensorboard_layout`, a grid's settings in :mod:`._tensorboard_settings`; the
+HParams sessions are started by :mod:`._tensorboard_sessions`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import torch
-
-from .._internal.checks import check_bool, check_positive_int
 from .._internal.lookup import as_float, unseen_keys_error
 from .._internal.members import (
     EnsembleLike,
-    differing_keys,
     ensemble_of,
     is_per_member,
-    member_labels,
 )
-from .._internal.optimizers import event_optimizers, hparams_of
 from .._internal.optional import require
-from .._internal.paths import check_folder_target
 from .._internal.values import scalar_value
-from ._members import event_active
-from ._records import check_key_names
-from ._tensorboard_layout import RunningBest, TagMap, custom_scalars_layout, member_folder
-from ._tensorboard_summary import (
-    check_hparams,
-    plain_hparams,
-    write_session_end,
-    write_session_start,
-)
+from ._members import event_active, recorded_ensemble
+from ._tensorboard_layout import RunningBest, TagMap, custom_scalars_layout
+from ._tensorboard_options import Options
+from ._tensorboard_sessions import start_sessions
+from ._tensorboard_settings import Settings, band_tags
+from ._tensorboard_summary import write_session_end
 
-__all__ = ["Options", "Run", "check_options"]
+__all__ = ["Run"]
 
 _Point = tuple[str, str, float]  # (run folder, tag, value)
-
-
-@dataclass(frozen=True)
-class Options:
-    caller: str
-    log_dir: str | None
-    writer: Any
-    keys: tuple[str, ...] | None
-    every: int
-    hparams: dict[str, bool | int | float | str] | None
-    all_hparams: bool
-
-
-def check_options(
-    caller: str,
-    *,
-    log_dir: object,
-    writer: object,
-    keys: object,
-    every: object,
-    hparams: object,
-    all_hparams: object = False,
-) -> Options:
-    require("tensorboard", "tensorboard", feature=caller)
-    require("torch.utils.tensorboard", "tensorboard", feature=caller)
-    if log_dir is not None and writer is not None:
-        raise ValueError(
-            f"{caller}: pass log_dir or writer, not both (got log_dir={log_dir!r:.80} and "
-            f"writer={writer!r:.80})"
-        )
-    if log_dir is not None and not isinstance(log_dir, str | os.PathLike):
-        raise TypeError(
-            f"{caller}: log_dir must be a folder path (str or os.PathLike) or None, got "
-            f"{type(log_dir).__name__}: {log_dir!r:.80}"
-        )
-    if log_dir is not None:
-        check_folder_target(Path(log_dir), func=caller, arg="log_dir")
-    needed = ["add_scalar", "add_custom_scalars", "flush", "get_logdir"]
-    if hparams is not None:
-        needed.append("_get_file_writer")
-    if writer is not None and not all(callable(getattr(writer, m, None)) for m in needed):
-        raise TypeError(
-            f"{caller}: writer must be an open torch.utils.tensorboard.SummaryWriter (e.g. a "
-            f"Lightning TensorBoardLogger's .experiment), got {type(writer).__name__}: "
-            f"{writer!r:.80}"
-        )
-    check_positive_int(every, func=caller, arg="every")
-    check_bool(all_hparams, func=caller, arg="all_hparams")
-    return Options(
-        caller=caller,
-        log_dir=None if log_dir is None else str(os.fspath(log_dir)),
-        writer=writer,
-        keys=check_key_names(keys, name="keys", caller=caller),
-        every=every,  # type: ignore[arg-type]
-        hparams=check_hparams(hparams, caller=caller),
-        all_hparams=bool(all_hparams),
-    )
-
-
-def optimizer_hparams(event: Mapping[str, Any]) -> dict[str, Any]:
-    """The plain hyperparameters of a single model's one torch optimizer; ``{}`` if none.
-
-    Example:
-        >>> import torch
-        >>> opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=0.01)
-        >>> sorted(optimizer_hparams({"optimizer": opt})), optimizer_hparams({"step": 1})
-        (['amsgrad', 'beta1', 'beta2', 'eps', 'lr', 'optimizer', 'weight_decay'], {})
-    """
-    try:
-        optimizers = event_optimizers(event, None, func="log_tensorboard")
-    except (KeyError, TypeError):  # a source that names no optimizer
-        return {}
-    if len(optimizers) != 1 or not isinstance(optimizers[0], torch.optim.Optimizer):
-        return {}
-    return plain_hparams(hparams_of(optimizers[0]))
 
 
 def _is_timing(key: str) -> bool:
@@ -129,11 +43,11 @@ class Run:
         self.summary_writer: Any = require(
             "torch.utils.tensorboard", "tensorboard", feature=options.caller
         ).SummaryWriter
-        if options.writer is not None:
-            self.root, self.owned = options.writer, False
-        else:
-            self.root, self.owned = self.summary_writer(log_dir=options.log_dir), True
-        self.folder = str(self.root.get_logdir())
+        self._root: Any = options.writer
+        self.owned = options.writer is None
+        if options.writer is None and options.log_dir is None:  # its folder named by the writer
+            self._root = self.summary_writer()
+        self.folder = str(options.log_dir if self._root is None else self._root.get_logdir())
         self.writers: dict[str, Any] = {}  # sub-run folder -> the writer opened for it
         self.count = 0
         self.last_step = 0
@@ -144,17 +58,51 @@ class Run:
         self.sessions: list[Any] | None = None  # the writers holding a session, once started
         self.folders: list[str] = []  # an ensemble's run folders, by what tells members apart
         self.keys_had: set[str] = set()  # with keys=: every key any event had
+        self.restart: int | None = None  # the first step of a stream that continues a run
+        self.settings: Settings | None = None  # a grid's members by setting (one run each)
+        self.layout_holder: Any = None  # the writer of the run that holds the layout
+        self.spread: set[str] = set()  # a grid's keys whose folds have differed in a setting
 
     def never_had(self) -> KeyError | None:
         """The error for names in ``keys`` that no event had (a typo, usually), else None."""
         keys = self.options.keys or ()
         return unseen_keys_error(self.options.caller, "keys", keys, self.keys_had, self.count)
 
+    @property
+    def root(self) -> Any:
+        """The writer of the log folder itself, made when something goes there.
+
+        An ensemble writes only into its members' (or settings') folders, so the log folder
+        holds no event file of its own: no empty run named ``.`` in TensorBoard.
+        """
+        if self._root is None:
+            self._root = self.summary_writer(log_dir=self.folder, purge_step=self.restart)
+        return self._root
+
     def writer(self, run: str) -> Any:
         if run not in self.writers:
             path = os.path.join(self.folder, run)
-            self.writers[run] = self.summary_writer(log_dir=path)
+            # a continued run: TensorBoard hides the killed run's points from this step on
+            self.writers[run] = self.summary_writer(log_dir=path, purge_step=self.restart)
         return self.writers[run]
+
+    def continues(self, step: int) -> None:
+        """The stream's first event has ``step``: from a step above 1 it continues a run.
+
+        What an earlier pass over the same folders wrote from ``step`` on (the epochs a killed
+        run trained after its last checkpoint, written again now) is purged, as TensorBoard
+        does with ``SummaryWriter(purge_step=...)``: a session-start event at ``step`` makes
+        it hide, in that run folder, every point at or after it written before.
+        """
+        if step <= 1:
+            return
+        self.restart = step
+        from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+
+        start = Event(step=step, session_log=SessionLog(status=SessionLog.START))
+        opened = [w for w in (self._root, *self.writers.values()) if w is not None]
+        for writer in opened:  # those made later get purge_step=step
+            writer._get_file_writer().add_event(start)
 
     def step_of(self, event: Mapping[str, Any]) -> int:
         if "step" not in event:
@@ -200,12 +148,14 @@ class Run:
         return {key: value for key, value in found.items() if value is not None}
 
     def points_of(self, event: Mapping[str, Any]) -> list[_Point]:
-        ensemble = ensemble_of(event)
+        ensemble: EnsembleLike | None = ensemble_of(event) or recorded_ensemble(event)
         size = None if ensemble is None else len(ensemble)
         if self.sessions is None:
             self.start_sessions(event, ensemble)
         with_best = bool(self.sessions)
         active = [True] if ensemble is None else event_active(event, ensemble)
+        if self.settings is not None:
+            return self.setting_points(event, size, active, with_best)
         points: list[_Point] = []
         for key, value in self.values_of(event, size).items():
             run, tag = self.tags.place(key)
@@ -222,37 +172,51 @@ class Run:
                         points.append((prefix + best_of[0], best_of[1], best))
         return points
 
-    def start_sessions(self, event: Mapping[str, Any], ensemble: EnsembleLike | None) -> None:
-        """Start the HParams sessions: the run's, or one per member of an ensemble.
+    def setting_points(
+        self, event: Mapping[str, Any], size: int | None, active: list[bool], with_best: bool
+    ) -> list[_Point]:
+        """A grid's points: per setting, each metric's mean over its folds and the band.
 
-        Shown are the hyperparameters given to ``hparams=`` and those that tell runs apart:
-        for an ensemble, the members' settings that differ; for one model, its optimizer's
-        name and ``lr``. ``all_hparams=True`` adds every optimizer setting.
+        A key whose folds have never differed within a setting (``lr``, which the setting
+        fixes) gets no band: its edges would only repeat the mean.
         """
-        common = self.options.hparams or {}
-        self.sessions = []
-        if ensemble is None:
-            mine = optimizer_hparams(event)
-            if not self.options.all_hparams:
-                mine = {k: v for k, v in mine.items() if k in ("optimizer", "lr")}
-            if mine or common:
-                write_session_start(self.root, {**mine, **common}, self.count)
-                self.sessions.append(self.root)
-            return
-        size = len(ensemble)
-        self.folders = member_labels(ensemble.hparams, lambda k: member_folder(k, size))
-        differ = set(differing_keys(ensemble.hparams))
-        for member, own in enumerate(ensemble.hparams):
-            keep = differ if not self.options.all_hparams else set(own)
-            shown = {k: own[k] for k in own if k in keep}
-            hparams = {**common, "member": member, **plain_hparams(shown)}
-            writer = self.writer(self.folders[member])
-            write_session_start(writer, hparams, self.count)
-            self.sessions.append(writer)
+        assert self.settings is not None
+        points: list[_Point] = []
+        for key, value in self.values_of(event, size).items():
+            run, tag = self.tags.place(key)
+            best_of = self.tags.best(key) if with_best and run == "validation" else None
+            members = value if isinstance(value, list) else [value] * (size or 1)
+            summaries = self.settings.summarize(members, active)
+            if any(found is not None and found[2] > found[1] for found in summaries):
+                self.spread.add(key)
+            low_tag, high_tag = band_tags(tag)
+            for s, summary in enumerate(summaries):
+                if summary is None:
+                    continue
+                mean, low, high = summary
+                where = f"{self.settings.folders[s]}/{run}"
+                points.append((where, tag, mean))
+                if key in self.spread:
+                    points += [(where, low_tag, low), (where, high_tag, high)]
+                if best_of is not None:
+                    best = self.best.update((s, key), mean, key=key)
+                    if best is not None:
+                        points.append((f"{self.settings.folders[s]}/{best_of[0]}", best_of[1],
+                                       best))  # fmt: skip
+        return points
+
+    def start_sessions(self, event: Mapping[str, Any], ensemble: EnsembleLike | None) -> None:
+        """Start the HParams sessions (see :func:`._tensorboard_sessions.start`)."""
+        self.sessions, self.folders, self.settings = start_sessions(
+            event, ensemble, self.options, writer=self.writer, root=lambda: self.root,
+            step=self.count,
+        )  # fmt: skip
 
     def see(self, event: Mapping[str, Any]) -> None:
         self.count += 1
         step = self.step_of(event)
+        if self.count == 1:
+            self.continues(step)
         points = self.points_of(event)
         self.last_step = step
         if (self.count - 1) % self.options.every == 0:
@@ -269,8 +233,14 @@ class Run:
         tags = {tag for _, tag, _ in points}
         if not self.layout_tags.issuperset(tags):
             self.layout_tags.update(tags)
-            self.root.add_custom_scalars(custom_scalars_layout(self.layout_tags))
-            self.root.flush()
+            # into a run that has data (the layout alone would make an empty run of the
+            # folder), always the same one: TensorBoard merges the layouts of all runs
+            if self.layout_holder is None:
+                self.layout_holder = (
+                    self._root if self._root is not None else self.writer(sorted(touched)[0])
+                )
+            self.layout_holder.add_custom_scalars(custom_scalars_layout(self.layout_tags))
+            self.layout_holder.flush()
         for run in sorted(touched):
             self.writers[run].flush()
 
@@ -279,7 +249,7 @@ class Run:
         # Lightning TensorBoardLogger closes its .experiment when fit ends, just before the
         # stream does). The last writes below reopen it; close it again so that no reopened
         # event file is left behind.
-        closed_by_owner = not self.owned and getattr(self.root, "all_writers", True) is None
+        closed_by_owner = not self.owned and getattr(self._root, "all_writers", True) is None
         try:
             if self.pending is not None:
                 self.write(*self.pending)
@@ -290,7 +260,8 @@ class Run:
             try:
                 for writer in self.writers.values():
                     writer.close()
-                self.root.flush()
+                if self._root is not None:
+                    self._root.flush()
             finally:
-                if self.owned or closed_by_owner:
-                    self.root.close()
+                if self._root is not None and (self.owned or closed_by_owner):
+                    self._root.close()

@@ -12,7 +12,7 @@ the curves in each session's sub-runs: the last value of ``train``'s ``epoch/los
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from .._internal.values import scalar_value
@@ -77,6 +77,36 @@ def plain_hparams(hparams: Mapping[str, Any]) -> HParams:
             value if isinstance(value, str) else (number if number is not None else str(value))
         )
     return plain
+
+
+def whole_numbers(sessions: Sequence[HParams], *, numbers: Collection[str] = ()) -> list[HParams]:
+    """The sessions' hyperparameters, a column of whole numbers written as text.
+
+    The HParams table prints every number with decimals (members 0 to 19 as ``0.0000`` to
+    ``19.000``). A column whose value is an int in every session (``member``, ``fold``, a
+    width) is written as its text, which the table prints as given; a column that mixes ints
+    and floats (``weight_decay`` 0 and 1e-4) stays numbers, as do the names in ``numbers``
+    (an optimizer's settings: real-valued, however they were written).
+
+    Example:
+        >>> whole_numbers([{"member": 0, "wd": 0, "lr": 0.1}, {"member": 1, "wd": 1e-4, "lr": 1}])
+        [{'member': '0', 'wd': 0, 'lr': 0.1}, {'member': '1', 'wd': 0.0001, 'lr': 1}]
+    """
+    names = {name for session in sessions for name in session}
+    whole = {
+        name
+        for name in names
+        if name not in numbers
+        and all(
+            isinstance(session[name], int) and not isinstance(session[name], bool)
+            for session in sessions
+            if name in session
+        )
+    }
+    return [
+        {name: str(value) if name in whole else value for name, value in session.items()}
+        for session in sessions
+    ]
 
 
 def _write(writer: Any, tag: str, content: Any, step: int) -> None:

@@ -13,7 +13,8 @@ from typing import Any
 
 from ..events import Stage
 from ..pipeline import check_stream, stage_factory, upstream
-from ._tensorboard_run import Options, Run, check_options
+from ._tensorboard_options import Options, check_options
+from ._tensorboard_run import Run
 
 __all__ = ["collect_tensorboard", "log_tensorboard"]
 
@@ -56,6 +57,7 @@ def log_tensorboard(
     every: int = 1,
     hparams: Mapping[str, Any] | None = None,
     all_hparams: bool = False,
+    per_member: bool = False,
 ) -> Stage:
     """Pass events through unchanged while writing their metrics to TensorBoard.
 
@@ -100,7 +102,25 @@ def log_tensorboard(
     member a session with ``member``, ``hparams`` (shared by all members) and the members'
     settings that differ between them, so the table compares the sweep without columns
     nobody varied (all of them with ``all_hparams=True``). A value that is the same for every
-    member is written to each; a frozen member's curves end where it stopped training.
+    member is written to each; a frozen member's curves end where it stopped training. Whole
+    numbers (``member``, ``fold``, a width) show as whole numbers in the table.
+
+    A grid judged by cross-validation (every member carries a ``fold``, as
+    ``ensemble_stream(hparams=[{"fold": f, ...}])`` or :func:`fitstream.search` with
+    ``folds=`` give) is written one run per *setting* instead, the members that differ only
+    in their fold: ``lr=0.01/train``, ``lr=0.01/validation``. Each metric's tag holds the mean
+    over the setting's folds, and ``folds/<metric>_low`` and ``folds/<metric>_high`` the mean
+    minus and plus one standard deviation, which the Custom Scalars tab draws as a band
+    around the mean; each setting is an HParams session with what differs between settings
+    and its number of ``folds``. 20 members make 4 settings: 8 curves on a chart, not 40.
+    ``per_member=True`` writes one run per member as for other ensembles. Nothing is written
+    into the log folder itself for an ensemble, so TensorBoard lists no empty run ``.``.
+
+    A stream that continues a run (its first step is ``s > 1``, as
+    :func:`fitstream.resumable` numbers it after a restart) makes TensorBoard hide, in each
+    of its run folders, what was written there from step ``s`` on before (the epochs the
+    killed run trained after its last checkpoint), as ``SummaryWriter(purge_step=s)`` does:
+    one curve per tag, every step once.
 
     The writer opens when the first event is requested. Writers opened here are flushed and
     closed however the stream ends (exhausted, closed early by ``take``/``early_stop``/
@@ -125,6 +145,8 @@ def log_tensorboard(
             out) for the HParams tab, which compares the runs under one ``--logdir``.
         all_hparams: Whether the HParams table also shows the optimizer settings that do
             not tell runs apart.
+        per_member: For a grid (members with a ``fold``): one run per member instead of one
+            per setting.
 
     Returns:
         A stage for :func:`fitstream.pipe`; ``log_tensorboard(events, ...)`` returns the stream.
@@ -154,6 +176,7 @@ def log_tensorboard(
         every=every,
         hparams=hparams,
         all_hparams=all_hparams,
+        per_member=per_member,
     )
 
     def stage(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -171,6 +194,7 @@ def collect_tensorboard(
     every: int = 1,
     hparams: Mapping[str, Any] | None = None,
     all_hparams: bool = False,
+    per_member: bool = False,
 ) -> str:
     """Consume ``events``, writing their metrics to TensorBoard; the sink form of the stage.
 
@@ -195,6 +219,7 @@ def collect_tensorboard(
         every=every,
         hparams=hparams,
         all_hparams=all_hparams,
+        per_member=per_member,
     )
     opened: list[str] = []
     for _ in _logged(events, options, opened.append):
