@@ -37,8 +37,10 @@ def test_group_by_draws_the_mean_curve_and_a_one_std_band_per_group() -> None:
     # lr=0.1: member 1 is frozen at step 2, its 1.0 carried to step 3
     assert list(lines[0].get_ydata()) == pytest.approx([2.0, 1.0, 0.6])
     assert list(lines[1].get_ydata()) == pytest.approx([5.0, 3.0, 2.0])
-    bands = ax.collections
+    bands = [c for c in ax.collections if c.get_label() != "_best_step"]
     assert len(bands) == 2
+    marks = [c.get_offsets().tolist() for c in ax.collections if c.get_label() == "_best_step"]
+    assert marks == [[[3.0, pytest.approx(0.6)]], [[3.0, 2.0]]]  # each setting's best epoch
     low_high = bands[1].get_paths()[0].vertices[:, 1]
     assert min(low_high) == pytest.approx(2.0 - 1.0)  # mean 2.0 at step 3, std 1.0 (ddof=0)
     assert max(low_high) == pytest.approx(5.0 + 1.0)

@@ -270,6 +270,10 @@ def test_empty_history_is_a_clear_error() -> None:
         (HISTORY, "loss", {"figsize": "big"}, ValueError, r"figsize must be .* got 'big'"),
         (HISTORY, "loss", {"dpi": 0}, ValueError, r"dpi must be a positive number, got 0"),
         (HISTORY, "loss", {"title": 5}, TypeError, r"title must be a string or None, got int"),
+        (HISTORY, "loss", {"ylim": "auto"}, ValueError, r"'ylim' must be None .* got 'auto'"),
+        (HISTORY, "loss", {"ylim": (1, 0)}, ValueError, r"'ylim' must .*low < high, got \(1, 0\)"),
+        (HISTORY, "loss", {"ylim": (0, "1")}, ValueError, r"'ylim' must .* got \(0, '1'\)"),
+        (HISTORY, "loss", {"ylim": (0, 1, 2)}, ValueError, r"'ylim' must .* got \(0, 1, 2\)"),
     ],
 )
 def test_refuses_bad_arguments(
@@ -385,3 +389,66 @@ def test_many_members_get_one_curve_each_in_one_colour(sweep: Any) -> None:
     assert_same(list(lines[4].get_ydata()), [5 / s for s in (1, 2, 3)])
     legend = [text.get_text() for text in fig.axes[0].get_legend().get_texts()]
     assert legend == ["train_loss (15 members)", "val_loss (15 members)"]
+
+
+# --- what a reader sees: whole epochs, and the range where the curves settle ---------------
+
+
+def _converging(epochs: int = 30) -> list[dict[str, Any]]:
+    """A run whose first epoch is far off: accuracy 0.15 at epoch 1, then 0.9 to 0.97."""
+    return [
+        {
+            "step": s,
+            "val_acc": 0.15 if s == 1 else 0.97 - 0.07 / s,
+            "val_loss": 2.3 if s == 1 else 0.1 + 0.1 / s,
+        }
+        for s in range(1, epochs + 1)
+    ]
+
+
+def test_epochs_are_ticked_at_whole_numbers_only() -> None:
+    for epochs in (4, 7, 30):
+        fig = plot_history(_converging(epochs), "val_acc")
+        fig.canvas.draw()
+        ticks = fig.axes[0].get_xticks()
+        assert all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_the_y_range_shows_where_the_curves_settle_by_default() -> None:
+    history = _converging()
+    ax = plot_history(history, "val_acc").axes[0]
+    low, high = ax.get_ylim()
+    later = [e["val_acc"] for e in history[8:]]  # the first quarter of 30 epochs left out
+    assert low <= min(later)
+    assert high >= max(later)
+    assert low > 0.8  # epoch 1's 0.15 does not squash the rest into a few pixels
+    assert (high - low) < 0.2
+
+
+def test_ylim_full_shows_every_point_and_a_pair_sets_the_range() -> None:
+    history = _converging()
+    low, _ = plot_history(history, "val_acc", ylim="full").axes[0].get_ylim()
+    assert low < 0.15
+    assert plot_history(history, "val_acc", ylim=(0.5, 1.0)).axes[0].get_ylim() == (0.5, 1.0)
+
+
+def test_curves_that_never_jump_keep_their_whole_range() -> None:
+    steady = [{"step": s, "val_loss": 1.0 - 0.03 * s} for s in range(1, 21)]
+    ax = plot_history(steady, "val_loss").axes[0]
+    low, high = ax.get_ylim()
+    assert low < 1.0 - 0.03 * 20
+    assert high > 1.0 - 0.03
+
+
+def test_a_grouped_plot_settles_too_and_marks_each_settings_best_epoch() -> None:
+    hparams = [{"lr": lr, "fold": f} for lr in (0.1, 0.01) for f in range(2)]
+    history = [
+        {"step": s, "hparams": hparams,
+         "val_acc": [0.1 if s == 1 else 0.9 + 0.002 * min(s, 12 + 3 * k) for k in range(4)]}
+        for s in range(1, 21)
+    ]  # fmt: skip
+    ax = plot_history(history, "val_acc", group_by="lr").axes[0]
+    assert ax.get_ylim()[0] > 0.8
+    marks = [c.get_offsets().tolist() for c in ax.collections if c.get_label() == "_best_step"]
+    # lr=0.1 (members 0, 1) stops rising at epoch 15, lr=0.01 (members 2, 3) at epoch 21 > 20
+    assert [point[0][0] for point in marks] == [15.0, 20.0]

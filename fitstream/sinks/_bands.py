@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .._internal.direction import infer_mode
 from ..experiments.history import check_names, group_curves, member_curves
 from ..experiments.summary import mean_and_std
 
@@ -64,9 +65,15 @@ def colour_of(ax: Axes, setting: str) -> str:
 
 
 def draw_groups(
-    ax: Axes, history: Any, keys: Sequence[str], by: Sequence[str], *, func: str
-) -> None:
-    """Draw each key's mean curve per group with its ±1 std band; one colour per setting."""
+    ax: Axes, history: Any, keys: Sequence[str], by: Sequence[str], *, func: str,
+    mode: str | None = None,
+) -> list[list[float]]:  # fmt: skip
+    """Draw each key's mean curve per group with its ±1 std band; one colour per setting.
+
+    Each setting's best epoch (by ``mode``, else the key's inferred direction) is marked with a
+    dot on its curve. Returns the bands' edges and means, for the y-range.
+    """
+    drawn: list[list[float]] = []
     for position, key in enumerate(keys):
         groups = group_curves(member_curves(history, key, func=func), by, func=func,
                               arg="group_by")  # fmt: skip
@@ -87,3 +94,19 @@ def draw_groups(
             # an explicit where: the band has gaps at NaN (and matplotlib 3.6 needs one for lists)
             where = [math.isfinite(a) and math.isfinite(b) for a, b in zip(low, high, strict=True)]
             ax.fill_between(x, low, high, where=where, color=colour, alpha=0.2, linewidth=0)
+            best = _best_point(mean, mode or infer_mode(key))
+            if best is not None:  # the setting's best epoch, as summarize reports it
+                ax.scatter([x[best]], [mean[best]], color=colour, s=25, zorder=3,
+                           label="_best_step")  # fmt: skip
+            drawn += [low, mean, high]
+    return drawn
+
+
+def _best_point(values: Sequence[float], mode: str | None) -> int | None:
+    """The position of the first best finite value, or None (no direction, or no value)."""
+    finite = [i for i, v in enumerate(values) if math.isfinite(v)]
+    if mode is None or not finite:
+        return None
+    pick = min if mode == "min" else max
+    best = pick(values[i] for i in finite)
+    return next(i for i in finite if values[i] == best)

@@ -128,7 +128,11 @@ def draw(
 
 def finish_axes(ax: Axes, columns: Mapping[str, Any], *, xlabel: str, title: str | None) -> None:
     """Label, title, grid and legend of a panel once its curves are drawn."""
+    from matplotlib.ticker import MaxNLocator
+
     ax.set_xlabel(xlabel)
+    if xlabel in ("epoch", "event"):  # whole numbers: no tick at epoch 2.5
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if len(columns) == 1:
         ax.set_ylabel(next(iter(columns)))
     if title is not None:

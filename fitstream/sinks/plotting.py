@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from .._internal.members import ensemble_of
 from .._internal.optional import require
-from ..experiments.history import is_study, named_histories, study_key
+from ..experiments.history import is_study, named_histories, study_key, study_mode
 from ..experiments.history.searches import is_search
 from ..experiments.history.streams import split_streams
 from . import _bands, _curves, _drawing, _panels
+from ._ylim import check_ylim, flat, set_ylim
 from .live_plotting import LivePlot, live_plot
 
 if TYPE_CHECKING:
@@ -59,6 +60,20 @@ def _x_axis(events: Sequence[Any]) -> tuple[list[float], str]:
     )
 
 
+def _draw_panel(
+    panel: Any, shown: dict[str, Any], group: list[str], by: tuple[str, ...] | None, *,
+    source: Any, x: list[float], xlabel: str, title: str | None, names: Any, ylim: object,
+) -> None:  # fmt: skip
+    """One panel: the keys' curves (or their settings' bands), finished, its y-range set."""
+    if by is not None:
+        drawn = _bands.draw_groups(panel, source, group, by, func="plot_history")
+        _drawing.finish_axes(panel, shown, xlabel=xlabel, title=title)
+        set_ylim(panel, ylim, drawn)
+        return
+    _drawing.draw(panel, x, shown, xlabel=xlabel, title=title, clear=False, names=names)
+    set_ylim(panel, ylim, flat(shown))
+
+
 def _by_setting_only(history: object) -> bool:
     """A study, or a dict of named histories: drawn by setting only (``group_by``)."""
     return is_study(history) or named_histories(history) is not None
@@ -90,7 +105,7 @@ def _check_one_stream(events: Sequence[Any]) -> None:
 
 def _draw_settings(
     history: Any, names: tuple[str, ...] | None, by: tuple[str, ...] | None, *, ax: Any,
-    path: Path | None, figsize: Any, dpi: Any, title: str | None,
+    path: Path | None, figsize: Any, dpi: Any, title: str | None, ylim: object,
 ) -> Figure:  # fmt: skip
     """A study's (or named histories') mean curve and band per setting, in one panel."""
     from matplotlib.figure import Figure
@@ -106,8 +121,10 @@ def _draw_settings(
     if ax is None:
         ax = Figure(figsize=figsize or _curves.DEFAULT_FIGSIZE, dpi=dpi or 100,
                     layout="constrained").subplots()  # fmt: skip
-    _bands.draw_groups(ax, history, names, by, func="plot_history")
+    mode = study_mode(history) if is_study(history) else None
+    drawn = _bands.draw_groups(ax, history, names, by, func="plot_history", mode=mode)
     _drawing.finish_axes(ax, {}, xlabel="epoch", title=title)
+    set_ylim(ax, ylim, drawn)
     figure = _curves.figure_of(ax)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +142,7 @@ def plot_history(
     dpi: float | None = None,
     title: str | None = None,
     group_by: str | Sequence[str] | None = None,
+    ylim: tuple[float, float] | str | None = None,
 ) -> Figure:
     """Draw the curves of a run against each event's ``step`` (the epoch) and return the figure.
 
@@ -183,7 +201,13 @@ def plot_history(
             group's values and its member count. As in :func:`fitstream.summarize`, a member
             frozen early keeps its last value. A setting keeps its colour on one Axes across
             calls (``ax=``), so histories drawn one after the other never give two settings one
-            colour.
+            colour. A dot marks each setting's best epoch (by the key's direction), the epoch
+            :func:`fitstream.summarize` reports as its ``best_step``.
+        ylim: The y-range of each panel: ``None`` (the default) shows where the curves settle
+            when their first epochs would squash the rest (a first loss of 2.3, an accuracy
+            of 0.15 at epoch 1, leaving the last epochs a few pixels tall): the first quarter
+            of the epochs is left out of the range then; ``"full"`` shows every point;
+            ``(low, high)`` sets it.
 
     Returns:
         The :class:`matplotlib.figure.Figure` (in a notebook it displays itself when it is
@@ -218,6 +242,7 @@ def plot_history(
     """
     names = _check_arguments(keys, ax=ax, figsize=figsize, dpi=dpi, title=title)
     by = _bands.check_group_by(group_by, func="plot_history")
+    check_ylim(ylim, func="plot_history")
     require("matplotlib", "plot", feature="plot_history")
     from matplotlib.figure import Figure
 
@@ -226,7 +251,7 @@ def plot_history(
 
     if _by_setting_only(history):
         return _draw_settings(history, names, by, ax=ax, path=path, figsize=figsize, dpi=dpi,
-                              title=title)  # fmt: skip
+                              title=title, ylim=ylim)  # fmt: skip
     events = _curves.read_history(history, func="plot_history")
     if by is None:
         _check_one_stream(events)
@@ -265,17 +290,12 @@ def plot_history(
         axes = list(new.subplots(1, len(groups), squeeze=False)[0])
     else:
         axes = [ax]
+    source = history if hasattr(history, "columns") else events
     for panel, group in zip(axes, groups, strict=True):
         shown = {key: columns[key] for key in group}
         panel_title = title if len(groups) == 1 else _panels.panel_title(group)
-        if by is not None:
-            source = history if hasattr(history, "columns") else events
-            _bands.draw_groups(panel, source, group, by, func="plot_history")
-            _drawing.finish_axes(panel, shown, xlabel=xlabel, title=panel_title)
-        else:
-            _drawing.draw(
-                panel, x, shown, xlabel=xlabel, title=panel_title, clear=False, names=labels
-            )
+        _draw_panel(panel, shown, group, by, source=source, x=x, xlabel=xlabel,
+                    title=panel_title, names=labels, ylim=ylim)  # fmt: skip
         if ax is None and len(group) > 1:
             panel.set_ylabel(_panels.panel_title(group))
     # An Axes of a SubFigure belongs to a SubFigure: save and return the whole figure.
