@@ -74,6 +74,9 @@ class PushStream(Iterator[T]):
     Args:
         run: The producer. It receives an :class:`Emitter` and calls it once per item.
         name: Names the thread and prefixes error messages, e.g. ``"fit_stream"``.
+        expected: How many items the stream still expects, when the producer knows (such as
+            a Trainer's ``max_epochs`` less the epochs done): its ``__length_hint__``, which a
+            :func:`~fitstream.progress` bar reads for its total. ``None``: it does not say.
 
     Raises:
         TypeError: ``run`` is not callable, or cannot take one argument (the Emitter).
@@ -97,7 +100,13 @@ class PushStream(Iterator[T]):
         ValueError: producer failed
     """
 
-    def __init__(self, run: Callable[[Emitter[T]], object], *, name: str = "stream") -> None:
+    def __init__(
+        self,
+        run: Callable[[Emitter[T]], object],
+        *,
+        name: str = "stream",
+        expected: Callable[[], int | None] | None = None,
+    ) -> None:
         if not callable(run):
             raise TypeError(
                 f"PushStream: 'run' must be a callable taking an Emitter, got {describe(run)}"
@@ -109,6 +118,7 @@ class PushStream(Iterator[T]):
         self._with_depth = 0  # how many `with` blocks over this stream are open
         self._close_deferred = False  # a pipeline was closed inside the `with` block
         self._finalizer = weakref.finalize(self, _finalize, self._ch)
+        self._expected = expected
 
     @property
     def name(self) -> str:
@@ -133,6 +143,11 @@ class PushStream(Iterator[T]):
 
     def __iter__(self) -> PushStream[T]:
         return self
+
+    def __length_hint__(self) -> int:
+        """The items the producer says the stream still expects (``NotImplemented``: no say)."""
+        count = None if self._expected is None or self._ch.done else self._expected()
+        return NotImplemented if count is None else max(0, count)
 
     def __next__(self) -> T:
         ch = self._ch

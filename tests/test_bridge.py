@@ -354,3 +354,35 @@ def test_emit_after_the_consumer_stopped_returns_false_at_once() -> None:
     with PushStream(produce) as items:
         next(items)
     assert results == [False, False, True]
+
+
+# --- how many items the producer says are left --------------------------------------------
+
+
+def test_the_length_hint_is_what_the_producer_expects_and_nothing_once_done() -> None:
+    import operator
+
+    left = [3]
+
+    def run(emit: Emitter[int]) -> None:
+        for i in range(3):
+            left[0] -= 1
+            emit(i)
+
+    stream = PushStream(run, name="counted", expected=lambda: left[0])
+    assert operator.length_hint(stream, -1) == 3
+    assert next(stream) == 0
+    assert operator.length_hint(stream, -1) == 2
+    assert list(stream) == [1, 2]
+    assert operator.length_hint(stream, -1) == -1  # ended: it expects nothing
+
+
+def test_a_producer_that_does_not_say_gives_no_length_hint() -> None:
+    import operator
+
+    stream = PushStream(lambda emit: emit(1), name="silent", expected=lambda: None)
+    assert operator.length_hint(stream, -1) == -1
+    plain = PushStream(lambda emit: emit(1))
+    assert operator.length_hint(plain, -1) == -1
+    stream.close()
+    plain.close()

@@ -77,8 +77,8 @@ def test_tensorboard_has_a_run_and_a_session_per_member(history: dict[str, Any])
         assert hparams["lr"].number_value == pytest.approx(lr)
         assert "optimizer" not in hparams  # SGD for all: not a column of the sweep
         assert "momentum" not in hparams
-        assert hparams["member"].number_value == member
-        assert hparams["batch_size"].number_value == 16
+        assert hparams["member"].string_value == str(member)  # whole numbers shown as such
+        assert hparams["batch_size"].string_value == "16"
 
 
 def test_the_figure_has_a_curve_per_member_and_the_bar_the_best(history: dict[str, Any]) -> None:
@@ -89,4 +89,6 @@ def test_the_figure_has_a_curve_per_member_and_the_bar_the_best(history: dict[st
     best = min(range(len(LRS)), key=last.__getitem__)
     final = history["bar"].split("\r")[-1]
     assert "| 4/4 epochs [" in final
-    assert f"(best: lr={LRS[best]:g})" in final
+    # the best member's value; its name too where 80 columns leave room for it
+    assert f"val_loss={last[best]:.4g}" in final
+    assert f"(best: lr={LRS[best]:g})" in final or "(best" not in final

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
+import os
+import re
+import struct
 import sys
+import termios
 import warnings
 from collections.abc import Callable, Iterator
 from itertools import islice
@@ -16,7 +21,7 @@ import tqdm
 from torch import nn
 
 from fitstream import pipe, progress, take
-from fitstream.stages.progress_bar import _member_text
+from fitstream.stages._progress_values import member_text as _member_text
 
 
 class Terminal(io.StringIO):
@@ -24,6 +29,37 @@ class Terminal(io.StringIO):
 
     def isatty(self) -> bool:
         return True
+
+
+class WideTerminal(Terminal):
+    """A terminal ``columns`` wide: its ``fileno`` is a pseudo-terminal of that size."""
+
+    def __init__(self, columns: int) -> None:
+        super().__init__()
+        self.leader, self.follower = os.openpty()
+        size = struct.pack("HHHH", 24, columns, 0, 0)
+        fcntl.ioctl(self.follower, termios.TIOCSWINSZ, size)
+
+    def fileno(self) -> int:
+        return self.follower
+
+    def close(self) -> None:
+        os.close(self.leader)
+        os.close(self.follower)
+        super().close()
+
+
+@pytest.fixture
+def wide_terminal() -> Iterator[Callable[[int], WideTerminal]]:
+    made: list[WideTerminal] = []
+
+    def make(columns: int) -> WideTerminal:
+        made.append(WideTerminal(columns))
+        return made[-1]
+
+    yield make
+    for terminal in made:
+        terminal.close()
 
 
 def final_line(out: io.StringIO) -> str:
@@ -331,9 +367,22 @@ def test_a_text_bar_in_a_file_fits_80_columns() -> None:
     list(pipe((ev for ev in events), take(100), progress(*keys, file=out, disable=False)))
     lines = [line for line in out.getvalue().replace("\r", "\n").split("\n") if line]
     assert lines
-    assert all(len(line) <= 80 for line in lines)
-    assert lines[-1].startswith("|")
-    assert "2/100 epochs" in lines[-1]
+    assert all(len(line) <= 80 for line in lines[:-1])
+    # the values need the room: the bar and the times went, every value stayed whole, also
+    # once the note of the end (which makes this line 83 columns) came
+    assert lines[-1].startswith("2/100 epochs (ended early) [")
+    assert lines[-1].endswith("train_loss=0.5, val_loss=1, val_acc=0.5]")
+
+
+def test_a_bar_with_room_keeps_its_bar_and_times() -> None:
+    out = io.StringIO()
+    events = [{"step": s, "val_loss": 2 / s} for s in (1, 2)]
+    list(pipe((ev for ev in events), take(2), progress("val_loss", file=out, disable=False)))
+    line = final_line(out)
+    assert re.fullmatch(r"\|#+\| 2/2 epochs \[\d\d:\d\d<\d\d:\d\d, .*epoch, val_loss=1\]", line), (
+        line
+    )
+    assert len(line) == 80  # tqdm fills the line with the bar
 
 
 def test_an_ensemble_shows_its_best_member_and_how_many_still_train(
@@ -346,7 +395,7 @@ def test_an_ensemble_shows_its_best_member_and_how_many_still_train(
     out = Terminal()
     list(progress(events, "val_loss", file=out))
     line = final_line(out)
-    assert "val_loss=1 (best: lr=0.1)," in line  # losses: the smallest, named by its lr
+    assert "val_loss=1 (best: lr=0.1)" in line  # losses: the smallest, named by its lr
     assert "[0." not in line  # never the list itself
     out = Terminal()
     list(progress(events, "val_acc", file=out))
@@ -447,18 +496,28 @@ class _Members:
         raise AssertionError("progress never freezes")
 
 
-def test_the_best_member_shown_is_one_still_training_and_a_better_stopped_one_follows() -> None:
+def test_the_best_member_shown_is_one_still_training_and_a_better_stopped_one_follows(
+    wide_terminal: Callable[[int], WideTerminal],
+) -> None:
     event = {"step": 1, "model": _Members([True, False, True]), "val_loss": [0.5, 0.2, 0.4]}
-    out = Terminal()
+    out = wide_terminal(120)
     list(progress([event], "val_loss", file=out))
-    assert "val_loss=0.4 (best: lr=0.001" in final_line(out)  # the line is cut at 80 columns
+    line = final_line(out)
+    assert line.endswith("val_loss=0.4 (best: lr=0.001; lr=0.01 stopped at 0.2), 2/3 training]")
+    out = Terminal()  # 80 columns: the note is cut after an item, or left out; the value stays
+    list(progress([event], "val_loss", file=out))
+    line = final_line(out)
+    assert len(line) <= 80
+    assert re.search(r"val_loss=0\.4( \(best: lr=0\.001…\))?(, 2/3 training)?\]$", line), line
     text = _member_text("val_loss", [0.5, 0.2, 0.4], [True, False, True], ["a", "b", "c"])
-    assert text == "val_loss=0.4 (best: c; b stopped at 0.2)"
+    assert text == ("val_loss=0.4", "best: c; b stopped at 0.2")
     assert _member_text("val_acc", [0.5, 0.9], [True, False], ["a", "b"]) == (
-        "val_acc=0.5 (best: a; b stopped at 0.9)"
+        "val_acc=0.5",
+        "best: a; b stopped at 0.9",
     )
     assert _member_text("val_acc", [0.5, 0.9], [False, False], ["a", "b"]) == (
-        "val_acc=0.9 (best: b, stopped)"
+        "val_acc=0.9",
+        "best: b, stopped",
     )
 
 
@@ -468,3 +527,63 @@ def test_a_per_member_key_that_tells_no_direction_shows_its_range() -> None:
     list(progress([event], "lr", file=out))
     assert "lr=0.01..0.1" in final_line(out)
     assert "best" not in final_line(out)
+
+
+# --- a grid judged by cross-validation: the keys named, the best setting's mean -------------
+
+
+class _Grid(_Members):
+    """20 members: 4 learning rates x 5 folds, as a cross-validated grid's ensemble."""
+
+    def __init__(self) -> None:
+        super().__init__([True] * 20)
+        self.hparams = [{"lr": lr, "fold": f} for lr in (0.1, 0.03, 0.01, 0.003) for f in range(5)]
+
+
+def _grid_event(step: int) -> dict[str, Any]:
+    # setting s (members 5s..5s+4): val_acc 0.9 + 0.01 s + 0.002 f, so lr=0.003 is best,
+    # with mean 0.934; its fold 4 alone (0.938) is not what the bar shows
+    acc = [0.9 + 0.01 * (k // 5) + 0.002 * (k % 5) for k in range(20)]
+    return {
+        "step": step,
+        "model": _Grid(),
+        "train_loss": [0.1 + 0.001 * k for k in range(20)],
+        "train_acc": [1.0] * 20,
+        "val_loss": [0.2 - 0.001 * k for k in range(20)],
+        "val_acc": acc,
+        "lr": [h["lr"] for h in _Grid().hparams],
+    }
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [("val_loss", "val_acc"), ("train_loss", "train_acc", "val_acc", "lr")],
+)
+def test_every_named_key_shows_in_order_on_an_80_column_line(keys: tuple[str, ...]) -> None:
+    out = Terminal()  # not a real terminal: 80 columns
+    list(progress([_grid_event(s) for s in range(1, 31)], *keys, total=30, file=out))
+    line = final_line(out)
+    # 80 columns, the bar and the times given up first; a log's line grows past 80 only when
+    # the values alone need more (four keys of a 20-member grid do)
+    assert len(line) <= 80 or line.startswith("30/30 epochs ["), line
+    positions = [line.find(f"{key}=") for key in keys]
+    assert all(p >= 0 for p in positions), line
+    assert positions == sorted(positions)  # in the order given
+    assert line.rstrip().endswith("]")  # nothing cut off
+
+
+def test_a_grid_shows_the_best_settings_mean_over_its_folds(
+    wide_terminal: Callable[[int], WideTerminal],
+) -> None:
+    out = wide_terminal(160)
+    list(progress([_grid_event(1)], "val_acc", "val_loss", file=out))
+    line = final_line(out)
+    assert "val_acc=0.934 (best: lr=0.003, 5 folds)" in line  # not fold 4's 0.938
+    assert "val_loss=0.183 (best: lr=0.003, 5 folds)" in line  # the mean of 0.185 ... 0.181
+
+
+def test_members_without_folds_still_show_the_best_member() -> None:
+    event = {"step": 1, "model": _Members([True, True, True]), "val_acc": [0.5, 0.9, 0.7]}
+    out = Terminal()
+    list(progress([event], "val_acc", file=out))
+    assert "val_acc=0.9 (best: lr=0.01)" in final_line(out)

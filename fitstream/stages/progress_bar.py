@@ -6,165 +6,23 @@ which picks its notebook widget inside Jupyter and a text bar elsewhere.
 
 from __future__ import annotations
 
-import math
-import os
 import sys
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 from .._internal.checks import check_positive_int, check_strings
-from .._internal.direction import infer_mode
 from .._internal.hints import expected_length
 from .._internal.lookup import unseen_keys_error
-from .._internal.members import ensemble_of, is_per_member, member_labels
 from .._internal.optional import require
 from .._internal.paths import check_open_for_writing
-from .._internal.values import scalar_value
 from ..events import Stage
 from ..pipeline import stage_factory, upstream
+from ._progress_layout import Layout, columns, width
+from ._progress_layout import bar_class as make_bar_class
+from ._progress_values import bar_values, fit, needed
 
 __all__ = ["progress"]
-
-
-def _compact(value: int | float | bool) -> str:
-    """Format a number briefly: ints and bools as they are, floats with 4 significant digits.
-
-    Example:
-        >>> _compact(3), _compact(0.123456), _compact(12345.678), _compact(float("nan"))
-        ('3', '0.1235', '1.235e+04', 'nan')
-    """
-    if isinstance(value, bool | int):
-        return str(value)
-    if math.isnan(value):
-        return "nan"
-    return f"{value:.4g}"
-
-
-def _bar_format(total: int | None, desc: str | None, *, count: int, note: str = "") -> str:
-    """The bar's layout.
-
-    ``|###  | 12/100 epochs`` and the time left when the total is known, ``12 epochs``
-    otherwise; then the time so far, seconds per epoch and the values. ``note`` follows the
-    count (``ended early``), where a line cut at 80 columns still shows it.
-    """
-    label = "{desc}: " if desc else ""
-    note = f" {note}" if note else ""
-    if total is not None:
-        count_part = "|{bar}| {n_fmt}/{total_fmt} epochs" + note
-        left = "" if note else "<{remaining}"  # nothing is left of a stream that ended
-        return label + count_part + " [{elapsed}" + left + ", {per_epoch}{postfix}]"
-    unit = "epoch" if count == 1 else "epochs"
-    return label + "{n_fmt} " + unit + note + " [{elapsed}, {per_epoch}{postfix}]"
-
-
-def _per_epoch(seconds: float) -> str:
-    """Seconds per epoch in 3 significant digits, milliseconds below a second.
-
-    Example:
-        >>> _per_epoch(12.345), _per_epoch(0.51234), _per_epoch(0.0000456)
-        ('12.3s/epoch', '512ms/epoch', '0.0456ms/epoch')
-    """
-    if seconds >= 1:
-        return f"{seconds:.3g}s/epoch"
-    return f"{seconds * 1000:.3g}ms/epoch"
-
-
-def _bar_class(base: Any) -> Any:
-    """``base`` (a tqdm class) whose format also knows ``{per_epoch}``, e.g. ``512ms/epoch``.
-
-    Its ``monitor_interval`` is 0: tqdm's monitor thread (started by the first bar, alive for
-    good, to shorten the refresh of stalled bars) is never started by ours, since an epoch bar
-    is refreshed at each epoch anyway and nothing we start may outlive its stream.
-    """
-
-    def format_dict(self: Any) -> dict[str, Any]:
-        values: dict[str, Any] = base.format_dict.fget(self)
-        n, elapsed = values.get("n", 0), values.get("elapsed", 0.0)
-        values["per_epoch"] = _per_epoch(elapsed / n) if n else "?s/epoch"
-        return values
-
-    return type("EpochBar", (base,), {"format_dict": property(format_dict), "monitor_interval": 0})
-
-
-def _width(file: IO[str]) -> dict[str, Any]:
-    """A terminal's bar follows its width; elsewhere (a log file) the line is 80 columns."""
-    isatty = getattr(file, "isatty", None)
-    if callable(isatty) and isatty():
-        try:
-            os.get_terminal_size(file.fileno())
-            return {"dynamic_ncols": True}
-        except (AttributeError, OSError, ValueError):  # no size to follow
-            pass
-    return {"ncols": 80}
-
-
-_ACTIVE = "\0active"  # the postfix entry of an ensemble's still-training members
-
-
-def _joined(latest: dict[str, str], keys: tuple[str, ...]) -> str:
-    return ", ".join(latest[k] for k in (*keys, _ACTIVE) if k in latest)
-
-
-def _member_text(key: str, values: list[float], active: Sequence[bool], names: list[str]) -> str:
-    """How the bar shows a per-member value: the best member still training, or the spread.
-
-    The best is the smallest for a key the direction rule reads as a loss, the largest for an
-    accuracy or a score; a key that tells neither shows its range instead of a guessed best.
-    A stopped member that did better than every training one is named after it.
-
-    Example:
-        >>> _member_text("val_loss", [0.5, 0.2, 0.4], [True, False, True], ["a", "b", "c"])
-        'val_loss=0.4 (best: c; b stopped at 0.2)'
-        >>> _member_text("val_acc", [0.5, 0.9], [True, True], ["a", "b"])
-        'val_acc=0.9 (best: b)'
-        >>> _member_text("lr", [0.1, 0.01], [True, True], ["a", "b"])
-        'lr=0.01..0.1'
-    """
-    finite = [i for i, v in enumerate(values) if not math.isnan(v)]
-    if not finite:
-        return f"{key}=nan"
-    mode = infer_mode(key)
-    if mode is None:
-        low, high = min(values[i] for i in finite), max(values[i] for i in finite)
-        return f"{key}={_compact(low)}..{_compact(high)}"
-    pick = min if mode == "min" else max
-
-    def which(i: int) -> str:
-        return names[i] if i < len(names) else f"member {i}"
-
-    best = pick(finite, key=lambda i: values[i])
-    training = [i for i in finite if i >= len(active) or active[i]]
-    if not training:  # every member with a number has stopped
-        return f"{key}={_compact(values[best])} (best: {which(best)}, stopped)"
-    leader = pick(training, key=lambda i: values[i])
-    text = f"{key}={_compact(values[leader])} (best: {which(leader)}"
-    if values[best] != values[leader]:
-        text += f"; {which(best)} stopped at {_compact(values[best])}"
-    return text + ")"
-
-
-def _shown(event: dict[str, Any], keys: tuple[str, ...]) -> dict[str, str]:
-    """The text of each key the event has a number for; for K members, the best of them."""
-    shown: dict[str, str] = {}
-    ensemble = ensemble_of(event)
-    names: list[str] | None = None
-    for key in keys:
-        value = event.get(key)
-        if isinstance(value, list) and is_per_member(value):
-            if names is None:
-                hparams = [] if ensemble is None else list(ensemble.hparams)
-                fallback = lambda k: f"member {k}"  # noqa: E731
-                names = member_labels(hparams, fallback) if hparams else []
-            active = () if ensemble is None else ensemble.active
-            shown[key] = _member_text(key, [float(v) for v in value], active, names)
-            continue
-        number = scalar_value(value)
-        if number is not None:
-            shown[key] = f"{key}={_compact(number)}"
-    if ensemble is not None and not all(ensemble.active):
-        shown[_ACTIVE] = f"{sum(map(bool, ensemble.active))}/{len(ensemble)} training"
-    return shown
 
 
 class _Unseen:
@@ -226,6 +84,13 @@ def progress(
     misspelled ``progress("val_los")`` would otherwise stay silent for the whole run. A text
     bar written to a file (not a terminal) is 80 columns wide.
 
+    Members that carry a ``fold`` (a grid judged by cross-validation) show the best setting's
+    mean over its folds instead of the best single member:
+    ``val_acc=0.9612 (best: lr=0.01, 5 folds)``. Every named key always shows, whole and in the
+    order given: what follows a value is shortened first (to its leading items, then away),
+    then the bar and the times give up their columns (``12/50 epochs [251ms/epoch, ...]``),
+    and a line written to a file grows past 80 columns rather than cut a value.
+
     The bar is created when the first event is requested (so the rate counts the first epoch)
     and is closed on every exit path: the stream ends, the consumer stops early (``break``,
     :func:`fitstream.take`, ``close()``), or the source raises, Ctrl-C included.
@@ -286,15 +151,18 @@ def progress(
     if file is not None:
         check_open_for_writing(file, func="progress", arg="file")
     if file is None:
-        bar_class: Any = _bar_class(require("tqdm.auto", "progress", feature="progress").tqdm)
+        bar_class: Any = make_bar_class(require("tqdm.auto", "progress", feature="progress").tqdm)
     else:
-        bar_class = _bar_class(require("tqdm", "progress", feature="progress").tqdm)
+        bar_class = make_bar_class(require("tqdm", "progress", feature="progress").tqdm)
     out = sys.stderr if file is None else file
 
     def stage(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         expected = total if total is not None else expected_length(events)
         latest: dict[str, str] = {}
+        notes: dict[str, str] = {}
         unseen = _Unseen(() if disable else keys)  # a hidden bar shows nothing to miss
+        shape = width(out)
+        layout = Layout(expected, desc, columns(out), can_widen="ncols" in shape)
         with upstream(events) as it:
             bar = bar_class(
                 total=expected,
@@ -302,18 +170,21 @@ def progress(
                 desc=desc,
                 unit="epoch",
                 file=out,
-                bar_format=_bar_format(expected, desc, count=0),
-                **_width(out),
+                bar_format=layout.format(0),
+                **shape,
             )
             ended = "stopped"  # closed by the consumer (break, take) or an exception
             try:
                 for event in it:
                     unseen.see(event)
-                    latest.update(_shown(event, keys))
-                    if latest:
-                        bar.set_postfix_str(_joined(latest, keys), refresh=False)
+                    values, told = bar_values(event, keys)
+                    latest.update(values)
+                    notes.update((k, told.get(k, "")) for k in values)
                     if expected is None:
-                        bar.bar_format = _bar_format(None, desc, count=bar.n + 1)
+                        bar.bar_format = layout.format(bar.n + 1)
+                    if latest:
+                        space = layout.room_for(bar, needed(latest, keys))
+                        bar.set_postfix_str(fit(latest, notes, keys, space), refresh=False)
                     bar.update(1)
                     yield event
                 ended = "ended"
@@ -324,8 +195,7 @@ def progress(
             finally:
                 if expected is not None and bar.n < expected:
                     # e.g. early_stop ended the run before take(n)'s n: say so on the bar.
-                    note = f"({ended} early)"
-                    bar.bar_format = _bar_format(expected, desc, count=bar.n, note=note)
+                    layout.end(bar, f"({ended} early)")
                 bar.close()
 
     return stage

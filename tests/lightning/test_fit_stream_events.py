@@ -218,3 +218,33 @@ def test_bf16_mixed_on_cpu_gives_float_events_and_leaves_consumer_torch_state_al
         for _ in events:
             assert torch.is_grad_enabled()
             assert not torch.is_autocast_enabled("cpu")
+
+
+# -- what a progress bar reads ---------------------------------------------------------------
+
+
+def test_a_progress_bar_takes_its_total_from_max_epochs(
+    make_trainer: MakeTrainer, small_module: Any, tmp_path: Path
+) -> None:
+    import io
+    import operator
+
+    from fitstream import progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    trainer = make_trainer(max_epochs=3)
+    stream = fit_stream(trainer, small_module())
+    assert operator.length_hint(stream, -1) == 3  # before the first epoch
+    out = Terminal()
+    steps = [event["step"] for event in progress(stream, "val_loss", file=out)]
+    assert steps == [1, 2, 3]
+    final = out.getvalue().rstrip("\n").split("\r")[-1]
+    assert "| 3/3 epochs [" in final  # a bar with a total, not a bare count
+    assert operator.length_hint(stream, -1) == -1  # a finished stream expects nothing more
+
+    unlimited = fit_stream(make_trainer(max_epochs=-1, max_steps=8), small_module())
+    assert operator.length_hint(unlimited, -1) == -1  # no limit in epochs: no total
+    unlimited.close()

@@ -117,6 +117,10 @@ def fit_stream(  # noqa: PLR0917 (the positional parameters of Trainer.fit, mirr
     ``KeyboardInterrupt`` for Ctrl-C) is its ``reason``. A callback that saves a checkpoint on
     Ctrl-C tests ``isinstance(exception, StreamAborted)`` and looks at ``exception.reason``.
 
+    The stream tells how many epochs it still expects (``operator.length_hint``): the
+    Trainer's ``max_epochs`` less the epochs done, none without a limit in epochs. A
+    :func:`fitstream.progress` bar reads it as its total, with the time left.
+
     One stream or fit per Trainer at a time: while the stream is open (paused at an event
     included), ``trainer.fit``, ``validate``, ``test`` and ``predict`` raise ``RuntimeError``
     at once and leave the stream as it was.
@@ -184,7 +188,13 @@ def fit_stream(  # noqa: PLR0917 (the positional parameters of Trainer.fit, mirr
             with _streaming_lock:
                 _streaming.discard(trainer)
 
-    return PushStream(run, name="fit_stream")
+    def expected() -> int | None:  # what a progress bar's total reads: the epochs to go
+        limit = getattr(trainer.fit_loop, "max_epochs", None)
+        if not isinstance(limit, int) or limit < 0:  # -1 or None: no limit in epochs
+            return None
+        return limit - int(trainer.current_epoch)
+
+    return PushStream(run, name="fit_stream", expected=expected)
 
 
 def _fit_with_events(

@@ -17,7 +17,7 @@ import sys
 from typing import IO, Any
 
 from ..._internal.optional import require
-from ...stages.progress_bar import _width
+from ...stages._progress_layout import width as _width
 from .trials import TrialRun
 
 __all__ = ["SearchBar", "finished_line", "log_finished"]
