@@ -132,11 +132,12 @@ def main() -> None:
         outputs(STATIC.parent / "howto" / "ensembles.md", Path(tmp))
         names = {"hparams": "tensorboard_ensemble_hparams.png"}
         shoot(Path(tmp) / "runs" / "sweep", names)
-    # The TensorBoard how-to's grid: 4 learning rates x 5 folds, one run per setting.
+    # The how-to's grid: 4 learning rates x 5 folds, one run per setting.
     with tempfile.TemporaryDirectory() as tmp:
         outputs(STATIC.parent / "howto" / "tensorboard.md", Path(tmp))
         tabs = ("timeseries", "custom_scalars", "hparams")
-        shoot(Path(tmp) / "runs" / "tb" / "grid", {t: f"tensorboard_grid_{t}.png" for t in tabs})
+        pictures = {t: f"tensorboard_grid_{t}.png" for t in tabs}
+        shoot(Path(tmp) / "runs" / "tb" / "grid", pictures)
 
 
 if __name__ == "__main__":
