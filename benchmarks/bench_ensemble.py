@@ -15,7 +15,14 @@ learning rates x 5 folds), each training on its fold's rows (``rows=`` from ``kf
 the 20000 rows), against ``epoch_stream`` training one model on one fold's rows. Target: at
 most 1/20 per member.
 
-Run: ``uv run python benchmarks/bench_ensemble.py [--workload tiny|small|all] [--ks 1,8,64]``;
+The ``digits`` workload (``_digits_workload.py``) is the classification most users train: a
+5-fold grid on scikit-learn's digits, MLP 64-32-10, validated every epoch. Its table gives, per
+K, the epoch's wall and CPU milliseconds, the per-member ratio (paired, wall and CPU), the
+epoch's matmul FLOPs, the limit (those FLOPs at this core's measured matmul rate) and the
+distance to it (CPU time / limit). Targets: K=40 at most 1/16 per member, K=128 at most 1/25,
+K=40 within 4x of the limit.
+
+Run: ``uv run python benchmarks/bench_ensemble.py [--workload tiny|small|digits|all] [--ks ..]``;
 a quick look: ``--epochs 2 --rounds 1``. ``--clip-grad-norm C`` and ``--train-metric`` turn
 those step options on for both contenders, to time what they cost an ensemble.
 """
@@ -25,9 +32,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import _digits_workload as digits
 import torch
 from bench_epoch_stream import WORKLOADS, Workload, make_data, train_metric
 from torch import nn
@@ -105,47 +113,92 @@ def grid(w: Workload, data: tuple[torch.Tensor, ...], k: int, device: str) -> It
         yield event["train_loss"][0]
 
 
-def timed(epochs: Iterator[float]) -> float:
-    """Run one epoch; its wall seconds (each ends with a host sync, ``.item()``/``tolist()``)."""
-    started = time.perf_counter()
+def timed(epochs: Iterator[Any]) -> tuple[float, float]:
+    """Run one epoch; its wall and CPU seconds (each ends with a host sync)."""
+    wall, cpu = time.perf_counter(), time.process_time()
     next(epochs)
-    return time.perf_counter() - started
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def run(w: Workload, k: int, epochs: int, rounds: int, device: str, *, cv: bool = False) -> None:
-    """Time both contenders for one K and print one row of the table."""
-    data = tuple(t.to(device) for t in make_data(w))
-    times: dict[str, list[float]] = {"single": [], "ensemble": []}
-    pairs: list[float] = []
+def compare(
+    make: dict[str, Callable[[], Iterator[Any]]], k: int, epochs: int, rounds: int
+) -> dict[str, float]:
+    """Time ``make["single"]``'s and ``make["ensemble"]``'s streams in alternating epochs.
+
+    Returns the median wall and CPU seconds per epoch of each, and the median per-pair ratio
+    ``ensemble / k / single`` in wall and in CPU time.
+    """
+    times: dict[str, list[float]] = {
+        f"{name} {clock}": [] for name in make for clock in ("wall", "cpu")
+    }
+    pairs: dict[str, list[float]] = {"wall": [], "cpu": []}
     for _ in range(rounds):
-        streams = (
-            {"single": single_fold(w, data, device), "ensemble": grid(w, data, k, device)}
-            if cv
-            else {"single": single(w, data, device), "ensemble": together(w, data, k, device)}
-        )
+        streams = {name: factory() for name, factory in make.items()}
         for stream in streams.values():
             next(stream)  # warm-up
         for e in range(epochs):
             pair = {}
             for name in ("single", "ensemble") if e % 2 == 0 else ("ensemble", "single"):
                 pair[name] = timed(streams[name])
-                times[name].append(pair[name])
-            pairs.append(pair["ensemble"] / k / pair["single"])
+                times[f"{name} wall"].append(pair[name][0])
+                times[f"{name} cpu"].append(pair[name][1])
+            for i, clock in enumerate(("wall", "cpu")):
+                pairs[clock].append(pair["ensemble"][i] / k / max(pair["single"][i], 1e-9))
         for stream in streams.values():
             stream.close()  # type: ignore[attr-defined]
     med = statistics.median
-    one, ens = med(times["single"]), med(times["ensemble"])
+    return {
+        **{key: med(values) for key, values in times.items()},
+        **{f"paired {clock}": med(values) for clock, values in pairs.items()},
+    }
+
+
+def run(w: Workload, k: int, epochs: int, rounds: int, device: str, *, cv: bool = False) -> None:
+    """Time both contenders for one K and print one row of the table."""
+    data = tuple(t.to(device) for t in make_data(w))
+    make: dict[str, Callable[[], Iterator[Any]]] = {
+        "single": (lambda: single_fold(w, data, device)) if cv else lambda: single(w, data, device),
+        "ensemble": (lambda: grid(w, data, k, device))
+        if cv
+        else lambda: together(w, data, k, device),
+    }
+    m = compare(make, k, epochs, rounds)
+    one, ens, paired = m["single wall"], m["ensemble wall"], m["paired wall"]
     label = f"{w.name} {FOLDS}-fold x {GRID_LRS} lrs" if cv else w.name
     print(
         f"{label:<22} {k:>4} {one:>10.4f} {ens:>10.4f} {ens / k / one:>10.4f} "
-        f"{med(pairs):>10.4f}   1/{1 / med(pairs):.1f}"
+        f"{paired:>10.4f}   1/{1 / paired:.1f}"
     )
+
+
+def run_digits(ks: list[int], epochs: int, rounds: int) -> None:
+    """The classification table: per K, epoch ms, per-member ratio, the limit and the distance."""
+    rate = digits.matmul_rate()
+    print(f"  digits: {digits.DESCRIPTION}")
+    print(f"  this core's matmul rate: {rate / 1e9:.1f} GFLOP/s (1024^3 torch.mm, best of 5)")
+    print(
+        f"{'K':>4} {'single ms':>10} {'epoch ms':>9} {'epoch cpu':>10} {'per member':>11} "
+        f"{'(cpu)':>9} {'MFLOP':>7} {'limit ms':>9} {'distance':>9}"
+    )
+    for k in ks:
+        m = compare({"single": digits.single, "ensemble": lambda k=k: digits.ensemble(k)},
+                    k, epochs, rounds)  # fmt: skip
+        flops = digits.flops_per_epoch(k)
+        limit = flops / rate
+        print(
+            f"{k:>4} {m['single wall'] * 1e3:>10.1f} {m['ensemble wall'] * 1e3:>9.1f} "
+            f"{m['ensemble cpu'] * 1e3:>10.1f} {'1/' + format(1 / m['paired wall'], '.1f'):>11} "
+            f"{'1/' + format(1 / m['paired cpu'], '.1f'):>9} {flops / 1e6:>7.0f} "
+            f"{limit * 1e3:>9.1f} {m['ensemble cpu'] / limit:>8.1f}x"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workload", choices=[*WORKLOADS, "all"], default="all")
-    parser.add_argument("--ks", default="1,8,64", help="comma-separated ensemble sizes")
+    parser.add_argument("--workload", choices=[*WORKLOADS, "digits", "all"], default="all")
+    parser.add_argument(
+        "--ks", default=None, help="comma-separated ensemble sizes (1,8,64; digits 1,8,40,128)"
+    )
     parser.add_argument("--epochs", type=int, default=4, help="timed epochs per round")
     parser.add_argument("--rounds", type=int, default=2, help="fresh-model rounds per K")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
@@ -165,23 +218,28 @@ def main() -> None:
     if args.train_metric:
         STEP_OPTIONS["train_metrics"] = {"m": train_metric}
     torch.set_num_threads(args.threads)
-    ks = [int(k) for k in args.ks.split(",")]
-    chosen = list(WORKLOADS) if args.workload == "all" else [args.workload]
+    given = None if args.ks is None else [int(k) for k in args.ks.split(",")]
+    ks = given or [1, 8, 64]
+    chosen = [*WORKLOADS, "digits"] if args.workload == "all" else [args.workload]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
     print(f"{args.rounds} rounds x {args.epochs} alternating timed epochs; medians, wall time")
     if STEP_OPTIONS:
         print(f"both contenders with {sorted(STEP_OPTIONS)}")
-    for name in chosen:
+    regression_or_small = [name for name in chosen if name in WORKLOADS]
+    for name in regression_or_small:
         print(f"  {name}: {WORKLOADS[name].describe()}")
-    print(
-        f"{'load':<22} {'K':>4} {'single s':>10} {'ensemble s':>10} {'per model':>10} "
-        f"{'paired':>10}   paired as 1/x"
-    )
-    for name in chosen:
+    if regression_or_small:
+        print(
+            f"{'load':<22} {'K':>4} {'single s':>10} {'ensemble s':>10} {'per model':>10} "
+            f"{'paired':>10}   paired as 1/x"
+        )
+    for name in regression_or_small:
         for k in ks:
             run(WORKLOADS[name], k, args.epochs, args.rounds, args.device)
     if "tiny" in chosen and not args.no_grid:
         run(WORKLOADS["tiny"], FOLDS * GRID_LRS, args.epochs, args.rounds, args.device, cv=True)
+    if "digits" in chosen:
+        run_digits(given or [1, 8, 40, 128], args.epochs, args.rounds)
 
 
 if __name__ == "__main__":
