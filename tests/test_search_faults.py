@@ -262,8 +262,11 @@ def test_the_heartbeat_keeps_held_trials_fresh_and_stops(tmp_path: Path) -> None
     assert other.fail_stale(force=True) == [trial.number]  # the beats stopped: stale
 
 
-def test_a_trial_failed_as_stale_while_held_is_dropped_by_its_worker(tmp_path: Path) -> None:
-    study = _study("journal", tmp_path)
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_trial_failed_as_stale_while_held_is_dropped_by_its_worker(
+    kind: str, tmp_path: Path
+) -> None:
+    study = _study(kind, tmp_path)
     taken = []
 
     def steal(event: dict[str, Any]) -> dict[str, Any]:
@@ -274,6 +277,36 @@ def test_a_trial_failed_as_stale_while_held_is_dropped_by_its_worker(tmp_path: P
 
     search(study, _build, (X, Y), nn.MSELoss(), **_options(stages=[*STAGES, augment(steal)]))
     trials = study.get_trials(deepcopy=False)
+    assert trials[0].state == States.FAIL
+    assert States.RUNNING not in _states(study)
+    assert sum(t.state == States.COMPLETE for t in trials) == 5
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_trial_failed_between_tells_check_and_its_write_is_dropped(
+    kind: str, tmp_path: Path
+) -> None:
+    # The race of a live worker whose trial another worker fails as stale just as it tells the
+    # trial's value: Study.tell found it RUNNING, then its write finds it finished.
+    stolen: list[int] = []
+
+    class Stealing(optuna.samplers.RandomSampler):
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            if not stolen:  # through a storage of its own, as another worker's
+                stolen.append(trial.number)
+                other = study._storage if kind == "memory" else _storage(kind, tmp_path)
+                if isinstance(other, str):
+                    other = optuna.storages.RDBStorage(other)
+                other.set_trial_state_values(trial._trial_id, States.FAIL)
+            super().after_trial(study, trial, state, values)
+
+    study = optuna.create_study(
+        storage=_storage(kind, tmp_path), sampler=Stealing(seed=0),
+        pruner=optuna.pruners.NopPruner(),
+    )  # fmt: skip
+    search(study, _build, (X, Y), nn.MSELoss(), **_options())
+    trials = study.get_trials(deepcopy=False)
+    assert stolen == [0]
     assert trials[0].state == States.FAIL
     assert States.RUNNING not in _states(study)
     assert sum(t.state == States.COMPLETE for t in trials) == 5

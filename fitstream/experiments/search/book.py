@@ -187,16 +187,18 @@ class Book:
             return False
         try:
             write(self.study.tell, trial, done=lambda _: self._forget(trial), **how)
-        except RuntimeError as exc:
-            if "Study.stop" not in str(exc):
-                raise
-            self.exhausted = True  # GridSampler stops the study once its grid is used up
+        # first: Optuna's UpdateFinishedTrialError is a RuntimeError too
         except (self.optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
+            # finished by another worker between tell's own check and its write, or before
             state = self.study._storage.get_trial(trial._trial_id).state
             if not state.is_finished():
                 raise
             self._drop(trial, f"it was already {state.name} ({exc})")
             return False
+        except RuntimeError as exc:
+            if "Study.stop" not in str(exc):
+                raise
+            self.exhausted = True  # GridSampler stops the study once its grid is used up
         self._forget(trial)
         return True
 
