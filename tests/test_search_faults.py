@@ -350,3 +350,35 @@ def test_a_ctrl_c_swallowed_on_its_way_still_stops_the_search() -> None:
     assert calls == 2  # no epoch after the interrupt
     assert States.RUNNING not in _states(study)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_workers_that_ask_the_last_trial_together_train_exactly_one_of_them() -> None:
+    from fitstream.experiments.search.rules import counted, past_n_trials
+
+    study = optuna.create_study()
+    for _ in range(2):
+        study.tell(study.ask(), 1.0)
+    first, second = study.ask(), study.ask()  # two workers at once, n_trials=3
+    trials = study.get_trials(deepcopy=False)
+    assert counted(trials, States.FAIL) == 4  # each worker saw one too many
+    assert not past_n_trials(trials, first.number, 3, States.FAIL)
+    assert past_n_trials(trials, second.number, 3, States.FAIL)
+
+
+def test_a_retry_takes_its_originals_place_in_the_count() -> None:
+    from fitstream.experiments.search.rules import past_n_trials
+
+    study = optuna.create_study()
+    dead = study.ask()
+    dead.suggest_float("lr", 1e-3, 1e-1, log=True)
+    study.tell(study.ask(), 1.0)
+    fresh = study.ask()  # asked just before the dead worker's trial is retried
+    study.tell(dead, state=States.FAIL)
+    default_callback(optuna)(study, study.get_trials(deepcopy=False)[dead.number])
+    retry = study.ask()
+    trials = study.get_trials(deepcopy=False)
+    assert trials[retry.number].system_attrs["failed_trial"] == dead.number
+    assert retry.number > fresh.number
+    # n_trials=2: the retry, in the dead trial's place, is trained; the fresh trial is one too many
+    assert not past_n_trials(trials, retry.number, 2, States.FAIL)
+    assert past_n_trials(trials, fresh.number, 2, States.FAIL)

@@ -79,11 +79,21 @@ def _wait_for_reports(study: Any, worker: subprocess.Popen[str]) -> None:
         time.sleep(0.1)
 
 
+def _described(trials: list[Any]) -> str:
+    """One line per trial: what a failed count needs to be understood."""
+    return "\n".join(
+        f"{t.number} {t.state.name} steps={sorted(t.intermediate_values)} "
+        f"system={ {k: v for k, v in t.system_attrs.items() if 'heartbeat' not in k} } "
+        f"user={t.user_attrs}"
+        for t in trials
+    )
+
+
 def _check_study(study: Any) -> list[Any]:
     """Exactly n_trials finished, none running or waiting; every retry linked; none twice."""
     trials = study.get_trials(deepcopy=False)
     finished = [t for t in trials if t.state in (States.COMPLETE, States.PRUNED)]
-    assert len(finished) == N_TRIALS
+    assert len(finished) == N_TRIALS, _described(trials)
     assert not [t for t in trials if t.state in (States.RUNNING, States.WAITING)]
     numbers = {t.number: t for t in trials}
     retried = set()

@@ -17,7 +17,7 @@ import warnings
 from typing import Any
 
 from .heartbeat import Heartbeat
-from .rules import PAST_N_TRIALS, counted, grid_taken, pruner_startup
+from .rules import PAST_N_TRIALS, counted, grid_taken, past_n_trials, pruner_startup
 from .trials import TrialRun
 from .writes import read, write
 
@@ -96,7 +96,7 @@ class Book:
             # held in the same shelter from Ctrl-C as the ask: never RUNNING and unknown
             trial = write(self.study.ask, done=self._hold)
         self.heartbeat.hold(trial)
-        if counted(self.trials(), self.states.FAIL) > self.n_trials:  # another worker was first
+        if past_n_trials(self.trials(), trial.number, self.n_trials, self.states.FAIL):
             write(trial.set_user_attr, "fitstream", PAST_N_TRIALS)
             self.tell_fail(trial, PAST_N_TRIALS, retry=False)
             self.exhausted = True

@@ -26,6 +26,7 @@ __all__ = [
     "PAST_N_TRIALS",
     "counted",
     "grid_taken",
+    "past_n_trials",
     "pruner_startup",
     "retried_numbers",
 ]
@@ -62,14 +63,42 @@ def counted(trials: Sequence[Any], fail: Any) -> int:
         2
     """
     retried = retried_numbers(trials)
-    return sum(
-        1
-        for t in trials
-        if not (
-            t.state == fail
-            and (t.number in retried or t.user_attrs.get("fitstream") == PAST_N_TRIALS)
-        )
+    return sum(1 for t in trials if _counts(t, retried, fail))
+
+
+def _counts(trial: Any, retried: set[int], fail: Any) -> bool:
+    """The rule: every asked trial but a retried ``FAIL`` and one asked past ``n_trials``."""
+    return not (
+        trial.state == fail
+        and (trial.number in retried or trial.user_attrs.get("fitstream") == PAST_N_TRIALS)
     )
+
+
+def past_n_trials(trials: Sequence[Any], number: int, n_trials: int, fail: Any) -> bool:
+    """Whether trial ``number`` comes after ``n_trials`` trials that count (see the module).
+
+    The trials that count are put in order, a retry at the place of the trial it retries, so
+    that workers asking at the same moment agree on which of their trials is one too many: the
+    first ``n_trials`` are trained, the rest not. (Each counting the study as it found it, two
+    workers that asked the last trial together both gave theirs up, and the study ended one
+    trial short.)
+
+    Example:
+        >>> from types import SimpleNamespace as T
+        >>> trials = [T(number=n, state="RUNNING", system_attrs={}, user_attrs={})
+        ...           for n in range(4)]
+        >>> [past_n_trials(trials, n, 3, "FAIL") for n in range(4)]
+        [False, False, False, True]
+    """
+    retried = retried_numbers(trials)
+
+    def place(trial: Any) -> int:
+        first = trial.system_attrs.get("failed_trial")
+        return first if isinstance(first, int) else int(trial.number)
+
+    mine = next((place(t) for t in trials if t.number == number), number)
+    before = sum(1 for t in trials if place(t) < mine and _counts(t, retried, fail))
+    return before >= n_trials
 
 
 def grid_taken(study: Any) -> bool:
