@@ -6,6 +6,7 @@ enqueued again (Optuna's retry callback), so the next run of the search trains i
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import threading
@@ -317,9 +318,16 @@ def test_optunas_own_heartbeat_is_used_where_the_storage_keeps_one(tmp_path: Pat
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # Optuna 4.0, the floor, names it failed_trial_callback
+        accepted = inspect.signature(optuna.storages.RDBStorage).parameters
+        callback = next(
+            name
+            for name in ("heartbeat_stale_trial_callback", "failed_trial_callback")
+            if name in accepted
+        )
         storage = optuna.storages.RDBStorage(
             f"sqlite:///{tmp_path / 'beat.db'}", heartbeat_interval=1, grace_period=3,
-            heartbeat_stale_trial_callback=default_callback(optuna),
+            **{callback: default_callback(optuna)},
         )  # fmt: skip
     study = optuna.create_study(storage=storage, pruner=optuna.pruners.NopPruner())
     search(study, _build, (X, Y), nn.MSELoss(), **_options())

@@ -19,7 +19,7 @@ from typing import Any
 from .heartbeat import Heartbeat
 from .rules import PAST_N_TRIALS, counted, grid_taken, past_n_trials, pruner_startup
 from .trials import TrialRun
-from .writes import read, write
+from .writes import already_finished, read, write
 
 __all__ = ["Book"]
 
@@ -117,8 +117,10 @@ class Book:
         try:
             write(trial.report, value, run.steps)
             return ask and bool(write(trial.should_prune))
-        except self.optuna.exceptions.UpdateFinishedTrialError:  # failed as stale meanwhile
-            self.heartbeat.lost.add(trial._trial_id)
+        except Exception as exc:
+            if not already_finished(exc):
+                raise
+            self.heartbeat.lost.add(trial._trial_id)  # failed as stale meanwhile
             self._drop(trial, "another worker failed it as stale; its retry trains elsewhere")
             return False
 
@@ -187,15 +189,14 @@ class Book:
             return False
         try:
             write(self.study.tell, trial, done=lambda _: self._forget(trial), **how)
-        # first: Optuna's UpdateFinishedTrialError is a RuntimeError too
-        except (self.optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
-            # finished by another worker between tell's own check and its write, or before
-            state = self.study._storage.get_trial(trial._trial_id).state
-            if not state.is_finished():
-                raise
-            self._drop(trial, f"it was already {state.name} ({exc})")
-            return False
-        except RuntimeError as exc:
+        except (RuntimeError, ValueError) as exc:
+            if already_finished(exc) or isinstance(exc, ValueError):
+                # finished by another worker between tell's own check and its write, or before
+                state = self.study._storage.get_trial(trial._trial_id).state
+                if not state.is_finished():
+                    raise
+                self._drop(trial, f"it was already {state.name} ({exc})")
+                return False
             if "Study.stop" not in str(exc):
                 raise
             self.exhausted = True  # GridSampler stops the study once its grid is used up

@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from .writes import read, write
+from .writes import already_finished, read, write
 
 __all__ = ["STAMP", "Heartbeat", "default_callback"]
 
@@ -144,11 +144,12 @@ class Heartbeat:
                 else:
                     write(self.storage.set_trial_system_attr, trial_id, STAMP, time.time(),
                           give_up=self._stop)  # fmt: skip
-            except self.optuna.exceptions.UpdateFinishedTrialError:
-                with self._lock:
-                    self.lost.add(trial_id)
-            except Exception as exc:  # a beat missed is retried at the next interval
-                _LOG.warning("search: the heartbeat of trial id %d failed: %r", trial_id, exc)
+            except Exception as exc:
+                if already_finished(exc):  # failed as stale by another worker
+                    with self._lock:
+                        self.lost.add(trial_id)
+                else:  # a beat missed is retried at the next interval
+                    _LOG.warning("search: the heartbeat of trial id %d failed: %r", trial_id, exc)
 
     def fail_stale(self, *, force: bool = False) -> list[int]:
         """Fail the stale trials of other workers; return their numbers.
@@ -186,8 +187,10 @@ class Heartbeat:
             try:
                 if not write(self.storage.set_trial_state_values, trial._trial_id, state=fail):
                     continue
-            except self.optuna.exceptions.UpdateFinishedTrialError:
-                continue  # another worker failed it first, and called the callback
+            except Exception as exc:
+                if already_finished(exc):
+                    continue  # another worker failed it first, and called the callback
+                raise
             failed.append(trial.number)
             if self.callback is not None:
                 frozen = copy.deepcopy(self.storage.get_trial(trial._trial_id))

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-__all__ = ["KeptInterrupt", "deferred_interrupt", "is_locked", "read", "write"]
+__all__ = ["KeptInterrupt", "already_finished", "deferred_interrupt", "is_locked", "read", "write"]
 
 T = TypeVar("T")
 
@@ -156,3 +156,19 @@ def read(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     An RDB read is a transaction too: cut in half by Ctrl-C, it would keep its lock.
     """
     return write(functools.partial(fn, *args, **kwargs))
+
+
+def already_finished(exc: BaseException) -> bool:
+    """Whether ``exc`` is a storage's refusal to change a trial that has finished.
+
+    Newer Optuna raises ``UpdateFinishedTrialError`` (a ``RuntimeError``); Optuna 4.0 raised a
+    plain ``RuntimeError`` that says so.
+
+    Example:
+        >>> already_finished(RuntimeError("Trial#3 has already finished and can not be updated."))
+        True
+        >>> already_finished(RuntimeError("database is locked"))
+        False
+    """
+    named = type(exc).__name__ == "UpdateFinishedTrialError"
+    return named or (isinstance(exc, RuntimeError) and "has already finished" in str(exc))
