@@ -51,9 +51,9 @@ class Book:
         """The study's trials, of every worker (not copied)."""
         return list(read(self.study.get_trials, deepcopy=False))
 
-    def counts(self) -> dict[str, int]:
-        """The study's trials by state, of every worker."""
-        trials = self.trials()
+    def counts(self, trials: list[Any] | None = None) -> dict[str, int]:
+        """The study's trials by state, of every worker (of ``trials``, read once, if given)."""
+        trials = self.trials() if trials is None else trials
         s = self.states
         return {
             "trials_done": sum(t.state == s.COMPLETE for t in trials),
@@ -62,17 +62,18 @@ class Book:
             "trials_failed": sum(t.state == s.FAIL for t in trials),
         }
 
-    def waiting(self) -> int:
+    def waiting(self, trials: list[Any] | None = None) -> int:
         """Trials enqueued to be run (retries of failed trials, or the user's own)."""
-        return len(read(self.study.get_trials, deepcopy=False, states=(self.states.WAITING,)))
+        trials = self.trials() if trials is None else trials
+        return sum(t.state == self.states.WAITING for t in trials)
 
     def may_ask(self) -> bool:
         """Whether a free slot may ask the study for a trial now (see :mod:`.rules`)."""
-        if self.waiting():
+        trials = self.trials()
+        if self.waiting(trials):
             return True
         if self.exhausted:
             return False
-        trials = self.trials()
         if counted(trials, self.states.FAIL) >= self.n_trials:
             return False
         if read(grid_taken, self.study):  # every grid point is running or done
@@ -105,9 +106,9 @@ class Book:
 
     # -- telling -------------------------------------------------------------------------------
 
-    def counted(self) -> int:
+    def counted(self, trials: list[Any] | None = None) -> int:
         """The trials of the study that count against ``n_trials`` (see :mod:`.rules`)."""
-        return counted(self.trials(), self.states.FAIL)
+        return counted(self.trials() if trials is None else trials, self.states.FAIL)
 
     def report(self, run: TrialRun, value: float, *, ask: bool = True) -> bool:
         """Report the trial's value at its step; with ``ask``, whether its pruner prunes it."""

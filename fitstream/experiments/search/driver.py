@@ -197,14 +197,15 @@ class Worker:
         log_finished(run, state, self.plan.epochs, read(best_text, self.book.study, complete))
         run.best_state = None  # kept by the file or the copy; free the memory
 
-    def show(self) -> None:
-        """Bring the bar up to date (when there is one)."""
+    def show(self, trials: list[Any] | None = None) -> None:
+        """Bring the bar up to date (when there is one), from ``trials`` if already read."""
         if self.bar is None:
             return
         book = self.book
-        counts = book.counts()
-        live = counts["trials_running"] + book.waiting()
-        finished = min(book.counted(), book.n_trials) - live
+        trials = book.trials() if trials is None else trials
+        counts = book.counts(trials)
+        live = counts["trials_running"] + book.waiting(trials)
+        finished = min(book.counted(trials), book.n_trials) - live
         self.bar.show(finished, counts, read(best_text, book.study, book.states.COMPLETE))
 
     # -- the loop --------------------------------------------------------------------------
@@ -233,8 +234,9 @@ class Worker:
                 ]  # fmt: skip
                 for block, _ in ended:
                     group.end(block)
-                event.update(book.counts())
-                self.show()
+                trials = book.trials()  # one read of the study per event
+                event.update(book.counts(trials))
+                self.show(trials)
                 yield event
                 self.fill(group)
                 self.heartbeat.fail_stale()
