@@ -147,26 +147,27 @@ class VectorAdam(Vectorised):
         self.cursor = cursor + 1
         at = self.cursor_t
         for i, slab in enumerate(self.slabs):
-            _, l2, _, _, beta2, _, amsgrad, _ = self.hp[i]
+            # each (K, 1) column taken only where a flag asks for it: a select per use costs
+            # less than unpacking every column at every step
+            # (hp: the columns of names; constants: 1 - beta1, 1 - beta2, decay, sign)
+            hp, constants = self.hp[i], self.constants[i]
             row = self.tables[i][cursor] if at is None else self.tables[i].index_select(0, at)[0]
-            size, offset = row
-            one_minus_beta1, one_minus_beta2, decay, sign = self.constants[i]
             flags = self.flags[i]
             p, g = slab.data, slab.grad
             assert g is not None
             if flags["any_maximize"]:
-                g = g * sign
+                g = g * constants[3]
             if flags["any_l2"]:
-                g = torch.addcmul(g, p, l2)
+                g = torch.addcmul(g, p, hp[1])
             if flags["any_decoupled"]:
-                p.mul_(decay)
+                p.mul_(constants[2])
             m, v = self.exp_avg[i], self.exp_avg_sq[i]
             scratch, denom = self.scratch[i]
             shared = self.shared[i] if at is None else {}  # a graph reads tensors only
             b1, b2 = shared.get("beta1"), shared.get("beta2")
-            m.lerp_(g, one_minus_beta1 if b1 is None else 1 - b1)
+            m.lerp_(g, constants[0] if b1 is None else 1 - b1)
             if b2 is None:
-                v.mul_(beta2).addcmul_(g, torch.mul(g, one_minus_beta2, out=scratch))
+                v.mul_(hp[4]).addcmul_(g, torch.mul(g, constants[1], out=scratch))
             else:
                 v.mul_(b2).addcmul_(g, g, value=1 - b2)
             source = v
@@ -175,9 +176,9 @@ class VectorAdam(Vectorised):
                 if vmax is None:
                     vmax = self.max_sq[i] = torch.zeros_like(v)
                 torch.maximum(vmax, v, out=vmax)
-                source = vmax if flags["all_amsgrad"] else torch.where(amsgrad.bool(), vmax, v)
-            torch.sqrt(source, out=denom).add_(offset)
-            p.addcdiv_(torch.mul(m, size, out=scratch), denom, value=-1)
+                source = vmax if flags["all_amsgrad"] else torch.where(hp[6].bool(), vmax, v)
+            torch.sqrt(source, out=denom).add_(row[1])  # offset
+            p.addcdiv_(torch.mul(m, row[0], out=scratch), denom, value=-1)  # size
         if at is not None:
             at.add_(1)
 
