@@ -1,6 +1,6 @@
 """The classification workload of ``bench_ensemble.py --workload digits``, and its limit.
 
-scikit-learn's digits (1797 x 64, standardised), MLP 64-32-10, cross-entropy, Adam, batch 32,
+scikit-learn's digits (1797 x 64, pixels / 16), MLP 64-32-10, cross-entropy, Adam, batch 32,
 a 5-fold split: member ``k`` trains on fold ``k % 5``'s training rows (``rows=``) with its own
 learning rate, and is validated on that fold's held-out rows after every epoch (accuracy, with
 ``evaluate(..., folds=)``), so K=40 is a 5-fold x 8-lr grid. The single contender is
@@ -33,14 +33,17 @@ DESCRIPTION = (
 )
 
 
-def data() -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
-    """Standardised digits, labels and the 5-fold split."""
+def digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's digits, pixels scaled to [0, 1], and their labels (the benchmarks' data)."""
     from sklearn.datasets import load_digits
 
-    digits = load_digits()
-    X = torch.tensor(digits.data, dtype=torch.float32)
-    X = (X - X.mean(0)) / (X.std(0) + 1e-6)
-    y = torch.tensor(digits.target, dtype=torch.long)
+    loaded = load_digits()
+    return torch.tensor(loaded.data, dtype=torch.float32) / 16, torch.tensor(loaded.target)
+
+
+def data() -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Digits, labels and the 5-fold split."""
+    X, y = digits()
     return X, y, kfold(len(X), FOLDS, generator=torch.Generator().manual_seed(0))
 
 

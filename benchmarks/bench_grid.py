@@ -27,6 +27,7 @@ from typing import Any
 
 import optuna
 import torch
+from _digits_workload import accuracy, digits
 from torch import nn
 
 from fitstream import augment, epoch_stream, evaluate, kfold, search, summarize
@@ -34,17 +35,6 @@ from fitstream import augment, epoch_stream, evaluate, kfold, search, summarize
 WIDTHS = [16, 64]
 LRS = [float(f"{1e-4 * 10 ** (3 * i / 7):.3g}") for i in range(8)]
 FOLDS, BATCH = 5, 32
-
-
-def digits() -> tuple[torch.Tensor, torch.Tensor]:
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    return torch.tensor(data.data, dtype=torch.float32) / 16, torch.tensor(data.target)
-
-
-def accuracy(pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return (pred.argmax(-1) == labels).float().mean()
 
 
 def build(trial: Any) -> tuple[nn.Module, torch.optim.Optimizer]:
