@@ -84,6 +84,22 @@ def test_the_bar_counts_finished_trials_out_of_n_trials_with_the_best(
     assert len(final) <= 80
 
 
+def test_the_bar_is_drawn_at_most_once_per_interval_and_ends_up_to_date(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = Terminal()
+    from fitstream.experiments.search import progress
+
+    monkeypatch.setattr(progress.sys, "stderr", out)
+    events = list(search_events(_study(), _build, (X, Y), nn.MSELoss(),
+                                **_options(n_trials=6, progress=True)))  # fmt: skip
+    drawn = [line for line in out.getvalue().split("\r") if "trials" in line]
+    # hundreds of epochs a second: a draw per event wrote one line per event
+    assert len(drawn) < len(events)
+    assert "6/6 trials" in drawn[-1]
+    assert "running=0" in drawn[-1]
+
+
 def test_nothing_is_printed_without_the_bar(capsys: pytest.CaptureFixture[str]) -> None:
     search(_study(), _build, (X, Y), nn.MSELoss(), **_options())
     assert capsys.readouterr() == ("", "")

@@ -197,9 +197,9 @@ class Worker:
         log_finished(run, state, self.plan.epochs, read(best_text, self.book.study, complete))
         run.best_state = None  # kept by the file or the copy; free the memory
 
-    def show(self, trials: list[Any] | None = None) -> None:
-        """Bring the bar up to date (when there is one), from ``trials`` if already read."""
-        if self.bar is None:
+    def show(self, trials: list[Any] | None = None, *, force: bool = False) -> None:
+        """Bring the bar up to date (when there is one and it is due), from ``trials`` if read."""
+        if self.bar is None or not (force or self.bar.due()):
             return
         book = self.book
         trials = book.trials() if trials is None else trials
@@ -267,5 +267,5 @@ class Worker:
         finally:
             self.heartbeat.close()
             if self.bar is not None:
-                self.show()
+                self.show(force=True)
                 self.bar.close()

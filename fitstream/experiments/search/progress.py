@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import time
 from typing import IO, Any
 
 from ..._internal.optional import require
@@ -88,6 +89,15 @@ class SearchBar:
         layout = "{desc} {n_fmt}/{total_fmt} trials{postfix} |{bar}| {elapsed}<{remaining}"
         self.bar = kind(total=n_trials, desc="search", file=out, leave=True, bar_format=layout,
                         **_width(out))  # fmt: skip
+        self.shown = -math.inf  # when it was last drawn (time.monotonic)
+
+    def due(self) -> bool:
+        """Whether the bar may be drawn again: at most once per tqdm's ``mininterval``.
+
+        A search yields many epochs a second; reading the study and redrawing at each filled a
+        log with copies of the same line.
+        """
+        return time.monotonic() - self.shown >= float(self.bar.mininterval)
 
     def show(self, finished: int, counts: dict[str, int], best: str) -> None:
         """Move the bar to ``finished`` trials and show the counts and the best."""
@@ -99,6 +109,7 @@ class SearchBar:
         )
         bar.set_postfix_str(f"{text} {best}".strip(), refresh=False)
         bar.refresh()
+        self.shown = time.monotonic()
 
     def close(self) -> None:
         """Close the bar (its last line stays)."""
