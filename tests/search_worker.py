@@ -1,14 +1,18 @@
 """One worker of a search shared through an Optuna storage (run by tests/test_search_workers.py).
 
-Usage: ``python tests/search_worker.py STORAGE STUDY N_TRIALS SEED [PAUSE [HEARTBEAT]]``:
+Usage: ``python tests/search_worker.py STORAGE STUDY N_TRIALS SEED [PAUSE [HEARTBEAT [DIE]]]``:
 ``STORAGE`` is an RDB URL (``sqlite:///...``, ``postgresql://...``), ``native:URL`` for an RDB
 storage that keeps Optuna's own heartbeat, or ``journal:PATH`` for a journal file; ``PAUSE``
 (seconds) slows each epoch, so that a test can kill or interrupt the worker mid-run;
-``HEARTBEAT`` (seconds, an int) is the heartbeat interval, its grace period three times that.
+``HEARTBEAT`` (seconds, an int) is the heartbeat interval, its grace period three times that;
+``DIE`` (a trial number) makes the worker kill itself (SIGKILL) while it asks that trial, after
+the trial exists and before the search holds it.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import time
 from typing import Any
@@ -50,6 +54,7 @@ def main(argv: list[str]) -> None:
     url, name, n_trials, seed = argv[0], argv[1], int(argv[2]), int(argv[3])
     pause = float(argv[4]) if len(argv) > 4 else 0.0
     heartbeat = int(argv[5]) if len(argv) > 5 else 0
+    die = int(argv[6]) if len(argv) > 6 else -1
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
@@ -66,11 +71,15 @@ def main(argv: list[str]) -> None:
         time.sleep(pause)
         return {}
 
+    class Sampler(optuna.samplers.TPESampler):
+        def before_trial(self, study: Any, trial: Any) -> None:
+            if trial.number == die:  # inside the ask: the trial is RUNNING, not yet held
+                os.kill(os.getpid(), signal.SIGKILL)
+            super().before_trial(study, trial)
+
     storage = storage_of(url, heartbeat)
     study = optuna.load_study(
-        study_name=name,
-        storage=storage,
-        sampler=optuna.samplers.TPESampler(constant_liar=True, seed=seed),
+        study_name=name, storage=storage, sampler=Sampler(constant_liar=True, seed=seed)
     )
     native = url.startswith("native:") and heartbeat
     timing = {} if native or not heartbeat else {

@@ -24,6 +24,7 @@ optuna = pytest.importorskip("optuna")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 States = optuna.trial.TrialState
 
+from fitstream.experiments.search.asking import asker  # noqa: E402
 from fitstream.experiments.search.heartbeat import STAMP, Heartbeat, default_callback  # noqa: E402
 from fitstream.experiments.search.writes import deferred_interrupt, is_locked, write  # noqa: E402
 
@@ -247,6 +248,30 @@ def test_a_stale_trial_of_a_dead_worker_is_failed_and_retried_once(tmp_path: Pat
     assert [(t.system_attrs["failed_trial"], t.params) for t in retries] == [
         (dead.number, trials[dead.number].params)
     ]
+
+
+def test_an_ask_retried_after_a_locked_read_takes_one_trial_born_stamped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    study = optuna.create_study()
+    study.enqueue_trial({"lr": 0.01})
+    real, reads = study._storage.get_trial, []
+
+    def locked_once(trial_id: int) -> Any:
+        reads.append(trial_id)
+        if len(reads) == 1:
+            raise RuntimeError("(sqlite3.OperationalError) database is locked")
+        return real(trial_id)
+
+    monkeypatch.setattr(study._storage, "get_trial", locked_once)
+    trial = write(asker(study, optuna, STAMP))
+    assert reads == [trial._trial_id, trial._trial_id]  # tried again on the trial it took
+    assert trial.suggest_float("lr", 1e-3, 1e-1) == 0.01  # the waiting trial, taken
+    fresh = write(asker(study, optuna, STAMP))  # nothing waits: a new trial
+    trials = study.get_trials(deepcopy=False)
+    assert [t.number for t in trials] == [trial.number, fresh.number] == [0, 1]
+    assert all(t.state == States.RUNNING and STAMP in t.system_attrs for t in trials)
+    assert STAMP not in write(asker(study, optuna, None)).study.trials[2].system_attrs
 
 
 def test_the_heartbeat_keeps_held_trials_fresh_and_stops(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@
 - :mod:`.trials`: one trial's members, curve and best epoch;
 - :mod:`.rules`: what counts against ``n_trials``, and when the slots open (the first wave);
 - :mod:`.book`: asking and telling the study, and the faults (interrupts, failed builds);
+- :mod:`.asking`: a trial asked with its heartbeat stamp in its first write;
 - :mod:`.heartbeat`: the held trials' heartbeat, and failing the trials of dead workers;
 - :mod:`.writes`: storage writes retried while locked, and whole under Ctrl-C;
 - :mod:`.progress`: the bar and the log lines;

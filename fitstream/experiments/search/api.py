@@ -284,19 +284,20 @@ def search(
     processes or machines running the same search on one storage (a journal file on one host,
     PostgreSQL across hosts) stop together at ``n_trials``.
 
-    **Faults.** The worker keeps a heartbeat for every trial it holds: Optuna's own where the
-    storage keeps one (``RDBStorage(heartbeat_interval=...)``), else a stamp in the trial's
+    **Faults.** The worker keeps a heartbeat for every trial it holds: a stamp in the trial's
     system attributes every ``heartbeat_interval`` seconds (default 60; none for a study in
-    memory). At the start, then once per interval, and while it waits for other workers' trials
-    at the end, it fails the trials whose heartbeat is older than ``grace_period`` (default
-    twice the interval) and hands each to ``stale_trial_callback`` (default Optuna's
+    memory), written with the trial itself when it is asked, and Optuna's own too where the
+    storage keeps one (``RDBStorage(heartbeat_interval=...)``). At the start, then once per
+    interval, and while it waits for other workers' trials at the end, it fails the trials whose
+    heartbeat is older than ``grace_period`` (default twice the interval) and hands each to
+    ``stale_trial_callback`` (default Optuna's
     ``RetryHeartbeatStaleTrialCallback(max_retry=3)``), which enqueues it again: the workers
     that are alive train it. Ctrl-C, or closing :func:`search_events` early, tells every held
     trial ``FAIL`` and hands it to the same callback (the interrupt is held back for the
-    duration of one storage write, then raised); an error in training tells them ``FAIL`` and
-    is raised. A ``build`` that raises fails only its trial (``fail_reason``); one that returns
-    the wrong things is an error naming the trial. A storage write that finds the database
-    locked is retried.
+    duration of one storage write, then raised); an error in training tells them ``FAIL`` and is
+    raised. A ``build`` that raises fails only its trial (``fail_reason``); one that returns the
+    wrong things is an error naming the trial. A storage write that finds the database locked is
+    retried.
 
     **What you see, and what you get.** ``progress=True`` shows one bar over ``n_trials``, with
     the trials done, pruned and running and the best value so far (with folds, ± its standard

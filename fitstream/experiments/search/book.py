@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from typing import Any
 
-from .heartbeat import Heartbeat
+from .asking import asker
+from .heartbeat import STAMP, Heartbeat
 from .rules import PAST_N_TRIALS, counted, grid_taken, past_n_trials, pruner_startup
 from .trials import TrialRun
 from .writes import already_finished, read, write
@@ -92,10 +92,9 @@ class Book:
 
     def ask(self) -> Any | None:
         """Ask one trial (a waiting retry first); ``None`` if the study is full."""
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Heartbeat of storage")
-            # held in the same shelter from Ctrl-C as the ask: never RUNNING and unknown
-            trial = write(self.study.ask, done=self._hold)
+        stamp = STAMP if self.heartbeat.on else None
+        # held in the same shelter from Ctrl-C as the ask: never RUNNING and unknown
+        trial = write(asker(self.study, self.optuna, stamp), done=self._hold)
         self.heartbeat.hold(trial)
         if past_n_trials(self.trials(), trial.number, self.n_trials, self.states.FAIL):
             write(trial.set_user_attr, "fitstream", PAST_N_TRIALS)

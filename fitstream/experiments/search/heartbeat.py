@@ -1,18 +1,20 @@
 """A heartbeat for every trial a worker holds, and the failing of the trials of dead workers.
 
-Optuna's RDB storage keeps a heartbeat of its own when it is built with ``heartbeat_interval``:
-each running trial records one every interval, and ``optuna.storages.fail_stale_trials`` fails
-the trials whose last one is older than the grace period and hands each to the storage's
-stale-trial callback (``RetryHeartbeatStaleTrialCallback`` enqueues it again). ``study.optimize``
-does this for one trial per thread; :class:`Heartbeat` does it for all the trials a search
-worker holds at once, from one thread.
+Each trial a search worker holds carries a stamp in its system attributes,
+``fitstream:heartbeat``: the time of its last sign of life. The trial is born with it
+(:mod:`.asking`), and the worker's heartbeat thread renews it every interval. A running trial
+whose stamp is older than the grace period belongs to a worker that is gone: another worker
+fails it and hands it to the stale-trial callback (``RetryHeartbeatStaleTrialCallback`` enqueues
+it again), exactly as Optuna does with its own heartbeat. Only trials that carry a stamp, those
+of a search worker, are ever judged this way: a trial of a plain ``study.optimize`` in the same
+study is left alone.
 
-The journal storage (and an RDB storage built without ``heartbeat_interval``) has no heartbeat.
-There the same mechanism runs on the trial's system attributes: each held trial's
-``fitstream:heartbeat`` is stamped with the time every interval, and a running trial whose last
-stamp (or start) is older than the grace period is failed and handed to the callback, exactly
-as Optuna would. Only trials that carry a stamp, those of a search worker, are ever judged: a
-trial of a plain ``study.optimize`` in the same study is left alone.
+Optuna's RDB storage keeps a heartbeat of its own when it is built with ``heartbeat_interval``
+(``optuna.storages.fail_stale_trials`` judges it). There the worker keeps both: Optuna's, so that
+a plain ``study.optimize`` in the same study sees the search's trials alive, and the stamp,
+because Optuna's heartbeat starts only after the trial exists: a worker killed in between would
+leave a trial that Optuna's check never judges. The interval, grace period and callback are then
+the storage's.
 """
 
 from __future__ import annotations
@@ -102,10 +104,9 @@ class Heartbeat:
         return self.interval is not None
 
     def hold(self, trial: Any) -> None:
-        """Start beating for ``trial`` (stamped at once), and start the thread if it is not."""
+        """Start beating for ``trial`` (born stamped), and start the thread if it is not."""
         if not self.on:
             return
-        write(self.storage.set_trial_system_attr, trial._trial_id, STAMP, time.time())
         if self.native:
             write(self.storage.record_heartbeat, trial._trial_id)
         with self._lock:
@@ -141,9 +142,8 @@ class Heartbeat:
             try:  # a stopping thread tries once, not for half a minute
                 if self.native:
                     write(self.storage.record_heartbeat, trial_id, give_up=self._stop)
-                else:
-                    write(self.storage.set_trial_system_attr, trial_id, STAMP, time.time(),
-                          give_up=self._stop)  # fmt: skip
+                write(self.storage.set_trial_system_attr, trial_id, STAMP, time.time(),
+                      give_up=self._stop)  # fmt: skip
             except Exception as exc:
                 if already_finished(exc):  # failed as stale by another worker
                     with self._lock:
@@ -162,9 +162,8 @@ class Heartbeat:
         if not force and now - self._checked < (self.interval or 0.0):
             return []
         self._checked = now
-        if self.native:
-            return self._fail_native()
-        return self._fail_stamped()
+        failed = self._fail_native() if self.native else []
+        return sorted(failed + self._fail_stamped())
 
     def _fail_native(self) -> list[int]:
         before = self._running_numbers()
