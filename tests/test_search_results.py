@@ -6,6 +6,7 @@ import io
 import logging
 import math
 import os
+import re
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,29 @@ def test_the_bar_counts_finished_trials_out_of_n_trials_with_the_best(
     assert f"done={done} pruned={pruned} running=0" in final
     assert f"(trial {study.best_trial.number})" in final
     assert f"best={study.best_value:.4g}" in final
-    assert len(final) <= 80
+    assert re.search(r"\| \d\d:\d\d<\d\d:\d\d$", final), final  # the times whole, not cut
+
+
+def test_a_bar_line_too_long_for_80_columns_grows_in_a_log_rather_than_cut() -> None:
+    # A two-digit best trial took the line to 81 columns: tqdm cut its time to "00:0".
+    from fitstream.experiments.search.progress import SearchBar
+
+    out = Terminal()
+    bar = SearchBar(120, file=out)
+    counts = {"trials_done": 17, "trials_pruned": 103, "trials_running": 0}
+    bar.show(120, counts, "best=0.01244 (trial 117)")
+    bar.close()
+    final = out.getvalue().rstrip("\n").split("\r")[-1]
+    assert "done=17 pruned=103 running=0 best=0.01244 (trial 117)" in final
+    assert re.search(r"\| \d\d:\d\d<\d\d:\d\d$", final), final
+    assert len(final) > 80
+    short = Terminal()
+    bar = SearchBar(6, file=short)
+    bar.show(6, {"trials_done": 1, "trials_pruned": 5, "trials_running": 0}, "best=0.1 (trial 0)")
+    bar.close()
+    line = short.getvalue().rstrip("\n").split("\r")[-1]
+    assert len(line) == 80  # it fits: 80 columns as before
+    assert line.endswith("(trial 0) |##| 00:00<00:00")
 
 
 def test_the_bar_is_drawn_at_most_once_per_interval_and_ends_up_to_date(

@@ -136,6 +136,22 @@ def width(file: IO[str]) -> dict[str, Any]:
     return {"ncols": 80}
 
 
+def widen_to_fit(bar: Any, line: int) -> None:
+    """On a line of fixed width (a log file), let the bar's line grow rather than be cut.
+
+    tqdm cuts a line longer than its ``ncols``, values and times included. The line is measured
+    as it stands: its bar gives up its columns first, down to one, then the line grows past
+    ``line``. A terminal's line (``dynamic_ncols``) is left to tqdm.
+    """
+    if getattr(bar, "dynamic_ncols", False) or bar.ncols is None:
+        return
+    meter = {**bar.format_dict, "ncols": None}
+    drawn = len(bar.format_meter(**meter))
+    if "{bar}" in str(meter.get("bar_format") or ""):
+        drawn += 1 - 10  # drawn without a width, tqdm's bar is 10 columns
+    bar.ncols = max(line, drawn)
+
+
 def room(bar: Any, line: int) -> int:
     """The columns the values may take on a ``line`` columns wide, as the bar stands now.
 

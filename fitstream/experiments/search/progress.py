@@ -18,6 +18,7 @@ import time
 from typing import IO, Any
 
 from ..._internal.optional import require
+from ...stages._progress_layout import widen_to_fit
 from ...stages._progress_layout import width as _width
 from .trials import TrialRun
 
@@ -87,8 +88,10 @@ class SearchBar:
         out = file if file is not None else sys.stderr
         kind = type("SearchBar", (tqdm,), {"monitor_interval": 0})  # no monitor thread
         layout = "{desc} {n_fmt}/{total_fmt} trials{postfix} |{bar}| {elapsed}<{remaining}"
+        shape = _width(out)
+        self.line = int(shape.get("ncols", 80))  # a log file's line; it grows rather than cut
         self.bar = kind(total=n_trials, desc="search", file=out, leave=True, bar_format=layout,
-                        **_width(out))  # fmt: skip
+                        **shape)  # fmt: skip
         self.shown = -math.inf  # when it was last drawn (time.monotonic)
 
     def due(self) -> bool:
@@ -108,6 +111,7 @@ class SearchBar:
             f"running={counts['trials_running']}"
         )
         bar.set_postfix_str(f"{text} {best}".strip(), refresh=False)
+        widen_to_fit(bar, self.line)
         bar.refresh()
         self.shown = time.monotonic()
 
