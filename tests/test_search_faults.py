@@ -25,7 +25,12 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 States = optuna.trial.TrialState
 
 from fitstream.experiments.search.asking import asker  # noqa: E402
-from fitstream.experiments.search.heartbeat import STAMP, Heartbeat, default_callback  # noqa: E402
+from fitstream.experiments.search.heartbeat import (  # noqa: E402
+    NATIVE,
+    STAMP,
+    Heartbeat,
+    default_callback,
+)
 from fitstream.experiments.search.writes import deferred_interrupt, is_locked, write  # noqa: E402
 
 g = torch.Generator().manual_seed(0)
@@ -274,6 +279,16 @@ def test_an_ask_retried_after_a_locked_read_takes_one_trial_born_stamped(
     assert STAMP not in write(asker(study, optuna, None)).study.trials[2].system_attrs
 
 
+def test_a_trial_that_optunas_own_heartbeat_judges_is_left_to_it(tmp_path: Path) -> None:
+    study = _study("journal", tmp_path)
+    trial = study.ask()
+    study._storage.set_trial_system_attr(trial._trial_id, STAMP, NATIVE)
+    time.sleep(0.3)  # its start older than the grace: a numeric stamp would be stale
+    beat = Heartbeat(study, optuna, interval=0.1, grace=0.2, callback=None)
+    assert beat.fail_stale(force=True) == []
+    assert _states(study) == [States.RUNNING]
+
+
 def test_the_heartbeat_keeps_held_trials_fresh_and_stops(tmp_path: Path) -> None:
     study = _study("journal", tmp_path)
     trial = study.ask()
@@ -357,6 +372,8 @@ def test_optunas_own_heartbeat_is_used_where_the_storage_keeps_one(tmp_path: Pat
     study = optuna.create_study(storage=storage, pruner=optuna.pruners.NopPruner())
     search(study, _build, (X, Y), nn.MSELoss(), **_options())
     assert _states(study) == [States.COMPLETE] * 6
+    # each born stamped, then judged by Optuna's heartbeat once it had one
+    assert [t.system_attrs[STAMP] for t in study.trials] == [NATIVE] * 6
     with pytest.raises(ValueError, match=r"keeps Optuna's own heartbeat.*heartbeat_interval"):
         search(study, _build, (X, Y), nn.MSELoss(), **_options(heartbeat_interval=5))
 

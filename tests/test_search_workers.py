@@ -198,14 +198,20 @@ def test_three_workers_share_one_study_and_stop_at_n_trials(storage_url: str) ->
 def test_a_killed_workers_trials_are_trained_again_by_the_others(storage_url: str) -> None:
     name = f"killed-{time.monotonic_ns()}"
     optuna.create_study(storage=_storage(storage_url), study_name=name)
-    victim = _start(storage_url, name, 0, pause=0.3)
+    # the victim slow enough (3 s a trial) to be mid-trial when it is killed, however fast the
+    # others finish the rest of the study
+    victim = _start(storage_url, name, 0, pause=1.0)
     study = optuna.load_study(study_name=name, storage=_storage(storage_url))
     _wait_for_reports(study, victim)
     others = [_start(storage_url, name, seed, pause=0.05) for seed in (1, 2)]
-    time.sleep(2.0)  # all three at work
-    held = {t.number for t in study.get_trials(deepcopy=False, states=(States.RUNNING,))}
+    time.sleep(1.0)  # all three at work
     victim.send_signal(signal.SIGKILL)
     victim.communicate(timeout=30)
+    # read after the kill, well within the grace period: the victim's trials are still RUNNING
+    running = optuna.load_study(study_name=name, storage=_storage(storage_url)).get_trials(
+        deepcopy=False, states=(States.RUNNING,)
+    )
+    held = {t.number for t in running}
     for worker in others:
         out = _finish(worker)
         assert worker.returncode == 0, out

@@ -10,11 +10,11 @@ of a search worker, are ever judged this way: a trial of a plain ``study.optimiz
 study is left alone.
 
 Optuna's RDB storage keeps a heartbeat of its own when it is built with ``heartbeat_interval``
-(``optuna.storages.fail_stale_trials`` judges it). There the worker keeps both: Optuna's, so that
-a plain ``study.optimize`` in the same study sees the search's trials alive, and the stamp,
-because Optuna's heartbeat starts only after the trial exists: a worker killed in between would
-leave a trial that Optuna's check never judges. The interval, grace period and callback are then
-the storage's.
+(``optuna.storages.fail_stale_trials`` judges it, with the interval, grace period and callback
+of the storage). There a held trial's heartbeat is Optuna's, so that a plain ``study.optimize``
+in the same study sees the search's trials alive, and its stamp says :data:`NATIVE` once the
+first one is recorded: Optuna's check judges it from then on. Until then (a worker killed
+between the trial's birth and its first heartbeat) the birth stamp is judged as above.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from typing import Any
 
 from .writes import already_finished, read, write
 
-__all__ = ["STAMP", "Heartbeat", "default_callback"]
+__all__ = ["NATIVE", "STAMP", "Heartbeat", "default_callback"]
 
 STAMP = "fitstream:heartbeat"
+NATIVE = "optuna"  # the stamp of a trial that Optuna's own heartbeat judges
 _LOG = logging.getLogger("fitstream.search")
 
 
@@ -109,6 +110,7 @@ class Heartbeat:
             return
         if self.native:
             write(self.storage.record_heartbeat, trial._trial_id)
+            write(self.storage.set_trial_system_attr, trial._trial_id, STAMP, NATIVE)
         with self._lock:
             self.held[trial._trial_id] = trial.number
         if self._thread is None:
@@ -142,8 +144,9 @@ class Heartbeat:
             try:  # a stopping thread tries once, not for half a minute
                 if self.native:
                     write(self.storage.record_heartbeat, trial_id, give_up=self._stop)
-                write(self.storage.set_trial_system_attr, trial_id, STAMP, time.time(),
-                      give_up=self._stop)  # fmt: skip
+                else:
+                    write(self.storage.set_trial_system_attr, trial_id, STAMP, time.time(),
+                          give_up=self._stop)  # fmt: skip
             except Exception as exc:
                 if already_finished(exc):  # failed as stale by another worker
                     with self._lock:
@@ -162,8 +165,8 @@ class Heartbeat:
         if not force and now - self._checked < (self.interval or 0.0):
             return []
         self._checked = now
-        failed = self._fail_native() if self.native else []
-        return sorted(failed + self._fail_stamped())
+        failed = set(self._fail_native()) if self.native else set()
+        return sorted(failed | set(self._fail_stamped()))
 
     def _fail_native(self) -> list[int]:
         before = self._running_numbers()
@@ -181,6 +184,8 @@ class Heartbeat:
         fail = self.optuna.trial.TrialState.FAIL
         failed = []
         for trial in self.others_running():
+            if trial.system_attrs[STAMP] == NATIVE:
+                continue  # Optuna's own heartbeat judges it
             if time.time() - last_sign_of_life(trial) <= self.grace:
                 continue
             try:
