@@ -15,6 +15,7 @@ from ..clipping import clip_members
 from ..step_options import StepOptions
 from ..train_metrics import MemberTrainMetrics
 from .adam import VectorAdam
+from .hand_step import HandStep, hand_step
 from .member_losses import member_losses
 from .optim import MemberSteps
 from .sgd import VectorSGD
@@ -66,6 +67,16 @@ class EnsembleLoop:
         self.k = len(ensemble)
         self.shared_losses = member_losses(loss_fn, last_label, each=False)
         self.each_losses = member_losses(loss_fn, last_label, each=True)
+        # the gradients by hand, without autograd (hand_step), where the step allows: on the
+        # CPU, where it was measured, with no mixed precision and one batch per step
+        self.hand: HandStep | None = None
+        plain = self.dtype is None and self.accumulate == 1 and last_label
+        if plain and self.slabs and self.slabs[0].data.device.type == "cpu":
+            named = {
+                n: g for slab in self.slabs for n, g in zip(slab.names, slab.grads, strict=True)
+            }
+            self.hand = hand_step(ensemble, loss_fn, named)
+        self.handing = False  # within run(), for this epoch's data
 
     def begin_epoch(self, batches: int, device: torch.device) -> None:
         """Start an epoch of ``batches`` batches: its step groups and its train metrics."""
@@ -119,16 +130,27 @@ class EnsembleLoop:
         out: list[torch.Tensor] = []
         keep = out.append
         each = orders is not None
-        for rows in batches:
-            if orders is None:
-                batch = [t[rows] for t in inputs]
-                target = labels[rows] if last_label else None
-            else:  # each member's rows: one gather per tensor for all members
-                index = orders[:, rows]
-                flat = index.reshape(-1)  # a copy (a column slice): made once per batch
-                batch = [gather(t, flat, index.shape) for t in inputs]
-                target = gather(labels, flat, index.shape) if last_label else None
-            keep(self.step(batch, target, each=each, frozen=frozen, held=held))
+        hand = self.hand
+        # a tensor hook on a stacked parameter is autograd's to run
+        self.handing = (
+            hand is not None
+            and len(inputs) == 1
+            and hand.fits(labels)
+            and not any(leaf._backward_hooks for leaf in self.leaves)
+        )
+        try:
+            for rows in batches:
+                if orders is None:
+                    batch = [t[rows] for t in inputs]
+                    target = labels[rows] if last_label else None
+                else:  # each member's rows: one gather per tensor for all members
+                    index = orders[:, rows]
+                    flat = index.reshape(-1)  # a copy (a column slice): made once per batch
+                    batch = [gather(t, flat, index.shape) for t in inputs]
+                    target = gather(labels, flat, index.shape) if last_label else None
+                keep(self.step(batch, target, each=each, frozen=frozen, held=held))
+        finally:
+            self.handing = False
         return out
 
     def step(
@@ -146,7 +168,14 @@ class EnsembleLoop:
         is frozen, so its weights are put back after the optimizer step.
         """
         try:
-            output, losses = self.outputs_and_losses(inputs, labels, each)
+            by_hand = None
+            if self.handing and labels is not None:
+                assert self.hand is not None
+                by_hand = self.hand(inputs[0], labels, each)  # the gradients written
+            if by_hand is None:
+                output, losses = self.outputs_and_losses(inputs, labels, each)
+            else:
+                output, losses = by_hand
         except RuntimeError as exc:
             explain_forward(exc, self.ensemble.members[0], inputs, func=_FUNC, arg="train_data")
             raise
@@ -156,16 +185,21 @@ class EnsembleLoop:
                     f"{_FUNC}: 'loss_fn' must return a scalar tensor, got something else ({exc})"
                 ) from exc
             raise
-        if losses.shape != (self.k,) or not losses.requires_grad:
+        if by_hand is None and (losses.shape != (self.k,) or not losses.requires_grad):
             _explain(losses, self.k)
         if self.metrics is not None:
             self.metrics.add(output, labels, each=each, size=output.shape[1], held=held)
         group = self.accumulate
-        total = losses.sum() if group == 1 else losses.sum() / group
-        new = torch.autograd.grad(total, self.leaves, allow_unused=True, materialize_grads=True)
-        if group == 1:
+        if by_hand is not None:
+            pass  # its gradients are in place already (one batch per step)
+        elif group == 1:
+            new = torch.autograd.grad(
+                losses.sum(), self.leaves, allow_unused=True, materialize_grads=True
+            )
             torch._foreach_copy_(self.grads, new)
         else:  # the gradients of a group of batches, summed before its one step
+            total = losses.sum() / group
+            new = torch.autograd.grad(total, self.leaves, allow_unused=True, materialize_grads=True)
             position = self.position
             self.position = position + 1
             if position % group == 0:
