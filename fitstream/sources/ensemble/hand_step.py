@@ -69,7 +69,7 @@ class HandStep:
         self.first = next(i for i, step in enumerate(plan) if isinstance(step, tuple))
         self.classes = classes  # for cross-entropy: the labels must index the outputs
         self.ignore_index: int | None = None
-        self._checked: tuple[int, int, bool] | None = None
+        self._checked: tuple[Tensor, int, bool] | None = None
 
     def fits(self, labels: Tensor) -> bool:
         """Whether the epoch's ``labels`` are all ones the step takes (read once a version).
@@ -80,9 +80,9 @@ class HandStep:
         """
         if self.classes is None:
             return True
-        key = (id(labels), labels._version)
-        if self._checked is not None and self._checked[:2] == key:
-            return self._checked[2]
+        checked = self._checked  # the tensor itself is kept: an id can be reused
+        if checked is not None and checked[0] is labels and checked[1] == labels._version:
+            return checked[2]
         ok = not labels.is_floating_point() and not labels.is_complex()
         if ok and labels.numel():
             low, high = torch.aminmax(labels)
@@ -90,7 +90,7 @@ class HandStep:
             ignored = self.ignore_index
             if ok and ignored is not None and 0 <= ignored < self.classes:
                 ok = not bool((labels == ignored).any())
-        self._checked = (*key, ok)
+        self._checked = (labels, labels._version, ok)
         return ok
 
     def __call__(self, x: Tensor, labels: Tensor, each: bool) -> Done | None:
