@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from ..._internal.denormals import flushed_denormals
 from ..._internal.forward_errors import explain_forward
 from ..._internal.optimizers import group_rates, mark_stepped
 from .._shared import explain_bad_loss
@@ -138,17 +139,20 @@ class EnsembleLoop:
             and hand.fits(labels)
             and not any(leaf._backward_hooks for leaf in self.leaves)
         )
+        # denormals are slow on a CPU and change nothing here (fitstream._internal.denormals)
+        device = self.slabs[0].data.device if self.slabs else torch.device("meta")
         try:
-            for rows in batches:
-                if orders is None:
-                    batch = [t[rows] for t in inputs]
-                    target = labels[rows] if last_label else None
-                else:  # each member's rows: one gather per tensor for all members
-                    index = orders[:, rows]
-                    flat = index.reshape(-1)  # a copy (a column slice): made once per batch
-                    batch = [gather(t, flat, index.shape) for t in inputs]
-                    target = gather(labels, flat, index.shape) if last_label else None
-                keep(self.step(batch, target, each=each, frozen=frozen, held=held))
+            with flushed_denormals(device):
+                for rows in batches:
+                    if orders is None:
+                        batch = [t[rows] for t in inputs]
+                        target = labels[rows] if last_label else None
+                    else:  # each member's rows: one gather per tensor for all members
+                        index = orders[:, rows]
+                        flat = index.reshape(-1)  # a copy (a column slice): once per batch
+                        batch = [gather(t, flat, index.shape) for t in inputs]
+                        target = gather(labels, flat, index.shape) if last_label else None
+                    keep(self.step(batch, target, each=each, frozen=frozen, held=held))
         finally:
             self.handing = False
         return out
