@@ -34,6 +34,7 @@ class VectorAdam(Vectorised):
         # the step's two temporaries, made once: a (K, n) temporary per step costs more than
         # the arithmetic on it (allocated, then touched page by page)
         self.scratch = [(torch.empty_like(s.data), torch.empty_like(s.data)) for s in self.slabs]
+        self.tiny = [float(torch.finfo(s.data.dtype).tiny) for s in self.slabs]
         self.max_sq: list[torch.Tensor | None] = [None for _ in self.slabs]
         self.link = StateLink(
             self.slabs,
@@ -177,7 +178,10 @@ class VectorAdam(Vectorised):
                     vmax = self.max_sq[i] = torch.zeros_like(v)
                 torch.maximum(vmax, v, out=vmax)
                 source = vmax if flags["all_amsgrad"] else torch.where(hp[6].bool(), vmax, v)
-            torch.sqrt(source, out=denom).add_(row[1])  # offset
+            # a zero in the second moment (a weight whose gradient is always zero: a padded or
+            # dead unit) sends torch.sqrt down a slow path, 20 times slower; the smallest
+            # normal float added first changes no denominator (sqrt(1e-38) is far below eps)
+            torch.add(source, self.tiny[i], out=denom).sqrt_().add_(row[1])  # offset
             p.addcdiv_(torch.mul(m, row[0], out=scratch), denom, value=-1)  # size
         if at is not None:
             at.add_(1)
