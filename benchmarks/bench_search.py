@@ -65,8 +65,15 @@ def build(trial: Any) -> tuple[nn.Module, torch.optim.Optimizer]:
 
 
 def new_study(pruner: str, seed: int) -> Any:
+    """The study of one run, named for its pruner and seed.
+
+    Hyperband puts a trial in the bracket that a hash of the study's name and the trial's number
+    picks, and a study in memory is otherwise named at random: every run of the benchmark
+    differed.
+    """
     sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
-    return optuna.create_study(sampler=sampler, pruner=PRUNERS[pruner]())
+    name = f"bench-{pruner}-{seed}"
+    return optuna.create_study(study_name=name, sampler=sampler, pruner=PRUNERS[pruner]())
 
 
 class Epochs:

@@ -5,7 +5,7 @@ activations, trained with cross-entropy on class indices, MSE or L1 at mean redu
 backward pass is a handful of batched products. Autograd records a node per operator and runs
 its engine over them, a cost that dwarfs the arithmetic of K small members. Measured on one CPU
 thread (``benchmarks/bench_ensemble.py``, same machine, alternating runs): a 40-member digits
-grid's epoch (MLP 64-32-10, batch 32) took 60 ms through autograd and 46 ms by hand; on the tiny
+grid's epoch (MLP 64-32-10, batch 32) took 54 ms through autograd and 41 ms by hand; on the tiny
 regression workload (MLP 16-32-1) a 32-member ensemble's epoch took 0.32 s and 0.16 s.
 
 :func:`hand_step` writes each member's gradients straight into the ensemble's gradient slabs,
