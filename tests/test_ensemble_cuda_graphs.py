@@ -23,10 +23,22 @@ from torch import nn
 
 from fitstream import ensemble_stream
 from fitstream.sources import _shared
+from fitstream.sources.ensemble import adam as adam_module
 from fitstream.sources.ensemble import training as ensemble_module
 from fitstream.sources.ensemble.adam import VectorAdam
 from fitstream.sources.ensemble.sgd import VectorSGD
 from fitstream.sources.graphed import steps as graphed
+
+
+@pytest.fixture(autouse=True)
+def _eager_adam_unfused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The eager side steps Adam as a CUDA device would: never through the CPU's fused kernel.
+
+    The fake device of these tests runs on the CPU, where the eager step would otherwise take
+    ``torch._fused_adam_`` (rounded otherwise than the replayed step, beyond 1e-6).
+    """
+    monkeypatch.setattr(adam_module, "fused_on_cpu", lambda: False)
+
 
 K = 3
 
