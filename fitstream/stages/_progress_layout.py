@@ -75,13 +75,7 @@ class Layout:
         """Say after the count how the run ended (``(ended early)``), the values kept whole."""
         bar.bar_format = self.format(bar.n, note=note)
         if self.can_widen:
-            meter = {**bar.format_dict, "ncols": None}
-            drawn = len(bar.format_meter(**meter))
-            if "{bar}" in str(bar.bar_format):
-                drawn += MIN_BAR - 10  # drawn without a width, tqdm's bar is 10 columns
-            if drawn > self.line:
-                self.line = drawn
-                bar.ncols = drawn
+            self.line = widen_to_fit(bar, self.line)
 
 
 def per_epoch(seconds: float) -> str:
@@ -136,20 +130,21 @@ def width(file: IO[str]) -> dict[str, Any]:
     return {"ncols": 80}
 
 
-def widen_to_fit(bar: Any, line: int) -> None:
-    """On a line of fixed width (a log file), let the bar's line grow rather than be cut.
+def widen_to_fit(bar: Any, line: int, *, least_bar: int = MIN_BAR) -> int:
+    """Let a bar's line of ``line`` columns (a log file's) grow rather than be cut; return it.
 
     tqdm cuts a line longer than its ``ncols``, values and times included. The line is measured
-    as it stands: its bar gives up its columns first, down to one, then the line grows past
-    ``line``. A terminal's line (``dynamic_ncols``) is left to tqdm.
+    as it stands, its bar at ``least_bar`` columns; the bar gives up its other columns first,
+    then the line grows, and stays grown (it does not jump about).
     """
-    if getattr(bar, "dynamic_ncols", False) or bar.ncols is None:
-        return
     meter = {**bar.format_dict, "ncols": None}
     drawn = len(bar.format_meter(**meter))
     if "{bar}" in str(meter.get("bar_format") or ""):
-        drawn += 1 - 10  # drawn without a width, tqdm's bar is 10 columns
-    bar.ncols = max(line, drawn)
+        drawn += least_bar - 10  # drawn without a width, tqdm's bar is 10 columns
+    if drawn <= line:
+        return line
+    bar.ncols = drawn
+    return drawn
 
 
 def room(bar: Any, line: int) -> int:

@@ -89,7 +89,8 @@ class SearchBar:
         kind = type("SearchBar", (tqdm,), {"monitor_interval": 0})  # no monitor thread
         layout = "{desc} {n_fmt}/{total_fmt} trials{postfix} |{bar}| {elapsed}<{remaining}"
         shape = _width(out)
-        self.line = int(shape.get("ncols", 80))  # a log file's line; it grows rather than cut
+        # a log file's line, which grows rather than be cut; a terminal's is tqdm's to cut
+        self.line: int | None = shape.get("ncols")
         self.bar = kind(total=n_trials, desc="search", file=out, leave=True, bar_format=layout,
                         **shape)  # fmt: skip
         self.shown = -math.inf  # when it was last drawn (time.monotonic)
@@ -111,7 +112,8 @@ class SearchBar:
             f"running={counts['trials_running']}"
         )
         bar.set_postfix_str(f"{text} {best}".strip(), refresh=False)
-        widen_to_fit(bar, self.line)
+        if self.line is not None:
+            self.line = widen_to_fit(bar, self.line, least_bar=1)
         bar.refresh()
         self.shown = time.monotonic()
 
