@@ -28,7 +28,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .stacking import Ensemble
+from .member_losses import class_indices_fit, targets_fit
+from .stacking import Ensemble, stacked_linear
 
 __all__ = ["HandStep", "hand_step"]
 
@@ -63,12 +64,14 @@ class HandStep:
         params: dict[str, Tensor],
         loss: LossStep,
         grads: dict[str, Tensor],
+        *,
         classes: int | None,
+        ignore_index: int | None,
     ) -> None:
         self.plan, self.params, self.loss, self.grads = plan, params, loss, grads
         self.first = next(i for i, step in enumerate(plan) if isinstance(step, tuple))
-        self.classes = classes  # for cross-entropy: the labels must index the outputs
-        self.ignore_index: int | None = None
+        # for cross-entropy: the labels must index the outputs, and none be ignored
+        self.classes, self.ignore_index = classes, ignore_index
         self._checked: tuple[Tensor, int, bool] | None = None
 
     def fits(self, labels: Tensor) -> bool:
@@ -109,7 +112,7 @@ class HandStep:
                     out = step(h)
                 else:
                     bias = None if step[1] is None else params[step[1]]
-                    out = _linear(h, params[step[0]], bias)
+                    out = stacked_linear(h, params[step[0]], bias)
                 kept.append((h, out))
                 h = out
             done = self.loss(h, labels, each)
@@ -160,23 +163,11 @@ def hand_step(ensemble: Ensemble, loss_fn: object, grads: dict[str, Tensor]) -> 
                 return None  # its input, which the gradient reads, is overwritten
     params = ensemble._params
     last = [step for step in plan if isinstance(step, tuple)][-1]
-    classification = isinstance(loss_fn, nn.CrossEntropyLoss)
-    classes = int(params[last[0]].shape[1]) if classification else None
-    hand = HandStep(plan, params, loss, grads, classes)
-    if classification:
-        hand.ignore_index = int(getattr(loss_fn, "ignore_index", -100))
-    return hand
-
-
-def _linear(h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """The layer for every member: ``h`` shared ``(B, in)`` or per member ``(K, B, in)``."""
-    wt = weight.transpose(1, 2)
-    if h.dim() == 2:
-        out = torch.matmul(h, wt)
-        return out if bias is None else out + bias.unsqueeze(1)
-    if bias is None:
-        return torch.bmm(h, wt)
-    return torch.baddbmm(bias.unsqueeze(1), h, wt)
+    if isinstance(loss_fn, nn.CrossEntropyLoss):
+        classes = int(params[last[0]].shape[1])
+        ignored = int(loss_fn.ignore_index)
+        return HandStep(plan, params, loss, grads, classes=classes, ignore_index=ignored)
+    return HandStep(plan, params, loss, grads, classes=None, ignore_index=None)
 
 
 def _layer_grads(d: Tensor, x_in: Tensor, layer: Layer, grads: dict[str, Tensor]) -> None:
@@ -208,7 +199,7 @@ def _regression(squared: bool) -> LossStep:
     pointwise = F.mse_loss if squared else F.l1_loss
 
     def regression(out: Tensor, labels: Tensor, each: bool) -> tuple[Tensor, Tensor] | None:
-        if labels.shape != (out.shape if each else out.shape[1:]):
+        if not targets_fit(out, labels, each):
             return None
         target = labels.expand_as(out)
         losses = pointwise(out, target, reduction="none").flatten(1).mean(1)
@@ -221,8 +212,7 @@ def _regression(squared: bool) -> LossStep:
 
 def _classification(out: Tensor, labels: Tensor, each: bool) -> tuple[Tensor, Tensor] | None:
     """Cross-entropy on class indices (their range checked once an epoch, :meth:`HandStep.fits`)."""
-    shape = out.shape[:2] if each else out.shape[1:2]
-    if labels.is_floating_point() or out.dim() != 3 or labels.shape != shape:
+    if not class_indices_fit(out, labels, each):
         return None
     k, batch, _ = out.shape
     # the classes on dim 1, as the direct loss takes them (member_losses)

@@ -16,7 +16,7 @@ from torch import nn
 from torch.func import vmap
 from torch.nn import functional as F
 
-__all__ = ["member_losses"]
+__all__ = ["class_indices_fit", "member_losses", "targets_fit"]
 
 MemberLosses = Callable[[torch.Tensor, Any], torch.Tensor]
 
@@ -52,8 +52,7 @@ def _direct(
         pointwise = F.mse_loss if kind is nn.MSELoss else F.l1_loss
 
         def regression(outputs: torch.Tensor, labels: Any) -> torch.Tensor | None:
-            expected = outputs.shape if each else outputs.shape[1:]
-            if not isinstance(labels, torch.Tensor) or labels.shape != expected:
+            if not targets_fit(outputs, labels, each):
                 return None
             target = labels.expand_as(outputs)
             return pointwise(outputs, target, reduction="none").flatten(1).mean(1)
@@ -65,12 +64,7 @@ def _direct(
             return None
 
         def classification(outputs: torch.Tensor, labels: Any) -> torch.Tensor | None:
-            if (
-                not isinstance(labels, torch.Tensor)
-                or labels.is_floating_point()
-                or outputs.dim() != 3
-                or labels.shape != (outputs.shape[:2] if each else outputs.shape[1:2])
-            ):
+            if not class_indices_fit(outputs, labels, each):
                 return None
             k, batch, _ = outputs.shape
             # The classes on dim 1, (K, C, B): the same numbers as (K * B, C) rows, but the
@@ -87,3 +81,31 @@ def _direct(
 
         return classification
     return None
+
+
+def targets_fit(outputs: torch.Tensor, labels: Any, each: bool) -> bool:
+    """Whether ``labels`` are regression targets for the stacked ``outputs`` ``(K, B, ...)``.
+
+    ``each``: one target tensor per member, ``(K, B, ...)``; else one shared, ``(B, ...)``.
+
+    Example:
+        >>> targets_fit(torch.zeros(3, 4, 2), torch.zeros(4, 2), False)
+        True
+    """
+    expected = outputs.shape if each else outputs.shape[1:]
+    return isinstance(labels, torch.Tensor) and labels.shape == expected
+
+
+def class_indices_fit(outputs: torch.Tensor, labels: Any, each: bool) -> bool:
+    """Whether ``labels`` are class indices for the stacked logits ``outputs`` ``(K, B, C)``.
+
+    Example:
+        >>> class_indices_fit(torch.zeros(3, 4, 10), torch.zeros(4, dtype=torch.long), False)
+        True
+    """
+    return (
+        isinstance(labels, torch.Tensor)
+        and not labels.is_floating_point()
+        and outputs.dim() == 3
+        and labels.shape == (outputs.shape[:2] if each else outputs.shape[1:2])
+    )

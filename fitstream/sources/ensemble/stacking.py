@@ -290,15 +290,7 @@ class Ensemble(nn.Module):
             if isinstance(step, nn.Module):
                 h = step(h)
                 continue
-            weight, bias = params[step[0]], (None if step[1] is None else params[step[1]])
-            wt = weight.transpose(1, 2)
-            if h.dim() == 2:  # the shared input: one product against every member's weights
-                h = torch.matmul(h, wt)
-                h = h if bias is None else h + bias.unsqueeze(1)
-            elif bias is None:
-                h = torch.bmm(h, wt)
-            else:
-                h = torch.baddbmm(bias.unsqueeze(1), h, wt)
+            h = stacked_linear(h, params[step[0]], None if step[1] is None else params[step[1]])
         return h
 
     # -- what the training loop needs ----------------------------------------------------------
@@ -314,6 +306,25 @@ class Ensemble(nn.Module):
         with torch.no_grad():
             for slab, saved in zip(self._trainable_slabs(), self._frozen_saved, strict=True):
                 slab.data.index_copy_(0, rows, saved)
+
+
+def stacked_linear(
+    h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """A linear layer for every member: ``h`` shared ``(B, in)`` or per member ``(K, B, in)``.
+
+    Example:
+        >>> w, b = torch.ones(2, 3, 4), torch.zeros(2, 3)
+        >>> tuple(stacked_linear(torch.ones(5, 4), w, b).shape)
+        (2, 5, 3)
+    """
+    wt = weight.transpose(1, 2)
+    if h.dim() == 2:  # the shared input: one product against every member's weights
+        out = torch.matmul(h, wt)
+        return out if bias is None else out + bias.unsqueeze(1)
+    if bias is None:
+        return torch.bmm(h, wt)
+    return torch.baddbmm(bias.unsqueeze(1), h, wt)
 
 
 def _build_slabs(members: list[nn.Module], groups: Sequence[Sequence[str]] | None) -> list[_Slab]:
