@@ -77,7 +77,7 @@ class EnsembleLoop:
                 n: g for slab in self.slabs for n, g in zip(slab.names, slab.grads, strict=True)
             }
             self.hand = hand_step(ensemble, loss_fn, named)
-        self.handing = False  # within run(), for this epoch's data
+        self.device = self.slabs[0].data.device if self.slabs else torch.device("meta")
 
     def begin_epoch(self, batches: int, device: torch.device) -> None:
         """Start an epoch of ``batches`` batches: its step groups and its train metrics."""
@@ -132,29 +132,24 @@ class EnsembleLoop:
         keep = out.append
         each = orders is not None
         hand = self.hand
-        # a tensor hook on a stacked parameter is autograd's to run
-        self.handing = (
-            hand is not None
-            and len(inputs) == 1
+        if hand is not None and not (
+            len(inputs) == 1
             and hand.fits(labels)
-            and not any(leaf._backward_hooks for leaf in self.leaves)
-        )
+            and not any(leaf._backward_hooks for leaf in self.leaves)  # autograd's to run
+        ):
+            hand = None
         # denormals are slow on a CPU and change nothing here (fitstream._internal.denormals)
-        device = self.slabs[0].data.device if self.slabs else torch.device("meta")
-        try:
-            with flushed_denormals(device):
-                for rows in batches:
-                    if orders is None:
-                        batch = [t[rows] for t in inputs]
-                        target = labels[rows] if last_label else None
-                    else:  # each member's rows: one gather per tensor for all members
-                        index = orders[:, rows]
-                        flat = index.reshape(-1)  # a copy (a column slice): once per batch
-                        batch = [gather(t, flat, index.shape) for t in inputs]
-                        target = gather(labels, flat, index.shape) if last_label else None
-                    keep(self.step(batch, target, each=each, frozen=frozen, held=held))
-        finally:
-            self.handing = False
+        with flushed_denormals(self.device):
+            for rows in batches:
+                if orders is None:
+                    batch = [t[rows] for t in inputs]
+                    target = labels[rows] if last_label else None
+                else:  # each member's rows: one gather per tensor for all members
+                    index = orders[:, rows]
+                    flat = index.reshape(-1)  # a copy (a column slice): made once per batch
+                    batch = [gather(t, flat, index.shape) for t in inputs]
+                    target = gather(labels, flat, index.shape) if last_label else None
+                keep(self.step(batch, target, each=each, frozen=frozen, held=held, hand=hand))
         return out
 
     def step(
@@ -165,6 +160,7 @@ class EnsembleLoop:
         each: bool,
         frozen: bool,
         held: Sequence[int] = (),
+        hand: HandStep | None = None,
     ) -> torch.Tensor:
         """One training step of every member on one batch; return the detached ``(K,)`` losses.
 
@@ -172,10 +168,8 @@ class EnsembleLoop:
         is frozen, so its weights are put back after the optimizer step.
         """
         try:
-            by_hand = None
-            if self.handing and labels is not None:
-                assert self.hand is not None
-                by_hand = self.hand(inputs[0], labels, each)  # the gradients written
+            # by hand (run() says when): the gradients are written, or None for autograd
+            by_hand = None if hand is None or labels is None else hand(inputs[0], labels, each)
             if by_hand is None:
                 output, losses = self.outputs_and_losses(inputs, labels, each)
             else:
@@ -194,16 +188,12 @@ class EnsembleLoop:
         if self.metrics is not None:
             self.metrics.add(output, labels, each=each, size=output.shape[1], held=held)
         group = self.accumulate
-        if by_hand is not None:
-            pass  # its gradients are in place already (one batch per step)
+        if by_hand is not None:  # its gradients are in place (one batch per step)
+            pass
         elif group == 1:
-            new = torch.autograd.grad(
-                losses.sum(), self.leaves, allow_unused=True, materialize_grads=True
-            )
-            torch._foreach_copy_(self.grads, new)
+            torch._foreach_copy_(self.grads, self._gradients(losses.sum()))
         else:  # the gradients of a group of batches, summed before its one step
-            total = losses.sum() / group
-            new = torch.autograd.grad(total, self.leaves, allow_unused=True, materialize_grads=True)
+            new = self._gradients(losses.sum() / group)
             position = self.position
             self.position = position + 1
             if position % group == 0:
@@ -223,6 +213,10 @@ class EnsembleLoop:
         if self.schedulers:
             self._schedule(held)
         return losses.detach()
+
+    def _gradients(self, total: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``d total / d`` each stacked parameter, through autograd (zeros where unused)."""
+        return torch.autograd.grad(total, self.leaves, allow_unused=True, materialize_grads=True)
 
     def _schedule(self, held: Sequence[int]) -> None:
         """Step the scheduler of every member that stepped; give the stepper their new rates."""
