@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .writes import already_finished
+
 __all__ = ["asker"]
 
 
@@ -63,8 +65,6 @@ def asker(study: Any, optuna: Any, stamp: str | None) -> Callable[[], Any]:
 
 def _take(study: Any, optuna: Any, stamp: str | None) -> int:
     """The id of a waiting trial this worker took, else of a new one; RUNNING and stamped."""
-    from .writes import already_finished
-
     storage, running = study._storage, optuna.trial.TrialState.RUNNING
     waiting = (optuna.trial.TrialState.WAITING,)
     for trial in storage.get_all_trials(study._study_id, deepcopy=False, states=waiting):

@@ -23,11 +23,10 @@ def fused_on_cpu() -> bool:
     fused = getattr(torch, "_fused_adam_", None)
     if fused is None:
         return False
-    one = [torch.zeros(1)]
+    p, g, m, v = (torch.zeros(1) for _ in range(4))
     try:
-        fused([torch.zeros(1)], one, [torch.zeros(1)], [torch.zeros(1)], [], [torch.ones(())],
-              lr=1.0, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8, amsgrad=False,
-              maximize=False)  # fmt: skip
+        fused([p], [g], [m], [v], [], [torch.ones(())], lr=1.0, beta1=0.9, beta2=0.999,
+              weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False)  # fmt: skip
     except (RuntimeError, NotImplementedError, TypeError):
         return False
     return True
