@@ -20,7 +20,7 @@ spread (standard deviation) of (a), and the verdicts the search must meet:
 Pruners: ``median`` (``MedianPruner()``), ``hyperband`` (``HyperbandPruner(min_resource=1,
 max_resource=30)``), ``sha`` (``SuccessiveHalvingPruner()``), ``sha1`` (its ``min_resource=1``).
 
-Run: ``uv run python benchmarks/bench_search.py [--seeds 5] [--pruners median,hyperband]``.
+Run: ``uv run python benchmarks/bench_search.py [--seeds 10] [--pruners median,hyperband,sha1]``.
 """
 
 from __future__ import annotations
@@ -169,8 +169,8 @@ def verdicts(name: str, a: list[dict[str, Any]], b: list[dict[str, Any]],
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--pruners", default="median,hyperband", help=f"of {sorted(PRUNERS)}")
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--pruners", default="median,hyperband,sha1", help=f"of {sorted(PRUNERS)}")
     parser.add_argument("--slots", type=int, default=SLOTS)
     args = parser.parse_args()
     torch.set_num_threads(1)
