@@ -52,10 +52,14 @@ def _members(k: int = 2) -> tuple[list[nn.Module], list[torch.optim.Optimizer]]:
         ),
     ],
 )
-def test_a_member_cast_or_replaced_after_the_start_is_refused(change: Any, match: str) -> None:
+@pytest.mark.parametrize("before", [1, 3])  # 3: the links were found holding twice, unchanged
+def test_a_member_cast_or_replaced_after_the_start_is_refused(
+    change: Any, match: str, before: int
+) -> None:
     models, opts = _members()
     events = ensemble_stream((X, Y), models, opts, nn.MSELoss(), batch_size=8)
-    next(events)
+    for _ in range(before):
+        next(events)
     change(models[1])
     with pytest.raises(RuntimeError, match=f"^ensemble_stream: {match}"):
         next(events)

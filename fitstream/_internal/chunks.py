@@ -17,7 +17,7 @@ import torch
 from .checks import describe
 from .forward_errors import explain_forward, forward
 from .metrics import MetricSpec, Value, add_weighted, scalar
-from .rows import padded
+from .rows import gather, padded
 
 __all__ = ["Chunks", "MemberChunks", "member_outputs"]
 
@@ -143,7 +143,9 @@ class MemberChunks:
         tensors = self.tensors
         inputs_t, labels_t = (tensors[:-1], tensors[-1]) if self.last_label else (tensors, None)
         for index, sizes in self.chunks:
-            inputs = [t[index] for t in inputs_t]
+            flat = index.reshape(-1)
+            inputs = [gather(t, flat, index.shape) for t in inputs_t]
+            chosen = None if labels_t is None else gather(labels_t, flat, index.shape)
             try:
                 outputs = (
                     member_outputs(each(inputs), count, func=self.func)
@@ -156,7 +158,7 @@ class MemberChunks:
             for k, (pred, size) in enumerate(zip(outputs, sizes, strict=True)):
                 if not size:
                     continue
-                labels = () if labels_t is None else (labels_t[index[k, :size]],)
+                labels = () if chosen is None else (chosen[k, :size],)
                 chunked = self.shape[k][1]
                 for spec in self.specs:
                     add(

@@ -29,7 +29,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from .member_losses import class_indices_fit, targets_fit
-from .stacking import Ensemble, stacked_linear
+from .mlp import activate, stacked_linear
+from .stacking import Ensemble
 
 __all__ = ["HandStep", "hand_step"]
 
@@ -106,13 +107,13 @@ class HandStep:
         plan, params = self.plan, self.params
         with torch.no_grad():
             kept: list[tuple[Tensor, Tensor]] = []  # each step's input and output
-            h = x
+            h, fresh = x, False
             for step in plan:
                 if isinstance(step, nn.Module):
-                    out = step(h)
+                    out = activate(step, h, fresh)  # in place: its input is not read again
                 else:
                     bias = None if step[1] is None else params[step[1]]
-                    out = stacked_linear(h, params[step[0]], bias)
+                    out, fresh = stacked_linear(h, params[step[0]], bias), True
                 kept.append((h, out))
                 h = out
             done = self.loss(h, labels, each)

@@ -11,6 +11,7 @@ import torch
 from ..._internal.denormals import flushed_denormals
 from ..._internal.forward_errors import explain_forward
 from ..._internal.optimizers import group_rates, mark_stepped
+from ..._internal.rows import gather
 from .._shared import explain_bad_loss
 from ..clipping import clip_members
 from ..step_options import StepOptions
@@ -22,7 +23,7 @@ from .optim import MemberSteps
 from .sgd import VectorSGD
 from .stacking import Ensemble
 
-__all__ = ["EnsembleLoop", "gather"]
+__all__ = ["EnsembleLoop"]
 
 _FUNC = "ensemble_stream"
 
@@ -248,21 +249,6 @@ class EnsembleLoop:
         for slab, saved in zip(self.slabs, weights, strict=True):
             slab.data.index_copy_(0, rows, saved)
         self.stepper.release(rows, state)
-
-
-def gather(tensor: torch.Tensor, flat: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """``tensor[index]`` for a 2-D ``index`` of rows, by ``index_select`` (several times faster).
-
-    The index comes flat (``index.reshape(-1)``, made once for all the batch's tensors) with its
-    ``shape``.
-
-    Example:
-        >>> t, i = torch.arange(12.0).view(6, 2), torch.tensor([[0, 5], [2, 2]])
-        >>> torch.equal(gather(t, i.reshape(-1), i.shape), t[i])
-        True
-    """
-    rows = tensor.index_select(0, flat)
-    return rows.view(*shape, *tensor.shape[1:])
 
 
 def _explain(losses: torch.Tensor, k: int) -> None:

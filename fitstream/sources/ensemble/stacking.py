@@ -18,15 +18,9 @@ from torch.func import functional_call, vmap
 
 from ..._internal.checks import describe
 from .member_checks import check_models
+from .mlp import activate, mlp_plan, stacked_linear
 
 __all__ = ["Ensemble"]
-
-# Modules that act on every element alone, so they apply to (K, batch, features) as they are.
-_ELEMENTWISE = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
-    nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Softsign, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid,
-    nn.Identity,
-)  # fmt: skip
 
 
 class _Slab:
@@ -145,7 +139,7 @@ class Ensemble(nn.Module):
             target.update(zip(slab.names, slab.stacked, strict=True))
         self._frozen_rows: torch.Tensor | None = None
         self._frozen_saved: list[torch.Tensor] = []
-        self._mlp = _mlp_plan(members[0])
+        self._mlp = mlp_plan(members[0])
         self.train(members[0].training)
 
     # -- the interface stages and sinks rely on (fitstream._internal.members.EnsembleLike) ----
@@ -285,12 +279,13 @@ class Ensemble(nn.Module):
     def _mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
         assert self._mlp is not None
         params = self._params
-        h = x
+        h, fresh = x, False
         for step in self._mlp:
             if isinstance(step, nn.Module):
-                h = step(h)
+                h = activate(step, h, fresh)
                 continue
             h = stacked_linear(h, params[step[0]], None if step[1] is None else params[step[1]])
+            fresh = True
         return h
 
     # -- what the training loop needs ----------------------------------------------------------
@@ -306,25 +301,6 @@ class Ensemble(nn.Module):
         with torch.no_grad():
             for slab, saved in zip(self._trainable_slabs(), self._frozen_saved, strict=True):
                 slab.data.index_copy_(0, rows, saved)
-
-
-def stacked_linear(
-    h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
-) -> torch.Tensor:
-    """A linear layer for every member: ``h`` shared ``(B, in)`` or per member ``(K, B, in)``.
-
-    Example:
-        >>> w, b = torch.ones(2, 3, 4), torch.zeros(2, 3)
-        >>> tuple(stacked_linear(torch.ones(5, 4), w, b).shape)
-        (2, 5, 3)
-    """
-    wt = weight.transpose(1, 2)
-    if h.dim() == 2:  # the shared input: one product against every member's weights
-        out = torch.matmul(h, wt)
-        return out if bias is None else out + bias.unsqueeze(1)
-    if bias is None:
-        return torch.bmm(h, wt)
-    return torch.baddbmm(bias.unsqueeze(1), h, wt)
 
 
 def _build_slabs(members: list[nn.Module], groups: Sequence[Sequence[str]] | None) -> list[_Slab]:
@@ -367,20 +343,3 @@ def _parameter_of(model: nn.Module, name: str) -> torch.Tensor:
 
 def _buffer_of(model: nn.Module, name: str) -> torch.Tensor:
     return model.get_buffer(name)
-
-
-def _mlp_plan(model: nn.Module) -> list[tuple[str, str | None] | nn.Module] | None:
-    """For an ``nn.Sequential`` of ``nn.Linear`` and elementwise activations: its steps."""
-    if type(model) is not nn.Sequential or len(list(model.buffers())) > 0:
-        return None
-    plan: list[tuple[str, str | None] | nn.Module] = []
-    for name, layer in model.named_children():
-        if type(layer) is nn.Linear:
-            plan.append((f"{name}.weight", None if layer.bias is None else f"{name}.bias"))
-        elif type(layer) in _ELEMENTWISE:
-            plan.append(layer)
-        else:
-            return None
-    if not any(isinstance(step, tuple) for step in plan):
-        return None
-    return plan
