@@ -113,7 +113,8 @@ def test_an_mlp_ensemble_is_evaluated_as_each_member_alone_with_its_flags_untouc
         return _accuracy(pred, labels)
 
     values = evaluate((X, y), metrics={"acc": accuracy})({"model": ensemble})
-    assert seen and not any(seen)  # the ensemble itself is in eval mode while it runs
+    assert seen
+    assert not any(seen)  # the ensemble itself is in eval mode while it runs
     assert ensemble.training
     assert [[m.training for m in member.modules()] for member in members] == flags
     with torch.no_grad():
