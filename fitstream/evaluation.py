@@ -53,7 +53,8 @@ def validation_loss(
     On an ensemble's event the loss is a per-member list of K floats: the ensemble's forward
     runs once per chunk, giving the members' outputs stacked as ``(K, n, ...)``, and
     ``loss_fn`` is applied to each member's slice, so member k's value equals
-    ``validation_loss`` on ``members[k]`` alone.
+    ``validation_loss`` on ``members[k]`` alone (to float rounding: it runs once for all the
+    members under ``torch.func.vmap`` where it can, else member by member).
 
     Args:
         val_data: Tensors with one row per sample, e.g. ``(X_val, y_val)``; they must be on the
@@ -172,7 +173,10 @@ def evaluate(
 
     On an ensemble's event each key holds a per-member list of K floats, from one forward of
     the ensemble per chunk (its output stacked as ``(K, n, ...)``), each metric applied to each
-    member's slice: member k's values equal ``evaluate`` on ``members[k]`` alone. A stateful
+    member's slice: member k's values equal ``evaluate`` on ``members[k]`` alone. A plain
+    callable runs once per chunk for all the members under ``torch.func.vmap`` (it then sees
+    one member's slice, batched); one that cannot run so (it reads a value back, goes through
+    numpy) is called member by member from then on, after that one try. A stateful
     metric is copied once per member (``copy.deepcopy``, on the first ensemble event) and the
     copies are updated and computed; the object you passed is left unused for ensembles.
 

@@ -188,11 +188,12 @@ def test_a_forward_that_does_not_stack_the_members_is_refused(
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="exception notes are Python 3.11+")
 def test_a_metric_error_names_the_member(stand_in_ensemble: Any, data: Any) -> None:
     ensemble = stand_in_ensemble(2)
-    calls = []
+    with torch.no_grad():
+        second = ensemble(data[0])[1]  # member 1's predictions
 
     def fails_on_second(pred: torch.Tensor, labels: torch.Tensor) -> float:
-        calls.append(1)
-        if len(calls) == 2:
+        # torch.equal cannot run under vmap: the metric is called member by member
+        if torch.equal(pred, second):
             raise ArithmeticError("bad member")
         return 0.0
 
@@ -215,3 +216,80 @@ def test_validation_loss_feeds_per_member_early_stop(
     assert sorted(ensemble.freezes) == [0, 1, 2]
     assert source.pulled == 3
     assert all(len(ev["val_loss"]) == 3 for ev in events)
+
+
+def _mlp_ensemble(k: int) -> Any:
+    from fitstream import Ensemble
+
+    torch.manual_seed(3)
+    return Ensemble([nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 4)) for _ in range(k)])
+
+
+def _classes() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(4)
+    return torch.randn(47, 3, generator=g), torch.randint(0, 4, (47,), generator=g)
+
+
+@pytest.mark.parametrize("batch_size", [None, 10])
+@pytest.mark.parametrize("layout", ["shared", "rows", "folds"])
+def test_plain_metrics_run_once_for_all_members_and_equal_each_member_alone(
+    layout: str, batch_size: int | None
+) -> None:
+    from fitstream import kfold
+
+    X, y = _classes()
+    ensemble = _mlp_ensemble(5)
+    calls: list[tuple[int, ...]] = []
+
+    def accuracy(pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        calls.append(tuple(pred.shape))
+        return (pred.argmax(-1) == labels).float().mean()
+
+    def loss(pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(pred, labels)
+
+    folds = kfold(47, 5, generator=torch.Generator().manual_seed(0))  # 10 or 9 held out
+    own = {
+        "shared": {},
+        "rows": {"rows": [held for _, held in folds]},
+        "folds": {"folds": folds},
+    }[layout]
+    if layout == "folds":
+        ensemble._hparams = lambda: [{"fold": k} for k in range(5)]
+    metrics = {"acc": accuracy, "loss": loss}
+    values = evaluate((X, y), metrics=metrics, batch_size=batch_size, **own)({"model": ensemble})
+    # one call per chunk for all the members whose chunks have one size
+    if layout == "shared":
+        expected = 1 if batch_size is None else 5  # 47 rows: 1 chunk, or 5 of at most 10
+    else:  # 10 or 9 rows each: one chunk of 10 (the 9-row members' padded), two sizes
+        sizes = sorted(len(held) for _, held in folds)
+        assert sizes == [9, 9, 9, 10, 10]
+        expected = 2
+    assert len(calls) == expected
+    for k, member in enumerate(ensemble.members):
+        rows = None if layout == "shared" else folds[k][1]
+        Xk, yk = (X, y) if rows is None else (X[rows], y[rows])
+        lone = evaluate((Xk, yk), metrics=metrics, batch_size=batch_size)({"model": member})
+        assert values["acc"][k] == lone["acc"]
+        assert values["loss"][k] == pytest.approx(lone["loss"], rel=1e-6)
+
+
+def test_a_metric_that_cannot_run_under_vmap_is_called_member_by_member_from_then_on() -> None:
+    X, y = _classes()
+    ensemble = _mlp_ensemble(3)
+    calls: list[int] = []
+
+    def accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
+        calls.append(1)
+        return float((pred.argmax(-1) == labels).float().mean())  # reads the value back
+
+    check = evaluate((X, y), metrics={"acc": accuracy})
+    first = check({"model": ensemble})
+    assert len(calls) == 1 + 3  # the try under vmap, then each member
+    second = check({"model": ensemble})
+    assert len(calls) == 1 + 3 + 3  # not tried under vmap again
+    assert first == second
+    for k, member in enumerate(ensemble.members):
+        assert (
+            first["acc"][k] == evaluate((X, y), metrics={"acc": accuracy})({"model": member})["acc"]
+        )

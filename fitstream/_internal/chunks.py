@@ -16,7 +16,7 @@ import torch
 
 from .checks import describe
 from .forward_errors import explain_forward, forward
-from .metrics import MetricSpec, Value, add_weighted, scalar
+from .metrics import MemberVmap, MetricSpec, Value, add_weighted, scalar
 from .rows import gather, padded
 
 __all__ = ["Chunks", "MemberChunks", "member_outputs"]
@@ -68,6 +68,7 @@ class Chunks:
             for start in range(0, n_total, step)
         ]
         self.n_total, self.specs, self.func, self.last_label = n_total, specs, func, last_label
+        self.vmap = MemberVmap()
 
     def run(
         self, model: Any, fns: Mapping[str, Sequence[Any]], members: int | None
@@ -85,9 +86,20 @@ class Chunks:
             inputs, labels = (chunk[:-1], chunk[-1:]) if self.last_label else (chunk, ())
             output = forward(model, inputs, func=self.func, arg="val_data")
             outputs = [output] if members is None else member_outputs(output, count, func=self.func)
+            done: set[str] = set()
+            if members is not None and count > 1:  # the members' plain metrics in one call
+                shared = labels[0] if labels else None
+                for spec in self.specs:
+                    values = self.vmap.values(spec, output, shared, None)
+                    if values is not None:
+                        for k, value in enumerate(values.unbind(0)):
+                            _sum(sums, spec, k, value, size, chunked=chunked, func=self.func)
+                        done.add(spec.name)
             for k, pred in enumerate(outputs):
                 where = "" if members is None else f" on member {k}"
                 for spec in self.specs:
+                    if spec.name in done:
+                        continue
                     add(
                         spec, k, pred, labels, func=self.func, fns=fns, sums=sums, size=size,
                         chunked=chunked, where=where,
@@ -129,6 +141,7 @@ class MemberChunks:
         self.shape = [
             (n, -(-n // (n if batch_size is None else min(batch_size, n))) > 1) for n in self.counts
         ]
+        self.vmap = MemberVmap()
 
     def run(self, model: Any, members: Sequence[Any], fns: Mapping[str, Sequence[Any]]) -> Any:
         """Evaluate each of ``members`` (``model``'s) on its rows; the values per metric."""
@@ -147,25 +160,68 @@ class MemberChunks:
             inputs = [gather(t, flat, index.shape) for t in inputs_t]
             chosen = None if labels_t is None else gather(labels_t, flat, index.shape)
             try:
+                stacked = each(inputs) if callable(each) else None
                 outputs = (
-                    member_outputs(each(inputs), count, func=self.func)
+                    member_outputs(stacked, count, func=self.func)
                     if callable(each)
                     else [m(*(x[k] for x in inputs)) for k, m in enumerate(members)]
                 )
             except RuntimeError as exc:
                 explain_forward(exc, members[0], inputs, func=self.func, arg="val_data")
                 raise
+            done = self._vmapped(stacked, chosen, sizes, sums) if stacked is not None else set()
             for k, (pred, size) in enumerate(zip(outputs, sizes, strict=True)):
                 if not size:
                     continue
                 labels = () if chosen is None else (chosen[k, :size],)
                 chunked = self.shape[k][1]
                 for spec in self.specs:
+                    if (spec.name, k) in done:
+                        continue
                     add(
                         spec, k, pred[:size], labels, func=self.func, fns=fns, sums=sums,
                         size=size, chunked=chunked, where=f" on member {k}",
                     )  # fmt: skip
         return results(self.func, self.specs, sums, fns, self.shape)
+
+    def _vmapped(
+        self, stacked: torch.Tensor, chosen: torch.Tensor | None, sizes: list[int],
+        sums: dict[str, list[Value | None]],
+    ) -> set[tuple[str, int]]:  # fmt: skip
+        """The plain metrics of the members whose chunks have one size, in one call each.
+
+        Returns the ``(metric, member)`` pairs summed; the others are called member by member.
+        """
+        done: set[tuple[str, int]] = set()
+        for size in sorted(set(sizes) - {0}, reverse=True):
+            group = [k for k, n in enumerate(sizes) if n == size]
+            if len(group) < 2:
+                continue
+            pred, labels = stacked, chosen
+            if len(group) < len(sizes):
+                index = torch.tensor(group, device=stacked.device)
+                pred = pred.index_select(0, index)
+                labels = None if labels is None else labels.index_select(0, index)
+            if size < stacked.shape[1]:  # the rest of the chunk is padding
+                pred = pred[:, :size]
+                labels = None if labels is None else labels[:, :size]
+            for spec in self.specs:
+                values = self.vmap.values(spec, pred, labels, 0)
+                if values is None:
+                    continue
+                for k, value in zip(group, values.unbind(0), strict=True):
+                    _sum(sums, spec, k, value, size, chunked=self.shape[k][1], func=self.func)
+                    done.add((spec.name, k))
+        return done
+
+
+def _sum(
+    sums: dict[str, list[Value | None]], spec: MetricSpec, k: int, value: object, size: int,
+    *, chunked: bool, func: str,
+) -> None:  # fmt: skip
+    """Add member ``k``'s value of a plain metric on a chunk of ``size`` rows to its sum."""
+    value = scalar(value, func=func, label=spec.label)
+    sums[spec.name][k] = add_weighted(sums[spec.name][k], value, size) if chunked else value
 
 
 def add(
@@ -186,11 +242,11 @@ def add(
         if spec.stateful:
             fns[spec.name][k].update(pred, *labels)
             return
-        value = scalar(spec.fn(pred, *labels), func=func, label=spec.label)
+        value = spec.fn(pred, *labels)
+        _sum(sums, spec, k, value, size, chunked=chunked, func=func)
     except Exception as exc:
         _note(exc, f"(raised by {func}'s {spec.label}{where})")
         raise
-    sums[spec.name][k] = add_weighted(sums[spec.name][k], value, size) if chunked else value
 
 
 def results(

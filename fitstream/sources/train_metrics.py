@@ -18,7 +18,14 @@ import torch
 
 from .._internal.checks import check_name, describe
 from .._internal.chunks import add, results
-from .._internal.metrics import MetricSpec, Value, check_metric, is_stateful_metric, prepare_metric
+from .._internal.metrics import (
+    MemberVmap,
+    MetricSpec,
+    Value,
+    check_metric,
+    is_stateful_metric,
+    prepare_metric,
+)
 from .._internal.values import exact_dtype
 from ._shared import RESERVED_KEYS
 
@@ -110,8 +117,7 @@ class MemberTrainMetrics:
             else [spec.fn]
             for spec in self.specs
         }
-        self.looped: set[str] = set()  # plain metrics that do not run under vmap
-        self.vmapped: dict[tuple[str, tuple[Any, ...]], Any] = {}  # made once, not per batch
+        self.vmap = MemberVmap()  # plain metrics under vmap, or member by member
         self.sums: dict[str, Any] = {}
 
     def begin(self, device: torch.device) -> None:
@@ -156,18 +162,9 @@ class MemberTrainMetrics:
     def _plain(
         self, spec: MetricSpec, pred: torch.Tensor, labels: torch.Tensor | None, each: bool
     ) -> torch.Tensor:
-        if spec.name not in self.looped:
-            dims = (0,) if labels is None else (0, 0 if each else None)
-            vmapped = self.vmapped.get((spec.name, dims))
-            if vmapped is None:
-                vmapped = self.vmapped[(spec.name, dims)] = torch.func.vmap(spec.fn, in_dims=dims)
-            try:
-                values = vmapped(pred, *_labels(labels))
-                if isinstance(values, torch.Tensor) and values.shape in ((self.k,), (self.k, 1)):
-                    return values.reshape(self.k)
-            except Exception:
-                pass
-            self.looped.add(spec.name)
+        values = self.vmap.values(spec, pred, labels, 0 if each else None)
+        if values is not None:
+            return values
         sums: dict[str, list[Value | None]] = {spec.name: [None] * self.k}
         fns = {spec.name: [spec.fn]}
         for k in range(self.k):
