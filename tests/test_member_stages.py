@@ -376,3 +376,55 @@ def test_member_stage_closes_the_source_and_passes_its_error_on(
         list(stream)
     assert source.closed
     assert source.pulled == 3
+
+
+def test_an_ensemble_is_recognised_without_reading_its_hyperparameters() -> None:
+    from fitstream import Ensemble
+    from fitstream._internal.members import EnsembleLike, ensemble_of, is_ensemble
+
+    ensemble = Ensemble([nn.Linear(2, 1) for _ in range(3)])
+    reads: list[int] = []
+
+    def hparams() -> list[dict[str, Any]]:
+        reads.append(1)
+        return [{} for _ in range(3)]
+
+    ensemble._hparams = hparams
+    assert is_ensemble(ensemble)
+    assert ensemble_of({"model": ensemble}) is ensemble
+    assert not reads
+    assert ensemble.hparams == [{}, {}, {}]  # still there when asked
+    assert isinstance(ensemble, EnsembleLike)  # the same answer as the protocol's
+
+
+class _ModuleEnsemble(nn.Module):
+    """An ensemble-like module whose members are a submodule, not a class attribute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.members = nn.ModuleList([nn.Linear(2, 1), nn.Linear(2, 1)])
+        self.hparams = [{}, {}]
+        self.active = [True, True]
+
+    def freeze(self, member: int) -> None:
+        self.active[member] = False
+
+    def __len__(self) -> int:
+        return 2
+
+
+@pytest.mark.parametrize(
+    ("obj", "expected"),
+    [
+        (_ModuleEnsemble(), True),
+        (nn.Linear(2, 1), False),
+        (None, False),
+        ([nn.Linear(2, 1)], False),
+        (object(), False),
+    ],
+)
+def test_is_ensemble_agrees_with_the_protocol(obj: Any, expected: bool) -> None:
+    from fitstream._internal.members import EnsembleLike, is_ensemble
+
+    assert is_ensemble(obj) is expected
+    assert isinstance(obj, EnsembleLike) is expected

@@ -10,10 +10,11 @@ A per-member value is a ``list`` of K numbers in the order of the ensemble's mem
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeGuard, runtime_checkable
 
-__all__ = ["EnsembleLike", "ensemble_of", "is_per_member", "member_labels"]
+__all__ = ["EnsembleLike", "ensemble_of", "is_ensemble", "is_per_member", "member_labels"]
 
 
 @runtime_checkable
@@ -42,6 +43,38 @@ class EnsembleLike(Protocol):
     def __len__(self) -> int: ...
 
 
+_INTERFACE = ("members", "hparams", "active", "freeze", "__len__")
+_MISSING = object()
+
+
+def is_ensemble(obj: object) -> TypeGuard[EnsembleLike]:
+    """Whether ``obj`` has the interface of :class:`EnsembleLike`, without reading it.
+
+    ``isinstance(obj, EnsembleLike)`` does the same, but before Python 3.12 it reads every
+    property to see that it is there: an ensemble's ``hparams`` reads every member's optimizer
+    (0.4 ms for 128 members, at each stage that asked). Here a name is looked up on the class
+    and the instance first (``inspect.getattr_static``), and read only where it is not found
+    so (an ``nn.Module``'s submodule, say).
+
+    Example:
+        >>> class Pair:
+        ...     members, active = ("a", "b"), (True, True)
+        ...     @property
+        ...     def hparams(self):
+        ...         raise AssertionError("not read")
+        ...     def freeze(self, member): ...
+        ...     def __len__(self): return 2
+        >>> is_ensemble(Pair()), is_ensemble(object())
+        (True, False)
+    """
+    if obj is None:
+        return False
+    return all(
+        inspect.getattr_static(obj, name, _MISSING) is not _MISSING or hasattr(obj, name)
+        for name in _INTERFACE
+    )
+
+
 def ensemble_of(event: Mapping[str, Any]) -> EnsembleLike | None:
     """Return the event's ensemble, or ``None`` for an event of a single model.
 
@@ -50,7 +83,7 @@ def ensemble_of(event: Mapping[str, Any]) -> EnsembleLike | None:
         True
     """
     model = event.get("model")
-    return model if isinstance(model, EnsembleLike) else None
+    return model if is_ensemble(model) else None
 
 
 def is_per_member(value: object) -> bool:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, overload
 
 from .._internal.checks import describe
-from .._internal.members import EnsembleLike
+from .._internal.members import is_ensemble
 from ..pipeline import check_stream, upstream
 
 __all__ = ["TrackerStage"]
@@ -95,7 +95,7 @@ class TrackerStage:
             if self._states and self._states[0] is not None:
                 self._load(model, 0)
             return
-        targets = model.members if isinstance(model, EnsembleLike) else None
+        targets = model.members if is_ensemble(model) else None
         for k, state in enumerate(self._states):
             if state is not None and targets is not None:
                 self._load(targets[k], k)

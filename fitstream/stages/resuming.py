@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .._internal.checks import check_positive_int, describe
-from .._internal.members import EnsembleLike
+from .._internal.members import is_ensemble
 from .._internal.starts import frozen_at_start
 from ..events import Stage
 from ..pipeline import stage_factory, upstream
@@ -37,7 +37,7 @@ _log = logging.getLogger("fitstream")
 
 
 def _check_model(model: object, *, func: str) -> Any:
-    if isinstance(model, EnsembleLike):
+    if is_ensemble(model):
         return list(model.members)
     if isinstance(model, list | tuple) and model:
         for position, member in enumerate(model):

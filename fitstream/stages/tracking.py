@@ -22,7 +22,7 @@ from .._internal.callables import mark_factory
 from .._internal.checks import check_bool, check_name, describe
 from .._internal.direction import legacy_mode, resolve_mode
 from .._internal.lookup import metric_values, missing_key_error
-from .._internal.members import EnsembleLike, ensemble_of
+from .._internal.members import ensemble_of, is_ensemble
 from .._internal.states import load_state
 from ._tracker_stage import TrackerStage
 
@@ -239,7 +239,7 @@ class BestModel(TrackerStage):
                 )
             self._load(model, member)
             return model
-        targets = model.members if isinstance(model, EnsembleLike) else model
+        targets = model.members if is_ensemble(model) else model
         if not isinstance(targets, Sequence) or len(targets) != self._members:
             raise ValueError(
                 f"best_model: load_into(target) without 'member' needs the ensemble or a "
