@@ -126,7 +126,7 @@ def member_orders(
         return list(rows)
     generators = generator if isinstance(generator, list | tuple) else [generator] * len(rows)
     return [
-        each[torch.randperm(each.numel(), device=each.device, generator=g)]
+        each.index_select(0, torch.randperm(each.numel(), device=each.device, generator=g))
         for each, g in zip(rows, generators, strict=True)
     ]
 
