@@ -81,13 +81,22 @@ class Layout:
 def per_epoch(seconds: float) -> str:
     """Seconds per epoch in 3 significant digits, milliseconds below a second.
 
+    Trailing zeros are kept (``0.0580ms``, ``10.0s``), so the text keeps its width from one
+    epoch to the next: a bar's line is measured before it is drawn, and a rate that lost a
+    zero in between cut the line's last column.
+
     Example:
-        >>> per_epoch(12.345), per_epoch(0.51234), per_epoch(0.0000456)
-        ('12.3s/epoch', '512ms/epoch', '0.0456ms/epoch')
+        >>> per_epoch(12.345), per_epoch(0.51234), per_epoch(0.0000456), per_epoch(0.000058)
+        ('12.3s/epoch', '512ms/epoch', '0.0456ms/epoch', '0.0580ms/epoch')
     """
     if seconds >= 1:
-        return f"{seconds:.3g}s/epoch"
-    return f"{seconds * 1000:.3g}ms/epoch"
+        return f"{_three_digits(seconds)}s/epoch"
+    return f"{_three_digits(seconds * 1000)}ms/epoch"
+
+
+def _three_digits(value: float) -> str:
+    """``value`` in 3 significant digits, trailing zeros kept, no trailing point (``512``)."""
+    return f"{value:#.3g}".rstrip(".")
 
 
 def bar_class(base: Any) -> Any:
@@ -135,10 +144,11 @@ def widen_to_fit(bar: Any, line: int, *, least_bar: int = MIN_BAR) -> int:
 
     tqdm cuts a line longer than its ``ncols``, values and times included. The line is measured
     as it stands, its bar at ``least_bar`` columns; the bar gives up its other columns first,
-    then the line grows, and stays grown (it does not jump about).
+    then the line grows, and stays grown (it does not jump about). One column is kept spare,
+    as :func:`room` keeps one, for a rate that gains a digit before the line is drawn.
     """
     meter = {**bar.format_dict, "ncols": None}
-    drawn = len(bar.format_meter(**meter))
+    drawn = len(bar.format_meter(**meter)) + 1
     if "{bar}" in str(meter.get("bar_format") or ""):
         drawn += least_bar - 10  # drawn without a width, tqdm's bar is 10 columns
     if drawn <= line:
