@@ -26,10 +26,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from .member_losses import class_indices_fit, targets_fit
-from .mlp import activate, stacked_linear
+from .member_losses import class_indices_fit, regression_losses
+from .mlp import Plan, mlp_forward
 from .stacking import Ensemble
 
 __all__ = ["HandStep", "hand_step"]
@@ -61,7 +60,7 @@ class HandStep:
 
     def __init__(
         self,
-        plan: list[Layer | nn.Module],
+        plan: Plan,
         params: dict[str, Tensor],
         loss: LossStep,
         grads: dict[str, Tensor],
@@ -107,15 +106,7 @@ class HandStep:
         plan, params = self.plan, self.params
         with torch.no_grad():
             kept: list[tuple[Tensor, Tensor]] = []  # each step's input and output
-            h, fresh = x, False
-            for step in plan:
-                if isinstance(step, nn.Module):
-                    out = activate(step, h, fresh)  # in place: its input is not read again
-                else:
-                    bias = None if step[1] is None else params[step[1]]
-                    out, fresh = stacked_linear(h, params[step[0]], bias), True
-                kept.append((h, out))
-                h = out
+            h = mlp_forward(plan, params, x, kept)
             done = self.loss(h, labels, each)
             if done is None:
                 return None
@@ -197,14 +188,11 @@ def _loss(loss_fn: object) -> LossStep | None:
 
 
 def _regression(squared: bool) -> LossStep:
-    pointwise = F.mse_loss if squared else F.l1_loss
-
     def regression(out: Tensor, labels: Tensor, each: bool) -> tuple[Tensor, Tensor] | None:
-        if not targets_fit(out, labels, each):
+        losses = regression_losses(out, labels, each, squared=squared)
+        if losses is None:
             return None
-        target = labels.expand_as(out)
-        losses = pointwise(out, target, reduction="none").flatten(1).mean(1)
-        diff = out - target
+        diff = out - labels.expand_as(out)
         n = out[0].numel()
         return losses, (diff.mul_(2.0 / n) if squared else diff.sign_().div_(n))
 

@@ -16,7 +16,7 @@ from torch import nn
 from torch.func import vmap
 from torch.nn import functional as F
 
-__all__ = ["class_indices_fit", "member_losses", "targets_fit"]
+__all__ = ["class_indices_fit", "member_losses", "regression_losses", "targets_fit"]
 
 MemberLosses = Callable[[torch.Tensor, Any], torch.Tensor]
 
@@ -49,13 +49,10 @@ def _direct(
 ) -> Callable[[torch.Tensor, Any], torch.Tensor | None] | None:
     kind = type(loss_fn)
     if kind in (nn.MSELoss, nn.L1Loss) and getattr(loss_fn, "reduction", None) == "mean":
-        pointwise = F.mse_loss if kind is nn.MSELoss else F.l1_loss
+        squared = kind is nn.MSELoss
 
         def regression(outputs: torch.Tensor, labels: Any) -> torch.Tensor | None:
-            if not targets_fit(outputs, labels, each):
-                return None
-            target = labels.expand_as(outputs)
-            return pointwise(outputs, target, reduction="none").flatten(1).mean(1)
+            return regression_losses(outputs, labels, each, squared=squared)
 
         return regression
     if kind is nn.CrossEntropyLoss:
@@ -109,3 +106,18 @@ def class_indices_fit(outputs: torch.Tensor, labels: Any, each: bool) -> bool:
         and outputs.dim() == 3
         and labels.shape == (outputs.shape[:2] if each else outputs.shape[1:2])
     )
+
+
+def regression_losses(
+    outputs: torch.Tensor, labels: Any, each: bool, *, squared: bool
+) -> torch.Tensor | None:
+    """Each member's mean squared (or absolute) error, ``(K,)``; ``None`` if the targets don't fit.
+
+    Example:
+        >>> regression_losses(torch.ones(2, 3, 1), torch.zeros(3, 1), False, squared=True)
+        tensor([1., 1.])
+    """
+    if not targets_fit(outputs, labels, each):
+        return None
+    pointwise = F.mse_loss if squared else F.l1_loss
+    return pointwise(outputs, labels.expand_as(outputs), reduction="none").flatten(1).mean(1)

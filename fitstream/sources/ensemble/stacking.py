@@ -18,7 +18,7 @@ from torch.func import functional_call, vmap
 
 from ..._internal.checks import describe
 from .member_checks import check_models
-from .mlp import activate, mlp_plan, stacked_linear
+from .mlp import mlp_forward, mlp_plan
 
 __all__ = ["Ensemble"]
 
@@ -278,15 +278,7 @@ class Ensemble(nn.Module):
 
     def _mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
         assert self._mlp is not None
-        params = self._params
-        h, fresh = x, False
-        for step in self._mlp:
-            if isinstance(step, nn.Module):
-                h = activate(step, h, fresh)
-                continue
-            h = stacked_linear(h, params[step[0]], None if step[1] is None else params[step[1]])
-            fresh = True
-        return h
+        return mlp_forward(self._mlp, self._params, x)
 
     # -- what the training loop needs ----------------------------------------------------------
 
