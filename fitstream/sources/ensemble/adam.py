@@ -56,7 +56,7 @@ class VectorAdam(Vectorised):
         self.fusable = [False for _ in self.slabs]
         self.base: list[torch.Tensor] = [torch.zeros(0) for _ in self.slabs]
         self.numbers = [torch.zeros(0) for _ in self.slabs]
-        self.rows: list[list[list[torch.Tensor]] | None] = [None for _ in self.slabs]
+        self.lists: dict[tuple[int, bool], list[list[torch.Tensor]]] = {}  # _kernel_lists
         # per slab: the epoch's first step number where every member is at the same step (then
         # the kernel takes the slab whole, one tensor, instead of K rows: 174 against 217 us at
         # K = 128), else None
@@ -230,25 +230,17 @@ class VectorAdam(Vectorised):
         ``eps`` are the same for every member here, and no member uses L2 decay, amsgrad or
         maximize (``fusable``). About 40 % less time than the separate passes at K = 40.
         """
-        p, g = self.slabs[i].data, self.slabs[i].grad
-        assert g is not None
+        p = self.slabs[i].data
         hp, shared, flags = self.hp[i], self.shared[i], self.flags[i]
         if flags["any_decoupled"]:
             p.mul_(self.constants[i][2])
-        scratch = self.scratch[i][0]
-        rows = self.rows[i]
         level = self.level[i]
+        rows = self._kernel_lists(i, whole=level is not None)  # made first: it makes numbers
         if level is not None:  # one step number: the slab whole
             self.number[i].fill_(level + cursor)
-            whole: tuple[torch.Tensor, ...] = (scratch, g, self.exp_avg[i], self.exp_avg_sq[i])
-            rows = [[t] for t in (*whole, self.number[i])]
-        elif rows is None:
-            tensors = (scratch, g, self.exp_avg[i], self.exp_avg_sq[i])
-            self.numbers[i] = torch.zeros(p.shape[0], dtype=torch.float32)
-            rows = self.rows[i] = [list(t.unbind(0)) for t in tensors]
-            rows.append(list(self.numbers[i].unbind(0)))
-        if level is None:
+        else:
             torch.add(self.base[i], cursor, out=self.numbers[i])
+        scratch = self.scratch[i][0]
         scratch.zero_()
         torch._fused_adam_(
             rows[0], rows[1], rows[2], rows[3], [], rows[4], lr=1.0, beta1=shared["beta1"],
@@ -256,6 +248,26 @@ class VectorAdam(Vectorised):
             maximize=False,
         )  # fmt: skip
         p.addcmul_(scratch, hp[0])
+
+    def _kernel_lists(self, i: int, *, whole: bool) -> list[list[torch.Tensor]]:
+        """Slab ``i``'s scratch, gradient, moments and step numbers as the kernel takes them.
+
+        ``whole``: one tensor each (one step number); else one row per member. Made once.
+        """
+        key = (i, whole)
+        found = self.lists.get(key)
+        if found is not None:
+            return found
+        slab = self.slabs[i]
+        assert slab.grad is not None
+        tensors = (self.scratch[i][0], slab.grad, self.exp_avg[i], self.exp_avg_sq[i])
+        if whole:
+            made = [[t] for t in tensors] + [[self.number[i]]]
+        else:
+            self.numbers[i] = torch.zeros(slab.data.shape[0], dtype=torch.float32)
+            made = [list(t.unbind(0)) for t in tensors] + [list(self.numbers[i].unbind(0))]
+        self.lists[key] = made
+        return made
 
     def state_lists(self) -> list[list[torch.Tensor | None]]:  # noqa: D102
         return [self.exp_avg, self.exp_avg_sq, self.max_sq]  # type: ignore[list-item]
