@@ -86,19 +86,17 @@ class Chunks:
             inputs, labels = (chunk[:-1], chunk[-1:]) if self.last_label else (chunk, ())
             output = forward(model, inputs, func=self.func, arg="val_data")
             outputs = [output] if members is None else member_outputs(output, count, func=self.func)
-            done: set[str] = set()
+            done: set[tuple[str, int]] = set()
             if members is not None and count > 1:  # the members' plain metrics in one call
                 shared = labels[0] if labels else None
-                for spec in self.specs:
-                    values = self.vmap.values(spec, output, shared, None)
-                    if values is not None:
-                        for k, value in enumerate(values.unbind(0)):
-                            _sum(sums, spec, k, value, size, chunked=chunked, func=self.func)
-                        done.add(spec.name)
+                done = _vmapped_sums(
+                    self.vmap, self.specs, output, shared, None, range(count), size,
+                    [chunked] * count, sums, self.func,
+                )  # fmt: skip
             for k, pred in enumerate(outputs):
                 where = "" if members is None else f" on member {k}"
                 for spec in self.specs:
-                    if spec.name in done:
+                    if (spec.name, k) in done:
                         continue
                     add(
                         spec, k, pred, labels, func=self.func, fns=fns, sums=sums, size=size,
@@ -159,13 +157,13 @@ class MemberChunks:
             flat = index.reshape(-1)
             inputs = [gather(t, flat, index.shape) for t in inputs_t]
             chosen = None if labels_t is None else gather(labels_t, flat, index.shape)
+            stacked: torch.Tensor | None = None
             try:
-                stacked = each(inputs) if callable(each) else None
-                outputs = (
-                    member_outputs(stacked, count, func=self.func)
-                    if callable(each)
-                    else [m(*(x[k] for x in inputs)) for k, m in enumerate(members)]
-                )
+                if callable(each):
+                    stacked = each(inputs)
+                    outputs = member_outputs(stacked, count, func=self.func)
+                else:
+                    outputs = [m(*(x[k] for x in inputs)) for k, m in enumerate(members)]
             except RuntimeError as exc:
                 explain_forward(exc, members[0], inputs, func=self.func, arg="val_data")
                 raise
@@ -205,14 +203,32 @@ class MemberChunks:
             if size < stacked.shape[1]:  # the rest of the chunk is padding
                 pred = pred[:, :size]
                 labels = None if labels is None else labels[:, :size]
-            for spec in self.specs:
-                values = self.vmap.values(spec, pred, labels, 0)
-                if values is None:
-                    continue
-                for k, value in zip(group, values.unbind(0), strict=True):
-                    _sum(sums, spec, k, value, size, chunked=self.shape[k][1], func=self.func)
-                    done.add((spec.name, k))
+            chunked = [each_chunked for _, each_chunked in self.shape]
+            done |= _vmapped_sums(
+                self.vmap, self.specs, pred, labels, 0, group, size, chunked, sums, self.func
+            )
         return done
+
+
+def _vmapped_sums(
+    vmap: MemberVmap, specs: Sequence[MetricSpec], pred: torch.Tensor,
+    labels: torch.Tensor | None, label_dim: int | None, members: Sequence[int], size: int,
+    chunked: Sequence[bool], sums: dict[str, list[Value | None]], func: str,
+) -> set[tuple[str, int]]:  # fmt: skip
+    """Each plain metric for ``members`` (``pred``'s rows, in order) in one call, summed.
+
+    Returns the ``(metric, member)`` pairs summed; a metric that cannot run under vmap is left
+    to be called member by member.
+    """
+    done: set[tuple[str, int]] = set()
+    for spec in specs:
+        values = vmap.values(spec, pred, labels, label_dim)
+        if values is None:
+            continue
+        for k, value in zip(members, values.unbind(0), strict=True):
+            _sum(sums, spec, k, value, size, chunked=chunked[k], func=func)
+            done.add((spec.name, k))
+    return done
 
 
 def _sum(
