@@ -90,8 +90,8 @@ class Chunks:
             if members is not None and count > 1:  # the members' plain metrics in one call
                 shared = labels[0] if labels else None
                 done = _vmapped_sums(
-                    self.vmap, self.specs, output, shared, None, range(count), size,
-                    [chunked] * count, sums, self.func,
+                    self.vmap, self.specs, output, shared, label_dim=None, members=range(count),
+                    size=size, chunked=[chunked] * count, sums=sums, func=self.func,
                 )  # fmt: skip
             for k, pred in enumerate(outputs):
                 where = "" if members is None else f" on member {k}"
@@ -205,14 +205,15 @@ class MemberChunks:
                 labels = None if labels is None else labels[:, :size]
             chunked = [each_chunked for _, each_chunked in self.shape]
             done |= _vmapped_sums(
-                self.vmap, self.specs, pred, labels, 0, group, size, chunked, sums, self.func
-            )
+                self.vmap, self.specs, pred, labels, label_dim=0, members=group, size=size,
+                chunked=chunked, sums=sums, func=self.func,
+            )  # fmt: skip
         return done
 
 
 def _vmapped_sums(
     vmap: MemberVmap, specs: Sequence[MetricSpec], pred: torch.Tensor,
-    labels: torch.Tensor | None, label_dim: int | None, members: Sequence[int], size: int,
+    labels: torch.Tensor | None, *, label_dim: int | None, members: Sequence[int], size: int,
     chunked: Sequence[bool], sums: dict[str, list[Value | None]], func: str,
 ) -> set[tuple[str, int]]:  # fmt: skip
     """Each plain metric for ``members`` (``pred``'s rows, in order) in one call, summed.
