@@ -8,6 +8,9 @@ has it. Each rank prints how its stream ended.
 from __future__ import annotations
 
 import os
+import threading
+
+import torch
 
 
 def main() -> None:
@@ -41,6 +44,12 @@ def main() -> None:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     state = "" if study is None else f", trial {study.trials[0].state.name}"
     print(f"rank {rank}: saw steps {steps}, {outcome}{state}\n", end="", flush=True)
+    others = sorted(t.name for t in threading.enumerate() if t is not threading.main_thread())
+    print(f"rank {rank} threads left: {others}\n", end="", flush=True)
+    # the end a DDP script should have (torch's advice): without it, gloo's threads were torn
+    # down at interpreter exit, which aborted a rank now and then on a loaded machine
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -37,6 +37,9 @@ def test_every_rank_is_pruned_at_the_epoch_rank_0_decided(tmp_path: Path) -> Non
         "saw steps [1], pruned (prune: trial 0 pruned at step 2, where val_loss="
     )
     assert lines["0"].endswith("trial PRUNED")
+    # fit_stream's training thread is gone on both ranks once the pruned stream is left
+    left = sorted(re.findall(r"^rank (\d) threads left: (.*)$", out, re.M))
+    assert left == [("0", "[]"), ("1", "[]")], out
     assert lines["1"].startswith(
         "saw steps [1], pruned (prune: trial pruned at step 2, where val_loss="
     )
