@@ -1,9 +1,8 @@
-"""``search`` and ``search_events``: the public calls, their arguments and their result."""
+"""``search`` and ``search_events``: the public calls and their arguments."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,90 +16,19 @@ from .checks import (
     check_folds,
     check_objectives,
     check_options,
-    check_seconds,
     check_stages,
     check_storage,
     check_study,
     check_train_data,
 )
 from .driver import Plan, Worker
-from .heartbeat import Heartbeat, default_callback
+from .heartbeat import choose_heartbeat
 from .progress import SearchBar
+from .result import SearchResult
 
 __all__ = ["SearchResult", "search", "search_events"]
 
 _FUNC = "search"
-_DEFAULT_INTERVAL = 60.0
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    """What :func:`search` gives back: the study, and the best model this worker trained.
-
-    Attributes:
-        study: The study, for ``study.best_trial``, ``study.trials_dataframe()`` and
-            :func:`~fitstream.summarize`.
-        best_model: The best trial this worker completed, as a model holding its weights at
-            its best epoch (with ``folds``, its fold models as one
-            :class:`~fitstream.Ensemble`); ``None`` if it completed none. The study's best
-            trial may be another worker's: :func:`~fitstream.load_best` loads it in any
-            process from the states saved with ``save_dir``.
-        best_model_trial: The number of the trial ``best_model`` comes from.
-    """
-
-    study: Any
-    best_model: nn.Module | None
-    best_model_trial: int | None
-
-    @property
-    def best_trial(self) -> Any:
-        """The study's best trial (of every worker), as ``study.best_trial``."""
-        return self.study.best_trial
-
-    @property
-    def best_value(self) -> float:
-        """The study's best value."""
-        return float(self.study.best_value)
-
-    @property
-    def best_params(self) -> dict[str, Any]:
-        """The study's best trial's parameters."""
-        return dict(self.study.best_params)
-
-
-def _heartbeat(
-    study: Any, optuna: Any, interval: object, grace: object, callback: object
-) -> Heartbeat:
-    """The worker's heartbeat: Optuna's own where the storage keeps one, else the stamps."""
-    every = check_seconds(interval, func=_FUNC, arg="heartbeat_interval")
-    wait = check_seconds(grace, func=_FUNC, arg="grace_period")
-    if callback is not None and not callable(callback):
-        raise TypeError(
-            f"{_FUNC}: 'stale_trial_callback' must be callable as callback(study, trial), such "
-            f"as optuna.storages.RetryHeartbeatStaleTrialCallback(), got {callback!r}"
-        )
-    from optuna.storages._heartbeat import is_heartbeat_enabled
-
-    storage = study._storage
-    if is_heartbeat_enabled(storage):
-        given = [n for n, v in (("heartbeat_interval", every), ("grace_period", wait),
-                                ("stale_trial_callback", callback)) if v is not None]  # fmt: skip
-        if given:
-            raise ValueError(
-                f"{_FUNC}: the study's storage keeps Optuna's own heartbeat "
-                f"(heartbeat_interval={storage.get_heartbeat_interval()}), which the search "
-                f"uses; leave {given} to the storage"
-            )
-        return Heartbeat(study, optuna, interval=None, grace=None, callback=None)
-    if every is None and not isinstance(storage, optuna.storages.InMemoryStorage):
-        every = _DEFAULT_INTERVAL
-    if every is not None and wait is not None and wait <= every:
-        raise ValueError(
-            f"{_FUNC}: 'grace_period' ({wait} s) must be longer than 'heartbeat_interval' "
-            f"({every} s), or a live worker's trials would be failed between two beats"
-        )
-    chosen = callback if callback is not None else default_callback(optuna)
-    return Heartbeat(study, optuna, interval=every, grace=wait, callback=chosen)
 
 
 def _start(
@@ -124,9 +52,10 @@ def _start(
     device = check_train_data(train_data, func=_FUNC)
     stages = check_stages(o["stages"], func=_FUNC)
     folds = check_folds(o["folds"], train_data, o["slots"], func=_FUNC)
-    heartbeat = _heartbeat(
-        study, optuna, o["heartbeat_interval"], o["grace_period"], o["stale_trial_callback"]
-    )
+    heartbeat = choose_heartbeat(
+        study, optuna, interval=o["heartbeat_interval"], grace=o["grace_period"],
+        callback=o["stale_trial_callback"], func=_FUNC,
+    )  # fmt: skip
     plan = Plan(
         build=build, train_data=train_data, loss_fn=loss_fn, device=device, key=o["key"],
         epochs=o["epochs"], slots=o["slots"], batch_size=o["batch_size"], stages=stages,

@@ -27,12 +27,21 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from .checks import check_seconds
 from .writes import already_finished, read, write
 
-__all__ = ["NATIVE", "STAMP", "Heartbeat", "default_callback"]
+__all__ = [
+    "DEFAULT_INTERVAL",
+    "NATIVE",
+    "STAMP",
+    "Heartbeat",
+    "choose_heartbeat",
+    "default_callback",
+]
 
 STAMP = "fitstream:heartbeat"
 NATIVE = "optuna"  # the stamp of a trial that Optuna's own heartbeat judges
+DEFAULT_INTERVAL = 60.0  # seconds between beats where the storage is shared and none is given
 _LOG = logging.getLogger("fitstream.search")
 
 
@@ -215,3 +224,43 @@ def last_sign_of_life(trial: Any) -> float:
     stamp = trial.system_attrs.get(STAMP)
     started = trial.datetime_start.timestamp() if trial.datetime_start is not None else 0.0
     return max(float(stamp) if isinstance(stamp, int | float) else 0.0, started)
+
+
+def choose_heartbeat(
+    study: Any, optuna: Any, *, interval: object, grace: object, callback: object, func: str
+) -> Heartbeat:
+    """The worker's heartbeat from ``search``'s arguments, checked.
+
+    Optuna's own where the study's storage keeps one (then none of the three may be given),
+    else the stamps, renewed every ``interval`` seconds (60 on a storage other processes can
+    share), judged stale after ``grace`` and handed to ``callback``.
+    """
+    every = check_seconds(interval, func=func, arg="heartbeat_interval")
+    wait = check_seconds(grace, func=func, arg="grace_period")
+    if callback is not None and not callable(callback):
+        raise TypeError(
+            f"{func}: 'stale_trial_callback' must be callable as callback(study, trial), such "
+            f"as optuna.storages.RetryHeartbeatStaleTrialCallback(), got {callback!r}"
+        )
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    storage = study._storage
+    if is_heartbeat_enabled(storage):
+        given = [n for n, v in (("heartbeat_interval", every), ("grace_period", wait),
+                                ("stale_trial_callback", callback)) if v is not None]  # fmt: skip
+        if given:
+            raise ValueError(
+                f"{func}: the study's storage keeps Optuna's own heartbeat "
+                f"(heartbeat_interval={storage.get_heartbeat_interval()}), which the search "
+                f"uses; leave {given} to the storage"
+            )
+        return Heartbeat(study, optuna, interval=None, grace=None, callback=None)
+    if every is None and not isinstance(storage, optuna.storages.InMemoryStorage):
+        every = DEFAULT_INTERVAL
+    if every is not None and wait is not None and wait <= every:
+        raise ValueError(
+            f"{func}: 'grace_period' ({wait} s) must be longer than 'heartbeat_interval' "
+            f"({every} s), or a live worker's trials would be failed between two beats"
+        )
+    chosen = callback if callback is not None else default_callback(optuna)
+    return Heartbeat(study, optuna, interval=every, grace=wait, callback=chosen)
