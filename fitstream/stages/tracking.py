@@ -9,9 +9,7 @@ independent of the live model, so training on does not change it, and
 
 from __future__ import annotations
 
-import copy
 import math
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -23,46 +21,12 @@ from .._internal.checks import check_bool, check_name, describe
 from .._internal.direction import legacy_mode, resolve_mode
 from .._internal.lookup import metric_values, missing_key_error
 from .._internal.members import ensemble_of, is_ensemble
-from .._internal.states import load_state
+from .._internal.states import check_device, copy_state, load_state
 from ._tracker_stage import TrackerStage
 
 __all__ = ["BestModel", "best_model"]
 
 ModelT = TypeVar("ModelT")
-
-
-def _snapshot(state: Mapping[str, Any], device: torch.device | None) -> dict[str, Any]:
-    """Copy a state dict: tensors detached and cloned (onto ``device`` if given)."""
-    copied: dict[str, Any] = OrderedDict()
-    for name, value in state.items():
-        if isinstance(value, torch.Tensor):
-            detached = value.detach()
-            copied[name] = detached.clone() if device is None else detached.to(device, copy=True)
-        else:
-            copied[name] = copy.deepcopy(value)
-    return copied
-
-
-def _check_device(device: object) -> torch.device:
-    """Return ``device`` as a :class:`torch.device` once a tensor can be put there."""
-    expected = "a torch.device or a device string such as 'cpu' or 'cuda:0', or None"
-    if not isinstance(device, torch.device | str):
-        raise ValueError(f"best_model: 'device' must be {expected}, got {describe(device)}")
-    try:
-        parsed = torch.device(device)
-    except RuntimeError as exc:
-        raise ValueError(
-            f"best_model: 'device' must be {expected}, got {describe(device)}"
-        ) from exc
-    try:
-        torch.empty(0, device=parsed)
-    except (RuntimeError, AssertionError) as exc:
-        raise ValueError(
-            f"best_model: 'device' {str(parsed)!r} cannot hold tensors on this machine "
-            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
-            f"use 'cpu' or a device that exists"
-        ) from exc
-    return parsed
 
 
 class BestModel(TrackerStage):
@@ -103,7 +67,7 @@ class BestModel(TrackerStage):
         check_bool(restore, func="best_model", arg="restore")
         given = legacy_mode(mode, direction, func="best_model")
         self.mode = resolve_mode(metric_key, given, func="best_model")
-        self._device = None if device is None else _check_device(device)
+        self._device = None if device is None else check_device(device, func="best_model")
         self.metric_key = metric_key
         self.restore = restore
         # One entry per member; one in all for a single model (self._members is None).
@@ -169,7 +133,7 @@ class BestModel(TrackerStage):
             return
         modules = self._modules(event, better)
         for k in better:
-            self._states[k] = _snapshot(modules[k].state_dict(), self._device)
+            self._states[k] = copy_state(modules[k].state_dict(), self._device)
             self._values[k], self._steps[k] = values[k], event.get("step")
 
     def _modules(self, event: Mapping[str, Any], members: list[int]) -> dict[int, nn.Module]:
