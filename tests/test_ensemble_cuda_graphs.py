@@ -35,7 +35,7 @@ def _eager_adam_unfused(monkeypatch: pytest.MonkeyPatch) -> None:
     """The eager side steps Adam as a CUDA device would: never through the CPU's fused kernel.
 
     The fake device of these tests runs on the CPU, where the eager step would otherwise take
-    ``torch._fused_adam_`` (rounded otherwise than the replayed step, beyond 1e-6).
+    ``torch._fused_adamw_`` (rounded otherwise than the replayed step, beyond 1e-6).
     """
     monkeypatch.setattr(adam_module, "fused_on_cpu", lambda: False)
 

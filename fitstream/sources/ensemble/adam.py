@@ -19,14 +19,14 @@ _SPARE_ROWS = 4  # more than the warm-up steps before a capture (graphed.WARM_UP
 
 @functools.cache
 def fused_on_cpu() -> bool:
-    """Whether this torch has ``torch._fused_adam_`` for CPU tensors (torch 2.4 and later)."""
-    fused = getattr(torch, "_fused_adam_", None)
+    """Whether this torch has ``torch._fused_adamw_`` for CPU tensors (torch 2.4 and later)."""
+    fused = getattr(torch, "_fused_adamw_", None)
     if fused is None:
         return False
     p, g, m, v = (torch.zeros(1) for _ in range(4))
     try:
         fused([p], [g], [m], [v], [], [torch.ones(())], lr=1.0, beta1=0.9, beta2=0.999,
-              weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False)  # fmt: skip
+              weight_decay=1.0, eps=1e-8, amsgrad=False, maximize=False)  # fmt: skip
     except (RuntimeError, NotImplementedError, TypeError):
         return False
     return True
@@ -49,7 +49,7 @@ class VectorAdam(Vectorised):
         self.exp_avg_sq = [torch.zeros_like(s.data) for s in self.slabs]
         # the step's two temporaries, made once: a (K, n) temporary per step costs more than
         # the arithmetic on it (allocated, then touched page by page)
-        self.scratch = [(torch.empty_like(s.data), torch.empty_like(s.data)) for s in self.slabs]
+        self.scratch = [(torch.zeros_like(s.data), torch.empty_like(s.data)) for s in self.slabs]
         self.tiny = [float(torch.finfo(s.data.dtype).tiny) for s in self.slabs]
         # the fused path (see _fused_step): per slab, whether it applies, each member's step
         # number (for the bias corrections), and the rows of the tensors it updates
@@ -119,6 +119,8 @@ class VectorAdam(Vectorised):
             for group in opt.param_groups
         }
         super().refresh(steps)
+        for scratch, _ in self.scratch:  # see _fused_step
+            scratch.zero_()
         self.cursor = 0
         if self.cursor_t is not None:
             self.cursor_t.zero_()
@@ -220,10 +222,14 @@ class VectorAdam(Vectorised):
             at.add_(1)
 
     def _fused_step(self, i: int, cursor: int) -> None:
-        """Slab ``i``'s step through ``torch._fused_adam_``: one pass over the state.
+        """Slab ``i``'s step through ``torch._fused_adamw_``: one pass over the state.
 
         The kernel takes one rate for all its tensors, and the members have their own: it runs
-        with a rate of 1 on a zeroed scratch, which then holds ``-m / (sqrt(v) + eps)`` with
+        with a rate of 1 on a scratch, which its decoupled decay of 1 clears first (AdamW's
+        ``x - rate * decay * x``, exactly 0 for a finite ``x``; :meth:`refresh` zeroes the
+        scratch at each epoch's start, so that a NaN left by a member that diverged, and
+        was then replaced, cannot reach the newcomer), and which then holds
+        ``-m / (sqrt(v) + eps)`` with
         each member's bias corrections (each member's row is a tensor of its own, with its
         own step number; the slab is one tensor where all are at the same step), and the
         weights move by that times each member's rate. Betas and
@@ -240,14 +246,14 @@ class VectorAdam(Vectorised):
             self.number[i].fill_(level + cursor)
         else:
             torch.add(self.base[i], cursor, out=self.numbers[i])
-        scratch = self.scratch[i][0]
-        scratch.zero_()
-        torch._fused_adam_(
+        # AdamW's decay at rate x decay = 1 clears the scratch (x - x) before the step is
+        # subtracted: one pass less than zeroing it first (refresh clears what x - x cannot)
+        torch._fused_adamw_(
             rows[0], rows[1], rows[2], rows[3], [], rows[4], lr=1.0, beta1=shared["beta1"],
-            beta2=shared["beta2"], weight_decay=0.0, eps=shared["eps"], amsgrad=False,
+            beta2=shared["beta2"], weight_decay=1.0, eps=shared["eps"], amsgrad=False,
             maximize=False,
         )  # fmt: skip
-        p.addcmul_(scratch, hp[0])
+        p.addcmul_(self.scratch[i][0], hp[0])
 
     def _kernel_lists(self, i: int, *, whole: bool) -> list[list[torch.Tensor]]:
         """Slab ``i``'s scratch, gradient, moments and step numbers as the kernel takes them.
