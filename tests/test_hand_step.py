@@ -90,6 +90,31 @@ def test_each_members_gradients_by_hand_equal_autograds_for_it_alone(
             torch.testing.assert_close(grads[name][k], p.grad, rtol=1e-5, atol=1e-7)
 
 
+CHAINS: dict[str, Callable[[], list[nn.Module]]] = {
+    "relu-sigmoid": lambda: [nn.ReLU(), nn.Sigmoid()],
+    "tanh-tanh": lambda: [nn.Tanh(), nn.Tanh()],
+    "relu-identity-tanh": lambda: [nn.ReLU(), nn.Identity(), nn.Tanh()],
+    "gelu-relu-sigmoid": lambda: [nn.GELU(), nn.ReLU(), nn.Sigmoid()],
+}
+
+
+@pytest.mark.parametrize("chain", list(CHAINS))
+def test_activations_in_a_row_keep_each_ones_output_for_its_gradient(chain: str) -> None:
+    """An activation computed in place on a product must not be overwritten by the next one:
+    its gradient reads its output (ReLU, Tanh, Sigmoid)."""
+    torch.manual_seed(0)
+    models = [nn.Sequential(nn.Linear(D, H), *CHAINS[chain](), nn.Linear(H, C)) for _ in range(K)]
+    alone = [copy.deepcopy(m) for m in models]
+    x, y = torch.randn(K, B, D), _labels("mse", (K, B))
+    outputs, _, grads = _grads_by_hand(models, nn.MSELoss(), x, y, True)
+    for k, model in enumerate(alone):
+        out = model(x[k])
+        nn.MSELoss()(out, y[k]).backward()
+        torch.testing.assert_close(outputs[k], out.detach())
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(grads[name][k], p.grad, rtol=1e-5, atol=1e-7)
+
+
 def test_a_layer_without_bias_and_an_activation_first_are_done_by_hand() -> None:
     models = [nn.Sequential(nn.Tanh(), nn.Linear(D, C, bias=False)) for _ in range(K)]
     alone = [copy.deepcopy(m) for m in models]

@@ -97,6 +97,8 @@ def mlp_forward(
     """Run ``plan`` for every member on ``x`` (shared ``(B, in)`` or ``(K, B, in)``).
 
     ``kept``, if given, receives each step's input and output, for a backward pass by hand.
+    An activation runs in place only on a product (see :func:`activate`); with ``kept``, not on
+    another activation's output, which that one's gradient reads.
 
     Example:
         >>> plan = mlp_plan(nn.Sequential(nn.Linear(3, 2), nn.ReLU()))
@@ -109,6 +111,7 @@ def mlp_forward(
     for step in plan:
         if isinstance(step, nn.Module):
             out = activate(step, h, fresh)  # in place on a product: its input is not read again
+            fresh = fresh and kept is None  # the output is kept for this step's gradient
         else:
             bias = None if step[1] is None else params[step[1]]
             out, fresh = stacked_linear(h, params[step[0]], bias), True
