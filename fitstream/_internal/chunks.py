@@ -139,6 +139,7 @@ class MemberChunks:
         self.shape = [
             (n, -(-n // (n if batch_size is None else min(batch_size, n))) > 1) for n in self.counts
         ]
+        self.chunked = [each_chunked for _, each_chunked in self.shape]  # per member
         self.vmap = MemberVmap()
 
     def run(self, model: Any, members: Sequence[Any], fns: Mapping[str, Sequence[Any]]) -> Any:
@@ -172,7 +173,7 @@ class MemberChunks:
                 if not size:
                     continue
                 labels = () if chosen is None else (chosen[k, :size],)
-                chunked = self.shape[k][1]
+                chunked = self.chunked[k]
                 for spec in self.specs:
                     if (spec.name, k) in done:
                         continue
@@ -203,10 +204,9 @@ class MemberChunks:
             if size < stacked.shape[1]:  # the rest of the chunk is padding
                 pred = pred[:, :size]
                 labels = None if labels is None else labels[:, :size]
-            chunked = [each_chunked for _, each_chunked in self.shape]
             done |= _vmapped_sums(
                 self.vmap, self.specs, pred, labels, label_dim=0, members=group, size=size,
-                chunked=chunked, sums=sums, func=self.func,
+                chunked=self.chunked, sums=sums, func=self.func,
             )  # fmt: skip
         return done
 

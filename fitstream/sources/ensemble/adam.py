@@ -225,16 +225,15 @@ class VectorAdam(Vectorised):
         """Slab ``i``'s step through ``torch._fused_adamw_``: one pass over the state.
 
         The kernel takes one rate for all its tensors, and the members have their own: it runs
-        with a rate of 1 on a scratch, which its decoupled decay of 1 clears first (AdamW's
-        ``x - rate * decay * x``, exactly 0 for a finite ``x``; :meth:`refresh` zeroes the
-        scratch at each epoch's start, so that a NaN left by a member that diverged, and
-        was then replaced, cannot reach the newcomer), and which then holds
-        ``-m / (sqrt(v) + eps)`` with
-        each member's bias corrections (each member's row is a tensor of its own, with its
-        own step number; the slab is one tensor where all are at the same step), and the
-        weights move by that times each member's rate. Betas and
-        ``eps`` are the same for every member here, and no member uses L2 decay, amsgrad or
-        maximize (``fusable``). About 40 % less time than the separate passes at K = 40.
+        at rate 1 on a scratch, which then holds ``-m / (sqrt(v) + eps)`` with each member's
+        bias corrections (the slab is one tensor where every member is at the same step, else
+        each member's row is a tensor with its own step number), and the weights move by that
+        times each member's rate. The kernel's decoupled decay of 1 clears the scratch first
+        (``x - x``, exactly 0 for a finite ``x``), so no pass zeroes it; ``x - x`` keeps a NaN,
+        so :meth:`refresh` zeroes the scratch at each epoch's start, and a member that
+        diverged leaves nothing for the one that replaces it. Betas and ``eps`` are the same
+        for every member here, and no member uses L2 decay, amsgrad or maximize
+        (``fusable``). About 40 % less time than the separate passes at K = 40.
         """
         p = self.slabs[i].data
         hp, shared, flags = self.hp[i], self.shared[i], self.flags[i]
@@ -246,9 +245,7 @@ class VectorAdam(Vectorised):
             self.number[i].fill_(level + cursor)
         else:
             torch.add(self.base[i], cursor, out=self.numbers[i])
-        # AdamW's decay at rate x decay = 1 clears the scratch (x - x) before the step is
-        # subtracted: one pass less than zeroing it first (refresh clears what x - x cannot)
-        torch._fused_adamw_(
+        torch._fused_adamw_(  # weight_decay=1.0 at lr=1.0: the scratch cleared (x - x)
             rows[0], rows[1], rows[2], rows[3], [], rows[4], lr=1.0, beta1=shared["beta1"],
             beta2=shared["beta2"], weight_decay=1.0, eps=shared["eps"], amsgrad=False,
             maximize=False,
