@@ -189,10 +189,10 @@ def _loss(loss_fn: object) -> LossStep | None:
 
 def _regression(squared: bool) -> LossStep:
     def regression(out: Tensor, labels: Tensor, each: bool) -> tuple[Tensor, Tensor] | None:
-        losses = regression_losses(out, labels, each, squared=squared)
-        if losses is None:
+        done = regression_losses(out, labels, each, squared=squared)
+        if done is None:
             return None
-        diff = out - labels.expand_as(out)
+        losses, diff = done  # the losses are already computed from diff: it may change in place
         n = out[0].numel()
         return losses, (diff.mul_(2.0 / n) if squared else diff.sign_().div_(n))
 

@@ -52,7 +52,8 @@ def _direct(
         squared = kind is nn.MSELoss
 
         def regression(outputs: torch.Tensor, labels: Any) -> torch.Tensor | None:
-            return regression_losses(outputs, labels, each, squared=squared)
+            done = regression_losses(outputs, labels, each, squared=squared)
+            return None if done is None else done[0]
 
         return regression
     if kind is nn.CrossEntropyLoss:
@@ -110,14 +111,21 @@ def class_indices_fit(outputs: torch.Tensor, labels: Any, each: bool) -> bool:
 
 def regression_losses(
     outputs: torch.Tensor, labels: Any, each: bool, *, squared: bool
-) -> torch.Tensor | None:
-    """Each member's mean squared (or absolute) error, ``(K,)``; ``None`` if the targets don't fit.
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Each member's mean squared (or absolute) error ``(K,)``, and the differences it is of.
+
+    ``None`` if the targets don't fit. The differences, ``outputs - labels``, are what the hand
+    step's gradient is made of: computed once for both. The values equal ``F.mse_loss`` and
+    ``F.l1_loss`` without reduction, bit for bit.
 
     Example:
-        >>> regression_losses(torch.ones(2, 3, 1), torch.zeros(3, 1), False, squared=True)
-        tensor([1., 1.])
+        >>> losses, diff = regression_losses(torch.ones(2, 3, 1), torch.zeros(3, 1), False,
+        ...                                  squared=True)
+        >>> losses, tuple(diff.shape)
+        (tensor([1., 1.]), (2, 3, 1))
     """
     if not targets_fit(outputs, labels, each):
         return None
-    pointwise = F.mse_loss if squared else F.l1_loss
-    return pointwise(outputs, labels.expand_as(outputs), reduction="none").flatten(1).mean(1)
+    diff = outputs - labels.expand_as(outputs)
+    pointwise = diff.square() if squared else diff.abs()
+    return pointwise.flatten(1).mean(1), diff
