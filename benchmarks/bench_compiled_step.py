@@ -32,6 +32,7 @@ of compiling per K; needs a C++ compiler, as Inductor on a CPU does).
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import tempfile
@@ -117,8 +118,7 @@ class Stacked:
 
     def copy(self) -> Stacked:
         """A copy with its own weights, state and generator (the same data)."""
-        other = object.__new__(Stacked)
-        other.__dict__.update(self.__dict__)
+        other = copy.copy(self)
         other.params = [p.clone() for p in self.params]
         other.m = [t.clone() for t in self.m]
         other.v = [t.clone() for t in self.v]
